@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+export ROS_LOCALHOST_ONLY ?= 1
+
+.PHONY: venv demo test typecheck bench lint clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements-dev.txt setup.py
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip setuptools wheel
+	$(VPY) -m pip install -q -r requirements-dev.txt
+	# tensorrt-stubs' own dependency is an sdist that downloads from NVIDIA: skip it.
+	$(VPY) -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
+	$(VPY) tools/fix_tensorrt_stubs.py
+	$(VPY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VPY) -m reflector_ros.cli demo
+
+typecheck: $(STAMP)
+	$(VPY) -m mypy --config-file mypy.ini reflector_ros/backends/tensorrt_backend.py
+
+test: $(STAMP) typecheck
+	$(VPY) -m pytest -q $(PYTEST_ARGS) test
+
+bench: $(STAMP)
+	$(VPY) -m reflector_ros.cli bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,46 @@
+"""`reflector <command>`: one entry point for the node and the ML toolkit.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; modules import lazily so `reflector node` never loads torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "node": ("reflector_ros.ros.node", "run the ROS 2 depth node (same as depth_node)"),
+    "demo": ("reflector_ros.demo", "publish a camera feed to the node, write a preview PNG, print timings"),
+    "train": ("reflector_ros.train.train", "train or fine-tune a Reflector model"),
+    "eval": ("reflector_ros.train.evaluate", "evaluate a model on depth datasets"),
+    "infer": ("reflector_ros.train.infer", "offline inference on images, folders, videos or bags"),
+    "export": ("reflector_ros.model.export", "export a checkpoint to ONNX (pair and fused)"),
+    "build-engine": ("reflector_ros.backends.engine_build", "build TensorRT engines from ONNX"),
+    "bench": ("reflector_ros.bench", "per-stage latency of every available backend"),
+    "synth": ("reflector_ros.data.synthetic", "render a synthetic metric-depth dataset"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="reflector", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, helptext) in COMMANDS.items():
+        sub.add_parser(name, help=helptext, add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser.print_help()
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    cmd = argparse.ArgumentParser(prog=f"reflector {argv[0]}", description=COMMANDS[argv[0]][1])
+    module.add_arguments(cmd)
+    if argv[0] == "node":  # ROS arguments (--ros-args ...) pass through untouched
+        args, _ = cmd.parse_known_args(argv[1:])
+        args.ros_argv = argv
+    else:
+        args = cmd.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
