@@ -29,7 +29,6 @@ setup(
     maintainer_email="dev@reflector-ros.invalid",
     description="Metric monocular depth node for ROS 2 (Reflector network).",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "depth_node = reflector_ros.ros.node:main",
