@@ -24,7 +24,7 @@ def profile_path() -> Path:
             installed = Path(get_package_share_directory("reflector_ros")) / "config" / PROFILE_NAME
             if installed.is_file():
                 return installed
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):  # OSError: AMENT_PREFIX_PATH unset (plain venv)
             pass
     except ImportError:
         pass
