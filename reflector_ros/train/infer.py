@@ -117,17 +117,37 @@ def iter_video(path: Path, every: int) -> Iterator[Frame]:
         cap.release()
 
 
+def bag_topics(path: Path, image_topic: str | None, info_topic: str | None) -> tuple[str, str | None]:
+    """Pick the image topic (the only one, unless named) and its sibling camera_info."""
+    from reflector_ros.data.rosbag import CAMERA_INFO, COMPRESSED, IMAGE, _open_reader
+
+    reader = _open_reader(path)
+    try:
+        types = {t: c.msgtype for t, c in reader.topics.items()}
+    finally:
+        reader.close()
+    if image_topic is None:
+        images = sorted(t for t, ty in types.items() if ty in (IMAGE, COMPRESSED))
+        if len(images) != 1:
+            raise InputError(f"{path}: pass --image-topic; image topics in the bag: {images or 'none'}")
+        image_topic = images[0]
+    if info_topic is None:
+        ns = image_topic.rsplit("/", 1)[0]
+        infos = sorted(t for t, ty in types.items() if ty == CAMERA_INFO)
+        sibling = [t for t in infos if t.rsplit("/", 1)[0] == ns]
+        info_topic = (sibling or (infos if len(infos) == 1 else [None]))[0]
+    return image_topic, info_topic
+
+
 def iter_bag(path: Path, image_topic: str | None, info_topic: str | None, every: int) -> Iterator[Frame]:
     from reflector_ros.data.rosbag import iter_bag_images
 
-    for i, item in enumerate(iter_bag_images(path, image_topic, info_topic)):
+    image_topic, info_topic = bag_topics(path, image_topic, info_topic)
+    for i, (stamp_ns, rgb, intr) in enumerate(iter_bag_images(path, image_topic, info_topic)):
         if i % every:
             continue
-        rgb, info = item.rgb, item.camera_info
-        pin = None
-        if info is not None:
-            pin = Pinhole(float(info.fx), float(info.fy), float(info.cx), float(info.cy), rgb.shape[1], rgb.shape[0])
-        yield f"{path.stem}_{item.stamp_ns}", rgb, pin
+        pin = None if intr is None else Pinhole(*intr, rgb.shape[1], rgb.shape[0])
+        yield f"{path.stem}_{stamp_ns}", rgb, pin
 
 
 def iter_inputs(inputs: list[str], every: int = 1, image_topic: str | None = None,

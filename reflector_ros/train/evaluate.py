@@ -1,0 +1,203 @@
+"""`reflector eval`: a model (or a baseline) on depth datasets, with the published protocol.
+
+Numbers in docs and the README come from here, so every figure is reproducible with
+one command. Runs through a Backend (ONNX Runtime needs no torch); training reuses
+`evaluate_dataset` with an in-memory torch model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from reflector_ros.core.errors import InputError
+from reflector_ros.data.sample import Sample
+from reflector_ros.train.metrics import (
+    depth_metrics, markdown_table, mean_metrics, median_scale, valid_mask,
+)
+
+# rgb (H, W, 3) uint8, fx, fy in pixels of that image -> metric depth (H, W), NaN invalid
+Predictor = Callable[[np.ndarray, float, float], np.ndarray]
+
+
+def backend_predictor(backend: Any) -> Predictor:
+    """Wrap a Backend so evaluation code sees one callable."""
+    from reflector_ros.meta import focal_scale
+
+    def predict(rgb: np.ndarray, fx: float, fy: float) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        return backend.run(np.ascontiguousarray(rgb), focal_scale(fx, fy, w, h, backend.meta), (h, w)).depth
+    return predict
+
+
+def torch_predictor(model: Any, meta: Any, device: Any = "cpu") -> Predictor:
+    """An in-memory torch model as a Predictor (used for validation during training)."""
+    import torch
+    import torch.nn.functional as F
+
+    from reflector_ros.meta import focal_scale
+
+    mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def predict(rgb: np.ndarray, fx: float, fy: float) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        x = cv2.resize(rgb, (meta.input_width, meta.input_height), interpolation=cv2.INTER_AREA
+                       if w > meta.input_width else cv2.INTER_LINEAR)
+        t = torch.from_numpy(x).to(device).permute(2, 0, 1)[None].float().div_(255)
+        t = (t - mean) / std
+        s = torch.tensor([focal_scale(fx, fy, w, h, meta)], device=device, dtype=torch.float32)
+        depth = model(t, s)["depth"].float()
+        depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
+        return depth[0, 0].cpu().numpy()
+    return predict
+
+
+def predict_flip(predict: Predictor, rgb: np.ndarray, fx: float, fy: float, flip: bool) -> np.ndarray:
+    """Optionally average with the mirrored image's prediction (ZoeDepth's evaluation)."""
+    d = predict(rgb, fx, fy)
+    if flip:
+        d = 0.5 * (d + predict(np.ascontiguousarray(rgb[:, ::-1]), fx, fy)[:, ::-1])
+    return d
+
+
+def baseline_depth(kind: str, sample: Sample, mask: np.ndarray, constant: float) -> np.ndarray:
+    """The reference predictions the README's table quotes: a constant, or each frame's GT median."""
+    if kind == "constant":
+        return np.full(sample.depth.shape, constant, np.float32)
+    if kind == "median-gt":
+        return np.full(sample.depth.shape, float(np.median(sample.depth[mask])), np.float32)
+    raise InputError(f"unknown baseline {kind!r}; use constant or median-gt")
+
+
+def evaluate_dataset(ds: Sequence[Sample], predict: Predictor | None, *, crop: str = "none",
+                     min_depth: float = 1e-3, max_depth: float | None = None, flip: bool = False,
+                     baseline: str | None = None, constant: float = 2.5, limit: int = 0,
+                     progress: bool = True, desc: str = "eval") -> dict[str, dict[str, float]]:
+    """Per-image metrics averaged over the set: {'metric': ..., 'median_scaled': ...}."""
+    from tqdm import tqdm
+
+    n = len(ds) if limit <= 0 else min(limit, len(ds))
+    if n == 0:
+        raise InputError("dataset is empty")
+    # spread a limited evaluation over the whole set rather than its first frames
+    idx = np.linspace(0, len(ds) - 1, n).round().astype(int) if n < len(ds) else np.arange(n)
+    rows, rows_med = [], []
+    for i in tqdm(idx, desc=desc, unit="img", disable=not progress, leave=False):
+        s = ds[int(i)]
+        mask = valid_mask(s.depth, min_depth, max_depth, crop)
+        if not mask.any():
+            continue
+        if baseline:
+            pred = baseline_depth(baseline, s, mask, constant)
+        else:
+            assert predict is not None
+            pred = predict_flip(predict, s.image, s.fx, s.fy, flip)
+        rows.append(depth_metrics(pred, s.depth, mask))
+        rows_med.append(depth_metrics(median_scale(pred, s.depth, mask), s.depth, mask))
+    return {"metric": mean_metrics(rows), "median_scaled": mean_metrics(rows_med)}
+
+
+def focal_consistency(predict: Predictor, rgb: np.ndarray, fx: float, fy: float) -> float:
+    """Median ratio of depth from a 2x-upscaled centre crop (fx doubled) to the full frame's.
+
+    The same scene seen through a longer lens must keep its metric depth; 1.0 is perfect.
+    """
+    h, w = rgb.shape[:2]
+    ch, cw = h // 2, w // 2
+    t, l = (h - ch) // 2, (w - cw) // 2
+    full = predict(rgb, fx, fy)[t:t + ch, l:l + cw]
+    up = cv2.resize(rgb[t:t + ch, l:l + cw], (2 * cw, 2 * ch), interpolation=cv2.INTER_CUBIC)
+    zoom = cv2.resize(predict(up, 2 * fx, 2 * fy), (cw, ch), interpolation=cv2.INTER_AREA)
+    ok = np.isfinite(full) & np.isfinite(zoom) & (full > 0) & (zoom > 0)
+    if not ok.any():
+        raise InputError("no valid depth in the crop to compare")
+    return float(np.median(zoom[ok] / full[ok]))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model file (.onnx, .pt, .engine); default: the embedded model")
+    p.add_argument("--backend", default="auto", help="auto|onnxruntime|torch|torch-cpu|tensorrt|...")
+    p.add_argument("--data", action="append", required=True, metavar="SPEC",
+                   help="dataset spec, e.g. manifest:DIR?frames=250:373 (repeatable)")
+    p.add_argument("--frames", help="START:STOP[:STEP] applied to every --data")
+    p.add_argument("--crop", choices=["eigen", "garg", "none"], help="default: the dataset's protocol")
+    p.add_argument("--max-depth", type=float, help="depth cap in metres (default: the dataset's)")
+    p.add_argument("--min-depth", type=float, default=1e-3)
+    p.add_argument("--median-scale", action="store_true", help="also print the per-image median-scaled variant")
+    p.add_argument("--flip", action="store_true", help="average with the flipped image's prediction")
+    p.add_argument("--baseline", choices=["constant", "median-gt"],
+                   help="evaluate a reference instead of a model: constant depth or each frame's median GT (oracle)")
+    p.add_argument("--constant-depth", type=float, default=2.5, help="depth of the constant baseline, metres")
+    p.add_argument("--limit", type=int, default=0, help="evaluate at most N frames per set, spread evenly")
+    p.add_argument("--focal-check", type=int, default=0, metavar="N",
+                   help="also report the focal-consistency ratio on N frames per set")
+    p.add_argument("--json", help="write all results as JSON here")
+    p.add_argument("--markdown", help="write the table as markdown here")
+
+
+def open_eval_set(spec: str, frames: str | None) -> tuple[Sequence[Sample], dict[str, Any]]:
+    """The dataset and its protocol defaults; --frames selects on top of the spec."""
+    from reflector_ros.data.registry import Subset, dataset_defaults, frame_range, open_dataset, parse_spec
+
+    cfg = parse_spec(spec)
+    ds = open_dataset(spec)
+    if frames:
+        if cfg.get("frames"):
+            raise InputError(f"{spec}: frames are given in the spec and in --frames; use one")
+        ds = Subset(ds, frame_range(frames, len(ds)))
+    return ds, dataset_defaults(spec)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        predict = None
+        label = args.baseline and (f"constant {args.constant_depth} m" if args.baseline == "constant"
+                                   else "median GT (oracle)")
+        if not args.baseline:
+            from reflector_ros.backends import make_backend
+
+            backend = make_backend(args.backend, args.model)
+            predict = backend_predictor(backend)
+            label = f"{args.model or 'embedded default'} ({backend.name})"
+        results: dict[str, Any] = {"model": label, "sets": {}}
+        table: dict[str, dict[str, float]] = {}
+        for spec in args.data:
+            ds, defaults = open_eval_set(spec, args.frames)
+            crop = args.crop or defaults.get("crop") or "none"
+            cap = args.max_depth if args.max_depth is not None else defaults.get("max_depth")
+            name = spec + (f" [{args.frames}]" if args.frames else "")
+            res = evaluate_dataset(ds, predict, crop=crop, min_depth=args.min_depth, max_depth=cap,
+                                   flip=args.flip, baseline=args.baseline, constant=args.constant_depth,
+                                   limit=args.limit, desc=Path(spec.split("?")[0]).name)
+            entry: dict[str, Any] = {"crop": crop, "max_depth": cap, **res}
+            if args.focal_check and predict is not None:
+                idx = np.linspace(0, len(ds) - 1, min(args.focal_check, len(ds))).round().astype(int)
+                ratios = [focal_consistency(predict, ds[int(i)].image, ds[int(i)].fx, ds[int(i)].fy) for i in idx]
+                entry["focal_ratio_median"] = float(np.median(ratios))
+                entry["focal_ratio_worst"] = float(max(ratios, key=lambda r: abs(r - 1)))
+            results["sets"][name] = entry
+            table[name] = res["metric"]
+            if args.median_scale:
+                table[name + " (median-scaled)"] = res["median_scaled"]
+    except InputError as exc:
+        print(f"reflector eval: error: {exc}", file=sys.stderr)
+        return 2
+    md = markdown_table(table)
+    print(f"model: {label}\n\n{md}")
+    for name, entry in results["sets"].items():
+        if "focal_ratio_median" in entry:
+            print(f"focal consistency {name}: median ratio {entry['focal_ratio_median']:.3f} "
+                  f"(worst frame {entry['focal_ratio_worst']:.3f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(md + "\n")
+    return 0
