@@ -1,0 +1,97 @@
+"""Depth post-processing: validity masks (REP 118), 16UC1 millimetres, a colormap for people.
+
+REP 118: float depth uses NaN for "no reading"; 0.0 would be a valid point at the
+camera origin for depth_image_proc and RViz, so it is never emitted.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from reflector_ros.core.errors import InputError
+
+
+def _check_range(min_depth: float, max_depth: float) -> None:
+    if math.isnan(min_depth) or math.isnan(max_depth) or not min_depth < max_depth:
+        raise InputError(f"depth range [{min_depth}, {max_depth}] is empty or NaN")
+
+
+def finalize_depth(depth: np.ndarray, confidence: np.ndarray | None, min_depth: float, max_depth: float,
+                   min_confidence: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
+    """Metric depth -> float32 with NaN wherever the value must not be trusted.
+
+    Invalid: non-finite, <= 0, outside [min_depth, max_depth], or confidence below
+    ``min_confidence`` (NaN confidence too). ``out=depth`` works in place.
+    """
+    _check_range(min_depth, max_depth)
+    if depth.ndim != 2:
+        raise InputError(f"depth must be 2-D, got shape {depth.shape}")
+    if confidence is not None and confidence.shape != depth.shape:
+        raise InputError(f"confidence {confidence.shape} does not match depth {depth.shape}")
+    if out is None:
+        out = np.empty(depth.shape, np.float32)
+    elif out.shape != depth.shape or out.dtype != np.float32:
+        raise InputError(f"out must be {depth.shape} float32, got {out.shape} {out.dtype}")
+    lo = np.float32(min_depth) if min_depth > 0 else np.nextafter(np.float32(0), np.float32(1))
+    hi = np.float32(max_depth) if math.isfinite(max_depth) else np.finfo(np.float32).max
+    good = depth >= lo             # NaN compares False
+    good &= depth <= hi            # +inf fails here
+    if confidence is not None and min_confidence > 0:
+        good &= confidence >= np.float32(min_confidence)
+    if out is not depth:
+        np.copyto(out, depth, casting="same_kind")
+    np.copyto(out, np.float32(np.nan), where=~good)
+    return out
+
+
+def to_millimetres(depth: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Metres -> 16UC1 millimetres (rounded), 0 = invalid per REP 118.
+
+    Values beyond 65.535 m are written as 0 (invalid), not saturated to 65535: a
+    saturated value would claim a reading at 65.5 m that the network never made.
+    NaN, <= 0 and anything rounding to 0 mm are 0 as well.
+    """
+    if out is None:
+        out = np.zeros(depth.shape, np.uint16)
+    else:
+        if out.shape != depth.shape or out.dtype != np.uint16:
+            raise InputError(f"out must be {depth.shape} uint16, got {out.shape} {out.dtype}")
+        out.fill(0)
+    mm = np.multiply(depth, np.float32(1000.0), dtype=np.float32)
+    np.rint(mm, out=mm)
+    valid = mm >= 1.0
+    valid &= mm <= 65535.0
+    np.copyto(out, mm, casting="unsafe", where=valid)
+    return out
+
+
+@lru_cache(maxsize=1)
+def _turbo_lut() -> np.ndarray:
+    """256-entry BGR LUT: 0 = black (invalid), 1..255 = TURBO from far (blue) to near (red)."""
+    ramp = np.linspace(0, 255, 255).round().astype(np.uint8).reshape(-1, 1)
+    turbo = cv2.applyColorMap(ramp, cv2.COLORMAP_TURBO)          # (255, 1, 3)
+    lut = np.zeros((256, 1, 3), np.uint8)
+    lut[1:] = turbo
+    return lut
+
+
+def colorize(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
+    """Depth -> (H, W, 3) uint8 BGR TURBO image, near = warm, NaN/invalid = black.
+
+    One affine pass to an index in 1..255 (0 reserved for invalid), then one LUT lookup.
+    """
+    _check_range(min_depth, max_depth)
+    if not (math.isfinite(min_depth) and math.isfinite(max_depth)):
+        raise InputError("colorize needs a finite depth range")
+    if depth.ndim != 2:
+        raise InputError(f"depth must be 2-D, got shape {depth.shape}")
+    a = np.float32(-254.0 / (max_depth - min_depth))
+    b = np.float32(255.0 - a * min_depth)   # min_depth -> 255 (warm), max_depth -> 1
+    idx = np.multiply(depth, a, dtype=np.float32)
+    idx += b
+    np.clip(idx, 1.0, 255.0, out=idx)
+    np.copyto(idx, np.float32(0.0), where=np.isnan(idx))
+    return cv2.applyColorMap(idx.astype(np.uint8), _turbo_lut())

@@ -1,0 +1,116 @@
+"""sensor_msgs <-> numpy, with no per-element Python on the hot path.
+
+Assigning ``bytes`` or a list to a generated ``uint8[]`` field makes rclpy check every
+element; we fill the field's own ``array.array('B')`` with ``frombytes`` from a
+memoryview of the numpy buffer instead (one memcpy; bench/bench_core.py compares).
+"""
+from __future__ import annotations
+
+import array
+import sys
+
+import numpy as np
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from reflector_ros.core.camera import Intrinsics, intrinsics_from_k, k_matrix, p_matrix, scale_intrinsics
+from reflector_ros.core.decode import decode_compressed, decode_image
+from reflector_ros.core.depth import to_millimetres
+from reflector_ros.core.errors import InputError
+from reflector_ros.core.pointcloud import POINT_STEP, cloud_fields
+
+_BIGENDIAN = int(sys.byteorder == "big")
+
+
+def _bytes_field(arr: np.ndarray) -> array.array:
+    """A uint8[] field value holding arr's bytes (one copy, no per-element checks)."""
+    field = array.array("B")
+    field.frombytes(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    return field
+
+
+def rgb_from_image(msg: Image) -> np.ndarray:
+    return decode_image(msg.data, msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian)
+
+
+def rgb_from_compressed(msg: CompressedImage) -> np.ndarray:
+    return decode_compressed(msg.data, msg.format)
+
+
+def intrinsics_from_camera_info(msg: CameraInfo, image_width: int, image_height: int) -> Intrinsics:
+    """K of this camera_info, expressed at the image's resolution.
+
+    camera_info for another resolution than the image (a driver publishing full-sensor
+    calibration with binned frames) is scaled, not refused; width/height 0 means
+    "same as the image".
+    """
+    cw, ch = int(msg.width), int(msg.height)
+    if cw == 0 or ch == 0:
+        cw, ch = int(image_width), int(image_height)
+    intr = intrinsics_from_k(msg.k, cw, ch)
+    return scale_intrinsics(intr, int(image_width), int(image_height))
+
+
+def _image(header: Header, arr: np.ndarray, encoding: str, channels: int) -> Image:
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != channels):
+        raise InputError(f"{encoding} needs an (H, W{', ' + str(channels) if channels > 1 else ''}) array, "
+                         f"got {arr.shape}")
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = _BIGENDIAN
+    msg.step = msg.width * channels * arr.dtype.itemsize
+    msg.data = _bytes_field(arr)
+    return msg
+
+
+def depth_image_msg(header: Header, depth: np.ndarray, encoding: str = "32FC1") -> Image:
+    """Metric depth (float32 metres, NaN invalid) as 32FC1 metres or 16UC1 millimetres (0 invalid)."""
+    if encoding == "32FC1":
+        return _image(header, depth.astype(np.float32, copy=False), encoding, 1)
+    if encoding == "16UC1":
+        return _image(header, to_millimetres(depth), encoding, 1)
+    raise InputError(f"depth encoding must be 32FC1 or 16UC1 (REP 118), got '{encoding}'")
+
+
+def confidence_msg(header: Header, conf: np.ndarray) -> Image:
+    return _image(header, conf.astype(np.float32, copy=False), "32FC1", 1)
+
+
+def colored_msg(header: Header, bgr: np.ndarray) -> Image:
+    if bgr.dtype != np.uint8:
+        raise InputError(f"colored image must be uint8 BGR, got {bgr.dtype}")
+    return _image(header, bgr, "bgr8", 3)
+
+
+def camera_info_msg(header: Header, intr: Intrinsics) -> CameraInfo:
+    """CameraInfo of the depth image: K and P (depth_image_proc reads P), R identity, no distortion.
+
+    D is zero because the depth lives in the pinhole model the network saw.
+    """
+    msg = CameraInfo()
+    msg.header = header
+    msg.width, msg.height = int(intr.width), int(intr.height)
+    msg.distortion_model = "plumb_bob"
+    msg.d = array.array("d", [0.0] * 5)
+    msg.k = k_matrix(intr)
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = p_matrix(intr)
+    return msg
+
+
+def cloud_msg(header: Header, buffer: np.ndarray, height: int, width: int, with_rgb: bool) -> PointCloud2:
+    """Organised PointCloud2 around pack_cloud()'s buffer (height x width x 16 bytes)."""
+    if buffer.nbytes != height * width * POINT_STEP:
+        raise InputError(f"cloud buffer has {buffer.nbytes} bytes, expected {height}x{width}x{POINT_STEP}")
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = int(height), int(width)
+    msg.fields = [PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in cloud_fields(with_rgb)]
+    msg.is_bigendian = bool(_BIGENDIAN)
+    msg.point_step = POINT_STEP
+    msg.row_step = POINT_STEP * int(width)
+    msg.is_dense = False
+    msg.data = _bytes_field(buffer)
+    return msg
