@@ -1,0 +1,323 @@
+"""ROS 2 bags (sqlite3 or mcap) as depth datasets and as image streams for offline work.
+
+A robot's own recordings are the closest data to deployment: this reads them with the
+pure-Python ``rosbags`` library (no ROS install needed). The bag is indexed once (topic,
+receive time, header stamp: the stamp is read from the first CDR bytes, no image is
+decoded); frames are then read one by one by receive time, so a bag is never loaded whole.
+Colour and depth are paired by header stamp (nearest within ``max_dt``), intrinsics come
+from CameraInfo (same stamp, else the latest before the image, else the nearest).
+"""
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reflector_ros.core.errors import InputError
+from reflector_ros.data.sample import Sample
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+MAX_DIM = 16384
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """Where one message lives: enough to read it again without scanning the bag."""
+
+    topic: str
+    log_ns: int      # bag receive time, the key the storage plugins can seek on
+    occurrence: int  # how many earlier messages of this topic share log_ns
+    stamp_ns: int    # header stamp, the key for pairing
+
+
+def _open_reader(path: Path) -> Any:
+    """An open AnyReader, or InputError saying why the bag cannot be read."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    if not path.exists():
+        raise InputError(f"ROS 2 bag not found: {path}")
+    try:
+        reader = AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
+        reader.open()
+    except Exception as err:  # the library raises many types for damaged files
+        raise InputError(f"cannot read ROS 2 bag {path}: {type(err).__name__}: {err}") from None
+    return reader
+
+
+def _topic_list(reader: Any) -> str:
+    return ", ".join(f"{t} ({c.msgtype})" for t, c in sorted(reader.topics.items())) or "none"
+
+
+def _check_topic(reader: Any, path: Path, topic: str, types: tuple[str, ...]) -> None:
+    topics = reader.topics
+    if topic not in topics:
+        raise InputError(f"topic {topic!r} is not in bag {path}; topics present: {_topic_list(reader)}")
+    if topics[topic].msgtype not in types:
+        raise InputError(f"topic {topic!r} in bag {path} is {topics[topic].msgtype}, expected {' or '.join(types)}")
+
+
+def _stamp_ns(raw: bytes | memoryview) -> int:
+    """Header stamp from CDR bytes: every message used here starts with std_msgs/Header."""
+    if len(raw) < 12:
+        raise InputError("message too short to hold a header")
+    little = raw[1] & 1  # encapsulation id 0x0001 = CDR little-endian
+    sec, nsec = struct.unpack("<iI" if little else ">iI", bytes(raw[4:12]))
+    return sec * 1_000_000_000 + nsec
+
+
+def _index(reader: Any, topics: Sequence[str]) -> dict[str, list[_Ref]]:
+    """One pass over the bag's raw records of these topics, nothing decoded."""
+    conns = [c for c in reader.connections if c.topic in topics]
+    refs: dict[str, list[_Ref]] = {t: [] for t in topics}
+    last: dict[str, tuple[int, int]] = {}
+    for conn, log_ns, raw in reader.messages(connections=conns):
+        prev_ns, prev_k = last.get(conn.topic, (None, -1))
+        k = prev_k + 1 if prev_ns == log_ns else 0
+        last[conn.topic] = (log_ns, k)
+        refs[conn.topic].append(_Ref(conn.topic, log_ns, k, _stamp_ns(raw)))
+    return refs
+
+
+def _intrinsics_from_info(msg: Any) -> tuple[float, float, float, float, int, int] | None:
+    """(fx, fy, cx, cy, width, height) from K (falls back to P); None for an uncalibrated camera."""
+    for mat, stride in ((np.asarray(msg.k, dtype=np.float64), 3), (np.asarray(msg.p, dtype=np.float64), 4)):
+        if mat.size < 2 * stride + 3:
+            continue
+        fx, fy, cx, cy = mat[0], mat[stride + 1], mat[2], mat[stride + 2]
+        if np.all(np.isfinite([fx, fy, cx, cy])) and fx > 0 and fy > 0:
+            return float(fx), float(fy), float(cx), float(cy), int(msg.width), int(msg.height)
+    return None
+
+
+def _scaled(cal: tuple[float, float, float, float, int, int], width: int, height: int) -> tuple[float, float, float, float]:
+    """Intrinsics of a camera_info for another resolution of the same image (plain resize)."""
+    fx, fy, cx, cy, cw, ch = cal
+    if cw <= 0 or ch <= 0 or (cw == width and ch == height):
+        return fx, fy, cx, cy
+    sx, sy = width / cw, height / ch
+    return fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5
+
+
+def _pick_info(stamps: np.ndarray, stamp: int) -> int:
+    """Same stamp, else the latest before, else the nearest after (info late at bag start)."""
+    j = int(np.searchsorted(stamps, stamp, side="right")) - 1
+    return j if j >= 0 else 0
+
+
+def decode_rgb(msg: Any, msgtype: str) -> np.ndarray:
+    """RGB uint8 from an Image or CompressedImage message (core.decode does the work)."""
+    from reflector_ros.core.decode import decode_compressed, decode_image
+
+    if msgtype == COMPRESSED:
+        return decode_compressed(msg.data, msg.format)
+    return decode_image(msg.data, msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian)
+
+
+def decode_depth(msg: Any) -> np.ndarray:
+    """float32 metres, 0 invalid, from a 16UC1 (mm) or 32FC1 (m) Image (REP 118)."""
+    enc = str(msg.encoding).upper()
+    dtypes = {"16UC1": np.uint16, "MONO16": np.uint16, "32FC1": np.float32}
+    if enc not in dtypes:
+        raise InputError(f"depth encoding {msg.encoding!r} not supported; expected 16UC1 (mm) or 32FC1 (m)")
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if not (0 < h < MAX_DIM and 0 < w < MAX_DIM):
+        raise InputError(f"depth image size {w}x{h} out of range (1..{MAX_DIM - 1})")
+    dtype = np.dtype(dtypes[enc]).newbyteorder(">" if msg.is_bigendian else "<")
+    if step < w * dtype.itemsize:
+        raise InputError(f"depth step {step} < width {w} x {dtype.itemsize} bytes")
+    buf = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
+    if buf.size < step * h:
+        raise InputError(f"depth data has {buf.size} bytes, expected step {step} x height {h}")
+    rows = buf[: step * h].reshape(h, step)[:, : w * dtype.itemsize]
+    values = np.ascontiguousarray(rows).view(dtype).reshape(h, w)
+    if dtype.itemsize == 2:
+        return values.astype(np.float32) / np.float32(1000.0)
+    depth = values.astype(np.float32)
+    depth[~np.isfinite(depth) | (depth < 0)] = 0.0
+    return depth
+
+
+class _LazyBag:
+    """An AnyReader opened on first use in each process (safe with forking DataLoaders)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._reader: Any = None
+        self._pid = -1
+
+    def reader(self) -> Any:
+        if self._reader is None or self._pid != os.getpid():
+            self._reader, self._pid = _open_reader(self.path), os.getpid()
+        return self._reader
+
+    def read(self, ref: _Ref) -> tuple[Any, str]:
+        """Deserialised message and its type for one indexed record."""
+        reader = self.reader()
+        conns = [c for c in reader.connections if c.topic == ref.topic]
+        k = 0
+        for conn, _, raw in reader.messages(connections=conns, start=ref.log_ns, stop=ref.log_ns + 1):
+            if k == ref.occurrence:
+                try:
+                    return reader.deserialize(raw, conn.msgtype), conn.msgtype
+                except Exception as err:
+                    raise InputError(f"{self.path}: cannot decode {ref.topic} at {ref.log_ns} ns: {err}") from None
+            k += 1
+        raise InputError(f"{self.path}: message {ref.topic} at {ref.log_ns} ns vanished (bag changed on disk?)")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "_reader": None, "_pid": -1}
+
+
+class BagDataset(Sequence[Sample]):
+    """Colour frames of a bag with matched depth and intrinsics, as Samples.
+
+    Without ``depth_topic`` the depth is all zeros (invalid): useful for inference
+    sets, not for training. Intrinsics come from ``camera_info_topic`` or, failing
+    that, from ``intrinsics=(fx, fy, cx, cy)``. Colour frames with no depth within
+    ``max_dt`` seconds are left out (``self.unmatched`` counts them).
+    """
+
+    def __init__(self, path: str | Path, image_topic: str, depth_topic: str | None = None,
+                 camera_info_topic: str | None = None, max_dt: float = 0.02,
+                 intrinsics: tuple[float, float, float, float] | None = None) -> None:
+        self.path = Path(path)
+        if camera_info_topic is None and intrinsics is None:
+            raise InputError(f"bag {self.path}: give camera_info_topic or intrinsics=(fx, fy, cx, cy)")
+        if not max_dt >= 0:
+            raise InputError(f"max_dt must be >= 0 seconds, got {max_dt}")
+        self.image_topic, self.depth_topic, self.info_topic = image_topic, depth_topic, camera_info_topic
+        self.intrinsics = intrinsics
+        reader = _open_reader(self.path)
+        try:
+            _check_topic(reader, self.path, image_topic, (IMAGE, COMPRESSED))
+            if depth_topic:
+                _check_topic(reader, self.path, depth_topic, (IMAGE,))
+            if camera_info_topic:
+                _check_topic(reader, self.path, camera_info_topic, (CAMERA_INFO,))
+            wanted = [t for t in (image_topic, depth_topic) if t]
+            try:
+                refs = _index(reader, wanted)
+                infos = self._read_infos(reader) if camera_info_topic else []
+            except InputError:
+                raise
+            except Exception as err:
+                raise InputError(f"cannot read ROS 2 bag {self.path}: {type(err).__name__}: {err}") from None
+        finally:
+            reader.close()
+        images = sorted(refs[image_topic], key=lambda r: r.stamp_ns)
+        self._info_stamps = np.array([s for s, _ in infos], dtype=np.int64)
+        self._infos = [cal for _, cal in infos]
+        if camera_info_topic and not self._infos and intrinsics is None:
+            raise InputError(f"bag {self.path}: no usable CameraInfo on {camera_info_topic} (all K zero?)")
+        self._pairs: list[tuple[_Ref, _Ref | None]] = []
+        if depth_topic:
+            depths = sorted(refs[depth_topic], key=lambda r: r.stamp_ns)
+            dstamps = np.array([r.stamp_ns for r in depths], dtype=np.int64)
+            tol = int(round(max_dt * 1e9))
+            for ref in images:
+                j = int(np.searchsorted(dstamps, ref.stamp_ns))
+                best = min((k for k in (j - 1, j) if 0 <= k < len(depths)),
+                           key=lambda k: abs(int(dstamps[k]) - ref.stamp_ns), default=None)
+                if best is not None and abs(int(dstamps[best]) - ref.stamp_ns) <= tol:
+                    self._pairs.append((ref, depths[best]))
+            if not self._pairs:
+                raise InputError(f"bag {self.path}: no {image_topic} frame has a {depth_topic} frame within "
+                                 f"{max_dt} s ({len(images)} colour, {len(depths)} depth messages)")
+        else:
+            self._pairs = [(ref, None) for ref in images]
+        self.unmatched = len(images) - len(self._pairs)
+        self._bag = _LazyBag(self.path)
+
+    def _read_infos(self, reader: Any) -> list[tuple[int, tuple[float, float, float, float, int, int]]]:
+        conns = [c for c in reader.connections if c.topic == self.info_topic]
+        out = []
+        for conn, _, raw in reader.messages(connections=conns):
+            cal = _intrinsics_from_info(reader.deserialize(raw, conn.msgtype))
+            if cal is not None:
+                out.append((_stamp_ns(raw), cal))
+        out.sort(key=lambda x: x[0])
+        return out
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def stamp_ns(self, i: int) -> int:
+        """Header stamp of colour frame i (for pairing results with other recordings)."""
+        return self._pairs[i][0].stamp_ns
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} frames")
+        img_ref, depth_ref = self._pairs[i]
+        msg, msgtype = self._bag.read(img_ref)
+        rgb = decode_rgb(msg, msgtype)
+        h, w = rgb.shape[:2]
+        if depth_ref is not None:
+            depth = decode_depth(self._bag.read(depth_ref)[0])
+            if depth.shape != (h, w):
+                raise InputError(f"bag {self.path}: depth {depth.shape[1]}x{depth.shape[0]} on {self.depth_topic} "
+                                 f"is not registered to the {w}x{h} colour image on {self.image_topic}")
+        else:
+            depth = np.zeros((h, w), np.float32)
+        if self._infos:
+            fx, fy, cx, cy = _scaled(self._infos[_pick_info(self._info_stamps, img_ref.stamp_ns)], w, h)
+        else:
+            assert self.intrinsics is not None
+            fx, fy, cx, cy = self.intrinsics
+        return Sample(rgb, depth, fx, fy, cx, cy, name=f"{self.path.name}@{img_ref.stamp_ns}")
+
+
+def iter_bag_images(path: str | Path, image_topic: str, camera_info_topic: str | None = None,
+                    max_pending: int = 64) -> Iterator[tuple[int, np.ndarray, tuple[float, float, float, float] | None]]:
+    """Yield (header stamp ns, RGB uint8, (fx, fy, cx, cy) or None) in recording order.
+
+    Streams the bag once (offline inference, INT8 calibration). Intrinsics are the
+    latest valid CameraInfo received so far, scaled to the image if its size differs.
+    Drivers often publish the first info just after the first image, so up to
+    ``max_pending`` images before the first info wait for it; None only when no info
+    topic is given or none arrives in time.
+    """
+    path = Path(path)
+    reader = _open_reader(path)
+    try:
+        _check_topic(reader, path, image_topic, (IMAGE, COMPRESSED))
+        if camera_info_topic:
+            _check_topic(reader, path, camera_info_topic, (CAMERA_INFO,))
+        conns = [c for c in reader.connections if c.topic in (image_topic, camera_info_topic)]
+        cal = None
+        pending: list[tuple[int, Any, str]] = []
+
+        def emit(stamp: int, msg: Any, msgtype: str) -> tuple[int, np.ndarray, tuple[float, float, float, float] | None]:
+            rgb = decode_rgb(msg, msgtype)
+            return stamp, rgb, (_scaled(cal, rgb.shape[1], rgb.shape[0]) if cal is not None else None)
+
+        for conn, _, raw in reader.messages(connections=conns):
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+            except Exception as err:
+                raise InputError(f"{path}: cannot decode a {conn.topic} message: {err}") from None
+            if conn.topic == camera_info_topic:
+                cal = _intrinsics_from_info(msg) or cal
+                if cal is not None:
+                    for item in pending:
+                        yield emit(*item)
+                    pending.clear()
+            elif camera_info_topic and cal is None and len(pending) < max_pending:
+                pending.append((_stamp_ns(raw), msg, conn.msgtype))
+            else:
+                for item in pending:
+                    yield emit(*item)
+                pending.clear()
+                yield emit(_stamp_ns(raw), msg, conn.msgtype)
+        for item in pending:
+            yield emit(*item)
+    finally:
+        reader.close()
