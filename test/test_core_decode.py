@@ -1,0 +1,221 @@
+"""Raw and compressed frame decoding against references built independently of the decoder."""
+from __future__ import annotations
+
+import array
+import struct
+import time
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from reflector_ros.core.decode import MAX_DIM, SUPPORTED_ENCODINGS, decode_compressed, decode_image
+from reflector_ros.core.errors import InputError
+
+H, W = 24, 32
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def _pad_rows(packed: np.ndarray, pad: int) -> tuple[bytes, int]:
+    """(H, row_bytes) -> bytes with ``pad`` junk bytes after every row, and the step."""
+    h, row = packed.shape
+    out = np.full((h, row + pad), 0xAB, np.uint8)
+    out[:, :row] = packed
+    return out.tobytes(), row + pad
+
+
+def _yuv422(rgb: np.ndarray, order: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pack 4:2:2 bytes by hand (BT.601 video range, as OpenCV decodes) from an image whose
+    horizontal pixel pairs share one colour, so the chroma subsampling loses nothing."""
+    pairs = rgb.copy()
+    pairs[:, 1::2] = pairs[:, 0::2]
+    f = pairs.astype(np.float64)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    y = 16 + 0.256788 * r + 0.504129 * g + 0.097906 * b
+    u = 128 - 0.148223 * r - 0.290993 * g + 0.439216 * b
+    v = 128 + 0.439216 * r - 0.367788 * g - 0.071427 * b
+    y, u, v = (np.clip(np.rint(c), 0, 255).astype(np.uint8) for c in (y, u, v))
+    h, w = y.shape
+    out = np.empty((h, w // 2, 4), np.uint8)
+    y0, y1, u0, v0 = y[:, 0::2], y[:, 1::2], u[:, 0::2], v[:, 0::2]
+    if order == "uyvy":
+        out[..., 0], out[..., 1], out[..., 2], out[..., 3] = u0, y0, v0, y1
+    else:
+        out[..., 0], out[..., 1], out[..., 2], out[..., 3] = y0, u0, y1, v0
+    return out.reshape(h, w * 2), pairs
+
+
+def _raw(rgb: np.ndarray, encoding: str) -> tuple[np.ndarray, np.ndarray]:
+    """(packed rows, expected RGB) for a byte-exact encoding."""
+    if encoding == "rgb8":
+        return rgb.reshape(H, -1), rgb
+    if encoding == "bgr8":
+        return rgb[..., ::-1].reshape(H, -1), rgb
+    if encoding in ("rgba8", "bgra8"):
+        a = np.full((H, W, 1), 77, np.uint8)
+        src = rgb if encoding == "rgba8" else rgb[..., ::-1]
+        return np.concatenate([src, a], axis=2).reshape(H, -1), rgb
+    if encoding == "mono8":
+        grey = rgb[..., 1]
+        return grey, np.repeat(grey[..., None], 3, axis=2)
+    raise AssertionError(encoding)
+
+
+@pytest.mark.parametrize("pad", [0, 13])
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
+def test_exact_encodings(rgb, encoding, pad):
+    packed, expected = _raw(rgb, encoding)
+    data, step = _pad_rows(packed, pad)
+    out = decode_image(data, encoding, W, H, step, 0)
+    assert out.shape == (H, W, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("pad", [0, 6])
+@pytest.mark.parametrize("encoding,order", [("uyvy", "uyvy"), ("yuv422", "uyvy"),
+                                            ("yuyv", "yuyv"), ("yuv422_yuy2", "yuyv")])
+def test_yuv422_encodings(rgb, encoding, order, pad):
+    packed, expected = _yuv422(rgb, order)
+    data, step = _pad_rows(packed, pad)
+    out = decode_image(data, encoding, W, H, step, 0)
+    assert out.shape == (H, W, 3)
+    err = np.abs(out.astype(int) - expected.astype(int))
+    # video-range round trip of 8-bit values: a few codes, never a channel swap (that is ~100)
+    assert err.max() <= 4, (encoding, err.max())
+
+
+def test_yuv_alias_order_differs(rgb):
+    """Decoding UYVY bytes as YUYV must visibly differ: guards against swapped aliases."""
+    packed, expected = _yuv422(rgb, "uyvy")
+    wrong = decode_image(packed.tobytes(), "yuyv", W, H, W * 2, 0)
+    assert np.abs(wrong.astype(int) - expected.astype(int)).mean() > 20
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bytearray", "memoryview", "array", "ndarray"])
+def test_buffer_types(rgb, kind):
+    raw = rgb.tobytes()
+    data = {"bytes": raw, "bytearray": bytearray(raw), "memoryview": memoryview(raw),
+            "array": array.array("B", raw), "ndarray": np.frombuffer(raw, np.uint8).copy()}[kind]
+    np.testing.assert_array_equal(decode_image(data, "rgb8", W, H, W * 3, 0), rgb)
+
+
+def test_rgb8_is_zero_copy(rgb):
+    buf = bytearray(rgb.tobytes())
+    out = decode_image(buf, "rgb8", W, H, W * 3, 0)
+    assert np.shares_memory(out, np.frombuffer(buf, np.uint8))
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(encoding="bayer_rggb8"), "unsupported image encoding 'bayer_rggb8'"),
+    (dict(encoding="nv12"), "supported: rgb8"),
+    (dict(encoding="mono16"), "not camera colour input"),
+    (dict(encoding="16UC1"), "not camera colour input"),
+    (dict(encoding="32FC1"), "not camera colour input"),
+    (dict(encoding="mono16", is_bigendian=1), "big-endian"),
+    (dict(width=0), "width is 0"),
+    (dict(height=0), "height is 0"),
+    (dict(width=MAX_DIM), "absurd"),
+    (dict(height=100000), "absurd"),
+    (dict(step=W * 3 - 1), "shorter than one row"),
+    (dict(data=b"\0" * 10), "expected step x height"),
+    (dict(encoding="uyvy", width=W - 1, step=W * 2), "must be even"),
+])
+def test_bad_raw_input(rgb, kwargs, needle):
+    args = dict(data=rgb.tobytes(), encoding="rgb8", width=W, height=H, step=W * 3, is_bigendian=0)
+    args.update(kwargs)
+    with pytest.raises(InputError, match=needle):
+        decode_image(**args)
+
+
+def test_absurd_size_refused_before_allocation():
+    t0 = time.perf_counter()
+    with pytest.raises(InputError):
+        decode_image(b"0123456789", "rgb8", 10, 100000, 30, 0)
+    with pytest.raises(InputError, match="expected step x height"):   # under MAX_DIM, but no data
+        decode_image(b"0123456789", "rgba8", 16000, 16000, 64000, 0)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_supported_list_is_complete():
+    assert set(SUPPORTED_ENCODINGS) == {"rgb8", "bgr8", "rgba8", "bgra8", "mono8",
+                                        "uyvy", "yuv422", "yuyv", "yuv422_yuy2"}
+
+
+# ---------------------------------------------------------------- compressed
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "rgb8; jpeg compressed bgr8", "bgr8; jpeg compressed bgr8"])
+def test_jpeg(fmt):
+    # smooth image so JPEG error is small and a channel swap would be obvious
+    yy, xx = np.mgrid[0:H, 0:W]
+    rgb = np.stack([xx * 8, yy * 10, 255 - xx * 8], axis=2).clip(0, 255).astype(np.uint8)
+    ok, enc = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    out = decode_compressed(enc.tobytes(), fmt)
+    assert out.shape == (H, W, 3)
+    assert np.abs(out.astype(int) - rgb.astype(int)).mean() < 4
+
+
+def test_png_exact(rgb):
+    ok, enc = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(decode_compressed(array.array("B", enc.tobytes()), "bgr8; png compressed bgr8"), rgb)
+
+
+def test_png_grey_and_16bit(rgb):
+    grey = rgb[..., 0]
+    ok, enc = cv2.imencode(".png", grey)
+    np.testing.assert_array_equal(decode_compressed(enc, "png"), np.repeat(grey[..., None], 3, axis=2))
+    wide = grey.astype(np.uint16) * 257                    # 16-bit grey, high byte == grey
+    ok, enc = cv2.imencode(".png", wide)
+    out = decode_compressed(enc.tobytes(), "png")
+    assert out.dtype == np.uint8 and out.shape == (H, W, 3)
+    assert np.abs(out[..., 0].astype(int) - grey.astype(int)).max() <= 1
+
+
+def _png_with_size(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"\0" * 64
+
+
+def test_huge_png_refused_before_decode():
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match="20000"):
+        decode_compressed(_png_with_size(20000, 20000), "png")
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_huge_jpeg_refused_before_decode(rgb):
+    ok, enc = cv2.imencode(".jpg", rgb)
+    data = bytearray(enc.tobytes())
+    sof = data.find(b"\xff\xc0")
+    assert sof > 0
+    struct.pack_into(">HH", data, sof + 5, 30000, 30000)   # height, width
+    with pytest.raises(InputError, match="30000"):
+        decode_compressed(bytes(data), "jpeg")
+
+
+@pytest.mark.parametrize("case", ["random", "short", "png_crc", "jpeg_no_sof", "empty"])
+def test_corrupt_compressed(rgb, case):
+    ok, png = cv2.imencode(".png", rgb)
+    png = bytearray(png.tobytes())
+    data = {
+        "random": np.random.default_rng(1).integers(0, 256, 500, dtype=np.uint8).tobytes(),
+        "short": b"\xff\xd8\xff",
+        "png_crc": bytes(png[:40]) + bytes(b ^ 0x5A for b in png[40:]),
+        "jpeg_no_sof": b"\xff\xd8\xff\xe0\x00\x10" + b"JFIF\0" + b"\0" * 9 + b"\xff\xd9",
+        "empty": b"",
+    }[case]
+    with pytest.raises(InputError):
+        decode_compressed(data, "png")
+
+
+def test_compressed_depth_refused(rgb):
+    ok, enc = cv2.imencode(".png", rgb)
+    with pytest.raises(InputError, match="compressed depth"):
+        decode_compressed(enc.tobytes(), "16UC1; compressedDepth png")
