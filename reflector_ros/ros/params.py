@@ -1,0 +1,147 @@
+"""The depth node's parameters: defaults, descriptions and the pure validation rules.
+
+Kept free of rclpy so the rules are unit-tested directly and shared by start-up
+(refuse and exit) and `set_parameters` (reject with the reason).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("auto", "tensorrt", "torch", "torch-cuda", "torch-cpu", "onnxruntime", "onnxruntime-cuda")
+PRECISIONS = ("fp16", "fp32", "int8")
+INPUT_QOS = ("sensor_data", "reliable", "best_effort")
+OUTPUT_QOS = ("reliable", "best_effort")
+ENCODINGS = ("32FC1", "16UC1")
+MODEL_SUFFIXES = (".onnx", ".pt", ".engine", ".plan")
+
+# name -> (default, description). Order is the order of config/depth.yaml.
+PARAMS: dict[str, tuple[Any, str]] = {
+    "backend": ("auto", "Inference backend: " + " | ".join(BACKENDS) + "; auto picks the fastest available (start-up only)."),
+    "model": ("", "Model file (.onnx, .pt or a TensorRT engine); empty = the embedded default model (start-up only)."),
+    "engine_dir": ("", "Where TensorRT engines are cached; empty = the backend's default (start-up only)."),
+    "precision": ("fp16", "TensorRT precision: fp16 | fp32 | int8 (start-up only)."),
+    "num_threads": (0, "CPU threads for CPU backends; 0 = automatic (start-up only)."),
+    "compressed_input": (False, "Subscribe image/compressed (CompressedImage) instead of image (start-up only)."),
+    "input_qos": ("sensor_data", "Input QoS: sensor_data (best effort, accepts every camera) | reliable | best_effort (start-up only)."),
+    "output_qos": ("reliable", "Output QoS: reliable (RViz, depth_image_proc) | best_effort (start-up only)."),
+    "depth_encoding": ("32FC1", "depth/image encoding: 32FC1 metres with NaN invalid, or 16UC1 millimetres with 0 invalid."),
+    "output_scale": (1.0, "Depth resolution relative to the input image, 0 < s <= 1."),
+    "min_depth": (0.2, "Depths below this (metres) are invalid."),
+    "max_depth": (10.0, "Depths above this (metres) are invalid."),
+    "min_confidence": (0.0, "Pixels with confidence below this are invalid in depth/image, 0..1."),
+    "publish_points": (True, "Publish the organized PointCloud2 on points."),
+    "points_stride": (1, "Keep every n-th row and column in the cloud (>= 1)."),
+    "points_rgb": (True, "Add the image colour (rgb field) to each point."),
+    "points_min_range": (0.0, "Points nearer than this (metres, along the ray) are NaN."),
+    "points_max_range": (0.0, "Points farther than this (metres, along the ray) are NaN; 0 = no limit."),
+    "points_min_confidence": (0.0, "Points with confidence below this are NaN, 0..1."),
+    "publish_colored": (True, "Publish a colour-mapped depth (bgr8) on depth/colored."),
+    "publish_confidence": (True, "Publish the per-pixel confidence (32FC1, 0..1) on depth/confidence."),
+    "fallback_fx": (0.0, "Without camera_info, assume fx = fy = this (pixels, cx, cy = image centre); 0 = wait for camera_info."),
+    "diagnostics_period": (1.0, "Seconds between /diagnostics messages."),
+}
+
+DEFAULTS: dict[str, Any] = {k: v[0] for k, v in PARAMS.items()}
+STARTUP_ONLY = frozenset({"backend", "model", "engine_dir", "precision", "num_threads",
+                          "compressed_input", "input_qos", "output_qos"})
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def normalize(params: dict[str, Any]) -> dict[str, Any]:
+    """Integers where floats are expected become floats (`-p max_depth:=10` is fine)."""
+    out = dict(params)
+    for key, default in DEFAULTS.items():
+        if isinstance(default, float) and _is_number(out.get(key)):
+            out[key] = float(out[key])
+    return out
+
+
+def validate_params(params: dict[str, Any], check_files: bool = True) -> list[str]:
+    """Every reason these parameter values cannot be used; empty when they are all fine."""
+    p = {**DEFAULTS, **params}
+    errors: list[str] = [f"unknown parameter '{k}'" for k in params if k not in DEFAULTS]
+
+    for key, default in DEFAULTS.items():
+        v = p[key]
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                errors.append(f"{key} must be true or false, got {v!r}")
+        elif isinstance(default, int):
+            if isinstance(v, bool) or not isinstance(v, int):
+                errors.append(f"{key} must be an integer, got {v!r}")
+        elif isinstance(default, float):
+            if not _is_number(v):
+                errors.append(f"{key} must be a finite number, got {v!r}")
+        elif isinstance(default, str) and not isinstance(v, str):
+            errors.append(f"{key} must be a string, got {v!r}")
+    if errors:
+        return errors
+
+    def choice(key: str, allowed: tuple[str, ...]) -> None:
+        if p[key] not in allowed:
+            errors.append(f"{key} '{p[key]}' is not one of: {', '.join(allowed)}")
+
+    choice("backend", BACKENDS)
+    choice("precision", PRECISIONS)
+    choice("input_qos", INPUT_QOS)
+    choice("output_qos", OUTPUT_QOS)
+    choice("depth_encoding", ENCODINGS)
+    if p["num_threads"] < 0:
+        errors.append(f"num_threads must be >= 0 (0 = automatic), got {p['num_threads']}")
+    if not 0.0 < p["output_scale"] <= 1.0:
+        errors.append(f"output_scale must be in (0, 1], got {p['output_scale']}")
+    if p["min_depth"] < 0.0:
+        errors.append(f"min_depth must be >= 0, got {p['min_depth']}")
+    if p["min_depth"] >= p["max_depth"]:
+        errors.append(f"min_depth ({p['min_depth']}) must be smaller than max_depth ({p['max_depth']})")
+    if p["depth_encoding"] == "16UC1" and p["max_depth"] > 65.535:
+        errors.append(f"max_depth {p['max_depth']} m does not fit 16UC1 millimetres (at most 65.535)")
+    for key in ("min_confidence", "points_min_confidence"):
+        if not 0.0 <= p[key] <= 1.0:
+            errors.append(f"{key} must be in [0, 1], got {p[key]}")
+    if p["points_stride"] < 1:
+        errors.append(f"points_stride must be >= 1, got {p['points_stride']}")
+    if p["points_min_range"] < 0.0:
+        errors.append(f"points_min_range must be >= 0, got {p['points_min_range']}")
+    if p["points_max_range"] < 0.0:
+        errors.append(f"points_max_range must be >= 0 (0 = no limit), got {p['points_max_range']}")
+    elif 0.0 < p["points_max_range"] <= p["points_min_range"]:
+        errors.append(f"points_max_range ({p['points_max_range']}) must be larger than points_min_range ({p['points_min_range']})")
+    if p["fallback_fx"] < 0.0:
+        errors.append(f"fallback_fx must be >= 0 (0 = off), got {p['fallback_fx']}")
+    if not 0.05 <= p["diagnostics_period"] <= 3600.0:
+        errors.append(f"diagnostics_period must be in [0.05, 3600] seconds, got {p['diagnostics_period']}")
+    if check_files and p["model"]:
+        errors += model_file_errors(p["model"])
+    if check_files and p["engine_dir"] and Path(p["engine_dir"]).exists() and not Path(p["engine_dir"]).is_dir():
+        errors.append(f"engine_dir '{p['engine_dir']}' exists and is not a directory")
+    return errors
+
+
+def model_file_errors(model: str) -> list[str]:
+    """A missing, empty or unreadable model file, or one of an unknown kind."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        return [f"model file '{model}' does not exist"]
+    if not path.is_file():
+        return [f"model '{model}' is not a file"]
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        return [f"model '{model}' has suffix '{path.suffix}'; expected one of {', '.join(MODEL_SUFFIXES)}"]
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        return [f"model file '{model}' cannot be read: {exc.strerror}"]
+    if not head:
+        return [f"model file '{model}' is empty"]
+    return []
+
+
+def changed_startup_params(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Names whose change needs a restart (backend, QoS, subscriptions)."""
+    return sorted(k for k in STARTUP_ONLY if k in new and new[k] != old.get(k))
