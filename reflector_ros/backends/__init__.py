@@ -1,0 +1,157 @@
+"""make_backend(): pick and build an inference backend by name, or the best one here.
+
+Heavy runtimes are imported only inside the branch that uses them, so the
+ONNX Runtime path (and `auto` on a machine without a GPU) never imports torch.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from reflector_ros.backends.base import Backend, DepthResult
+
+__all__ = ["BACKENDS", "Backend", "DepthResult", "cuda_device_count", "make_backend", "trt_runtime_version"]
+
+BACKENDS = ("auto", "tensorrt", "torch", "torch-cuda", "torch-cpu", "onnxruntime", "onnxruntime-cuda")
+LOG = logging.getLogger(__name__)
+
+
+def cuda_device_count() -> tuple[int, str]:
+    """(number of CUDA devices, why zero) through the driver API: no torch import needed."""
+    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            cuda = ctypes.CDLL(lib)
+            break
+        except OSError:
+            continue
+    else:
+        return 0, "no CUDA driver (libcuda not found)"
+    if cuda.cuInit(0) != 0:
+        return 0, "CUDA driver present but cuInit failed (no device or driver/runtime mismatch)"
+    count = ctypes.c_int(0)
+    if cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value == 0:
+        return 0, "CUDA driver present but no CUDA device"
+    return count.value, ""
+
+
+def trt_runtime_version() -> str:
+    """Import the real TensorRT runtime; ImportError if absent or only tensorrt-stubs
+    (whose folder without __init__.py imports as an empty namespace package)."""
+    import tensorrt
+
+    if not hasattr(tensorrt, "Runtime"):
+        where = list(getattr(tensorrt, "__path__", []))
+        raise ImportError(f"'tensorrt' at {where} is type stubs only, not the TensorRT runtime")
+    return str(getattr(tensorrt, "__version__", "?"))
+
+
+def _say(logger: Any, msg: str) -> None:
+    if logger is None:
+        LOG.info(msg)
+    elif hasattr(logger, "info"):
+        logger.info(msg)
+    else:
+        logger(msg)
+
+
+def _with_suffix(path: Path, suffix: str) -> Path:
+    """The sibling file with another suffix when it exists (X.onnx <-> X.pt), else path."""
+    other = path.with_suffix(suffix)
+    return other if path.suffix != suffix and other.is_file() else path
+
+
+def _default(suffix: str) -> Path:
+    from reflector_ros.models import default_model
+
+    return default_model(suffix)
+
+
+def make_backend(name: str = "auto", model_path: str | os.PathLike[str] | None = None,
+                 engine_dir: str | os.PathLike[str] | None = None, precision: str = "fp16",
+                 num_threads: int = 0, logger: Any | Callable[[str], None] | None = None,
+                 use_pair: bool = False) -> Backend:
+    """Build a backend. ``model_path`` None = the embedded default model (.onnx or .pt as
+    the backend needs); an .onnx and a .pt with the same stem are interchangeable.
+
+    The returned object has ``.name`` (what runs) and ``.reason`` (why, and how).
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    if precision not in ("fp16", "fp32", "int8"):
+        raise ValueError(f"precision must be fp16, fp32 or int8, got {precision!r}")
+    path = Path(model_path).expanduser() if model_path else None
+    if path is not None and not path.exists():
+        raise FileNotFoundError(f"model file not found: {path}")
+    why: list[str] = []
+    if name == "auto":
+        name = _choose(path, why)
+    backend = _build(name, path, engine_dir, precision, num_threads, use_pair)
+    if why:
+        backend.reason = f"auto: {'; '.join(why)}; using {backend.name} ({backend.reason})"
+    _say(logger, f"backend {backend.name}: {backend.reason}")
+    return backend
+
+
+def _choose(path: Path | None, why: list[str]) -> str:
+    """The `auto` policy: TensorRT, then torch CUDA, then ONNX Runtime CPU; notes why."""
+    n_cuda, no_cuda = cuda_device_count()
+    wants_pt = path is not None and path.suffix == ".pt" and not path.with_suffix(".onnx").is_file()
+    try:
+        trt_runtime_version()
+        if n_cuda and not wants_pt:
+            return "tensorrt"
+        why.append(f"tensorrt importable but {no_cuda or 'model is a .pt checkpoint'}")
+    except ImportError as err:
+        why.append(f"tensorrt not importable ({err})")
+    except Exception as err:  # a broken install raises other errors at import
+        why.append(f"tensorrt import failed ({type(err).__name__}: {err})")
+    if not n_cuda:
+        why.append(f"torch-cuda: {no_cuda}")
+    else:
+        ckpt = _with_suffix(path, ".pt") if path else _default(".pt")
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                why.append(f"torch-cuda: torch {torch.__version__} has no CUDA")
+            elif not ckpt.is_file() or ckpt.suffix != ".pt":
+                why.append(f"torch-cuda: no checkpoint ({ckpt})")
+            else:
+                return "torch-cuda"
+        except ImportError as err:
+            why.append(f"torch-cuda: torch not importable ({err})")
+    if wants_pt:
+        return "torch-cpu"
+    return "onnxruntime"
+
+
+def _build(name: str, path: Path | None, engine_dir: str | os.PathLike[str] | None, precision: str,
+           num_threads: int, use_pair: bool) -> Any:
+    if name in ("onnxruntime", "onnxruntime-cuda"):
+        from reflector_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        onnx = _with_suffix(path, ".onnx") if path else _default(".onnx")
+        if onnx.suffix != ".onnx":
+            raise ValueError(f"{onnx}: onnxruntime needs an .onnx model (none beside this file)")
+        return OnnxRuntimeBackend(onnx, use_pair=use_pair, cuda=name == "onnxruntime-cuda",
+                                  num_threads=num_threads)
+    if name in ("torch", "torch-cuda", "torch-cpu"):
+        from reflector_ros.backends.torch_backend import TorchBackend
+
+        ckpt = _with_suffix(path, ".pt") if path else _default(".pt")
+        if name == "torch":
+            import torch
+
+            name = "torch-cuda" if torch.cuda.is_available() else "torch-cpu"
+        return TorchBackend(ckpt, device="cuda" if name == "torch-cuda" else "cpu",
+                            precision="fp32" if precision == "fp32" or name == "torch-cpu" else "fp16",
+                            num_threads=num_threads)
+    from reflector_ros.backends.tensorrt_backend import TensorRTBackend
+
+    model = path if path else _default(".onnx")
+    if model.suffix == ".pt":
+        model = _with_suffix(model, ".onnx")
+    return TensorRTBackend(model, engine_dir=engine_dir, precision=precision, use_pair=use_pair)

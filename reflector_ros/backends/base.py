@@ -31,3 +31,32 @@ class Backend(Protocol):
         with one device-to-host copy per output.
         """
         ...
+
+
+MAX_DIM = 16384  # refuse sizes no camera produces, before allocating anything
+
+
+def check_run_args(rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
+                   rays: np.ndarray | None) -> tuple[int, int]:
+    """Shared input validation for every backend's run(); returns out_hw as ints.
+
+    Raises InputError (the node skips the frame and keeps serving).
+    """
+    from reflector_ros.core.errors import InputError
+
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        desc = f"{rgb.shape} {rgb.dtype}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise InputError(f"image must be an (H, W, 3) uint8 RGB array, got {desc}")
+    if not (0 < rgb.shape[0] < MAX_DIM and 0 < rgb.shape[1] < MAX_DIM):
+        raise InputError(f"image size {rgb.shape[1]}x{rgb.shape[0]} outside 1..{MAX_DIM - 1}")
+    if not (np.isfinite(scale) and scale > 0):
+        raise InputError(f"focal scale must be finite and > 0, got {scale}")
+    if len(out_hw) != 2:
+        raise InputError(f"out_hw must be (height, width), got {out_hw}")
+    h, w = int(out_hw[0]), int(out_hw[1])
+    if not (0 < h < MAX_DIM and 0 < w < MAX_DIM):
+        raise InputError(f"output size {w}x{h} outside 1..{MAX_DIM - 1}")
+    if rays is not None and (not isinstance(rays, np.ndarray) or rays.shape != (h, w, 3)):
+        got = rays.shape if isinstance(rays, np.ndarray) else type(rays).__name__
+        raise InputError(f"rays must have shape ({h}, {w}, 3) to match out_hw, got {got}")
+    return h, w
