@@ -80,15 +80,20 @@ def test_empty_variable_counts_as_unset():
 # ----------------------------------------------------------------------------- delivery
 
 def _vga_cloud_msg():
-    """A VGA xyz+rgb PointCloud2 built by the node's own code path."""
-    from reflector_ros.core.pointcloud import pack_cloud
+    """A VGA xyz+rgb PointCloud2 built by the node's own code path (pack_cloud + cloud_msg)."""
+    from std_msgs.msg import Header
+
+    from reflector_ros.core.camera import Intrinsics
+    from reflector_ros.core.pointcloud import pack_cloud, ray_table
     from reflector_ros.ros.convert import cloud_msg
 
     h, w = VGA
     rng = np.random.default_rng(0)
-    xyz = rng.uniform(-3, 3, size=(h, w, 3)).astype(np.float32)
+    depth = rng.uniform(0.5, 8.0, size=(h, w)).astype(np.float32)
     rgb = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
-    return cloud_msg(pack_cloud(xyz, rgb), frame_id="camera_optical_frame")
+    rays = ray_table(Intrinsics(fx=525.0, fy=525.0, cx=319.5, cy=239.5, width=w, height=h))
+    buf = pack_cloud(depth, rays, rgb=rgb)
+    return cloud_msg(Header(frame_id="camera_optical_frame"), buf, h, w, with_rgb=True)
 
 
 def _publisher(n: int, rate: float) -> int:

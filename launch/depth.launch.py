@@ -1,0 +1,98 @@
+"""Launch the Reflector depth node: `ros2 launch reflector_ros depth.launch.py image:=/camera/image_raw`.
+
+Arguments left empty keep the value from params_file, so the YAML stays the one place
+for settings and the command line only overrides what it names. The large-message
+Fast DDS profile is exported for the processes this launch starts unless you already
+named a profile (FASTDDS_DEFAULT_PROFILES_FILE / FASTRTPS_DEFAULT_PROFILES_FILE) or
+use another rmw. Uses only launch / launch_ros APIs present since Humble.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PKG = "reflector_ros"
+
+
+def _share_dir() -> Path:
+    """share/reflector_ros when installed, else the source tree (launch/..)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return Path(get_package_share_directory(PKG))
+    except Exception:  # noqa: BLE001  PackageNotFoundError, or AMENT_PREFIX_PATH unset
+        return Path(__file__).resolve().parent.parent
+
+
+def _as_bool(name: str, text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("true", "1", "yes", "on"):
+        return True
+    if low in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"launch argument {name}:='{text}' must be true or false")
+
+
+def _fastdds_profile(context) -> list:
+    """SetEnvironmentVariable actions for our profile, or none when the user chose otherwise."""
+    env = dict(os.environ)
+    env.update(getattr(context, "environment", {}) or {})
+    try:
+        from reflector_ros.ros.fastdds import PROFILE_VARS, apply_default_profile
+    except ImportError:  # the node applies it itself at start-up anyway
+        return []
+    before = {k: env.get(k) for k in PROFILE_VARS}
+    if apply_default_profile(env) is None:
+        return []
+    return [SetEnvironmentVariable(k, env[k]) for k in PROFILE_VARS if env[k] != before[k]]
+
+
+def _node(context) -> list:
+    cfg = {name: LaunchConfiguration(name).perform(context)
+           for name in ("namespace", "image", "camera_info", "params_file", "model", "backend",
+                        "use_sim_time", "publish_points")}
+    params_file = cfg["params_file"] or str(_share_dir() / "config" / "depth.yaml")
+    if not Path(params_file).is_file():
+        raise FileNotFoundError(f"params_file '{params_file}' does not exist")
+    overrides: dict[str, object] = {}
+    if cfg["model"]:
+        overrides["model"] = cfg["model"]
+    if cfg["backend"]:
+        overrides["backend"] = cfg["backend"]
+    if cfg["use_sim_time"]:
+        overrides["use_sim_time"] = _as_bool("use_sim_time", cfg["use_sim_time"])
+    if cfg["publish_points"]:
+        overrides["publish_points"] = _as_bool("publish_points", cfg["publish_points"])
+    image = cfg["image"] or "image"
+    node = Node(
+        package=PKG,
+        executable="depth_node",
+        name="reflector_depth",
+        namespace=cfg["namespace"],
+        output="screen",
+        parameters=[params_file] + ([overrides] if overrides else []),
+        remappings=[("image", image), ("image/compressed", image + "/compressed"),
+                    ("camera_info", cfg["camera_info"] or "camera_info")],
+    )
+    return _fastdds_profile(context) + [node]
+
+
+def generate_launch_description() -> LaunchDescription:
+    args = [
+        ("namespace", "", "Namespace of the node and of its relative topics."),
+        ("image", "image", "Input image topic (sensor_msgs/Image; image/compressed follows it)."),
+        ("camera_info", "camera_info", "Input CameraInfo topic."),
+        ("params_file", "", "Node parameters YAML; empty = share/reflector_ros/config/depth.yaml."),
+        ("model", "", "Model file (.onnx, .pt, engine); empty = params_file's (default: embedded model)."),
+        ("backend", "", "auto | tensorrt | torch | torch-cuda | torch-cpu | onnxruntime | onnxruntime-cuda; empty = params_file's."),
+        ("use_sim_time", "", "true to follow /clock (bag replay); empty = params_file's."),
+        ("publish_points", "", "true | false: publish the PointCloud2; empty = params_file's."),
+    ]
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=desc) for name, default, desc in args]
+        + [OpaqueFunction(function=_node)]
+    )
