@@ -89,7 +89,7 @@ def colorize(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarra
     if depth.ndim != 2:
         raise InputError(f"depth must be 2-D, got shape {depth.shape}")
     a = np.float32(-254.0 / (max_depth - min_depth))
-    b = np.float32(255.0 - a * min_depth)   # min_depth -> 255 (warm), max_depth -> 1
+    b = np.float32(255.5 - a * min_depth)   # min_depth -> 255 (warm), max_depth -> 1; +0.5 rounds on truncation
     idx = np.multiply(depth, a, dtype=np.float32)
     idx += b
     np.clip(idx, 1.0, 255.0, out=idx)

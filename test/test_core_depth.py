@@ -1,0 +1,86 @@
+"""REP 118 validity masks, millimetre encoding and the colormap."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from reflector_ros.core.depth import colorize, finalize_depth, to_millimetres
+from reflector_ros.core.errors import InputError
+
+NAN = math.nan
+
+
+def test_finalize_cases():
+    depth = np.array([[NAN, math.inf, -math.inf, 0.0, -1.0, 0.05],
+                      [0.1, 1.0, 10.0, 10.5, 2.0, 3.0]], np.float32)
+    conf = np.array([[1, 1, 1, 1, 1, 1],
+                     [1, 1, 1, 1, 0.2, NAN]], np.float32)
+    out = finalize_depth(depth, conf, 0.1, 10.0, min_confidence=0.5)
+    expected = np.array([[NAN] * 6, [0.1, 1.0, 10.0, NAN, NAN, NAN]], np.float32)
+    np.testing.assert_array_equal(out, expected)     # NaN == NaN in assert_array_equal
+    assert out.dtype == np.float32 and not np.any(out == 0.0)
+    # without a confidence threshold the low-confidence pixels stay
+    keep = finalize_depth(depth, conf, 0.1, 10.0)
+    assert keep[1, 4] == 2.0 and keep[1, 5] == 3.0
+    assert np.isnan(finalize_depth(depth, None, 0.1, 10.0)[1, 3])
+
+
+def test_finalize_never_zero_with_zero_min():
+    depth = np.array([[0.0, -0.0, 1e-30, 5.0]], np.float32)
+    out = finalize_depth(depth, None, 0.0, math.inf)
+    assert np.isnan(out[0, 0]) and np.isnan(out[0, 1])
+    assert out[0, 2] == np.float32(1e-30) and out[0, 3] == 5.0
+
+
+def test_finalize_in_place():
+    depth = np.random.default_rng(0).uniform(0, 30, (16, 20)).astype(np.float32)
+    ref = finalize_depth(depth, None, 0.5, 20.0)
+    res = finalize_depth(depth, None, 0.5, 20.0, out=depth)
+    assert res is depth
+    np.testing.assert_array_equal(depth, ref)
+
+
+@pytest.mark.parametrize("args", [(1.0, 1.0), (5.0, 1.0), (NAN, 1.0)])
+def test_finalize_bad_range(args):
+    with pytest.raises(InputError):
+        finalize_depth(np.ones((2, 2), np.float32), None, *args)
+
+
+def test_finalize_shape_mismatch():
+    with pytest.raises(InputError, match="does not match"):
+        finalize_depth(np.ones((2, 2), np.float32), np.ones((3, 2), np.float32), 0.1, 10)
+
+
+def test_millimetres():
+    depth = np.array([[1.2344, 1.2346, NAN, 70.0, 65.535, 0.0004, -1.0, math.inf, 0.001]], np.float32)
+    mm = to_millimetres(depth)
+    assert mm.dtype == np.uint16
+    np.testing.assert_array_equal(mm, [[1234, 1235, 0, 0, 65535, 0, 0, 0, 1]])
+    out = np.full(depth.shape, 7, np.uint16)
+    assert to_millimetres(depth, out=out) is out
+    np.testing.assert_array_equal(out, mm)
+
+
+def test_colorize():
+    depth = np.array([[0.5, 10.0, NAN, 5.25, 100.0, 0.0]], np.float32)
+    bgr = colorize(depth, 0.5, 10.0)
+    assert bgr.shape == (1, 6, 3) and bgr.dtype == np.uint8
+    turbo = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(-1, 1), cv2.COLORMAP_TURBO)[:, 0]
+    np.testing.assert_array_equal(bgr[0, 0], turbo[255])        # nearest: the warm end
+    np.testing.assert_array_equal(bgr[0, 1], turbo[0])          # farthest: the cold end
+    assert bgr[0, 0, 2] > bgr[0, 0, 0] and bgr[0, 1, 0] > bgr[0, 1, 2]   # red near, blue far
+    np.testing.assert_array_equal(bgr[0, 2], [0, 0, 0])         # NaN black
+    np.testing.assert_array_equal(bgr[0, 4], turbo[0])          # beyond range clips to far
+    np.testing.assert_array_equal(bgr[0, 5], turbo[255])        # below range clips to near
+
+
+def test_colorize_monotonic_ramp():
+    depth = np.linspace(1.0, 9.0, 200, dtype=np.float32)[None]
+    bgr = colorize(depth, 1.0, 9.0).astype(int)
+    turbo = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(-1, 1), cv2.COLORMAP_TURBO)[:, 0].astype(int)
+    # recover the index of each colour: must not increase with depth
+    idx = np.array([np.argmin(np.abs(turbo - c).sum(axis=1)) for c in bgr[0]])
+    assert np.all(np.diff(idx) <= 0) and idx[0] == 255 and idx[-1] <= 1
