@@ -9,7 +9,6 @@ and Kilted (only long-standing rclpy APIs).
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import statistics
 import sys
@@ -90,8 +89,7 @@ class DepthNode(Node):
 
         self.backend = self._make_backend()
         self.backend_label = f"{self.backend.name} ({self._backend_why})"
-        self.get_logger().info(f"backend {self.backend_label}, model input "
-                               f"{self.backend.meta.input_width}x{self.backend.meta.input_height}")
+        self.get_logger().info(f"model input {self.backend.meta.input_width}x{self.backend.meta.input_height}")
 
         # one-slot mailbox: latest frame wins
         self._slot: tuple[Any, int, float] | None = None
@@ -141,31 +139,19 @@ class DepthNode(Node):
     # ------------------------------------------------------------------ set-up
 
     def _make_backend(self) -> Any:
+        from reflector_ros.backends import make_backend
+
         name, model = self._p["backend"], self._p["model"] or None
-        options = {"num_threads": self._p["num_threads"], "precision": self._p["precision"],
-                   "engine_dir": self._p["engine_dir"] or None}
         try:
-            from reflector_ros.backends import make_backend
-        except ImportError:  # backends package not complete yet: ONNX Runtime directly
-            make_backend = None
-        try:
-            if make_backend is None:
-                if name not in ("auto", "onnxruntime", "onnxruntime-cuda") or model is None:
-                    raise StartupError(f"backend '{name}' is not available in this installation")
-                from reflector_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
-                backend = OnnxRuntimeBackend(model, cuda=name == "onnxruntime-cuda", num_threads=options["num_threads"])
-            else:
-                accepted = inspect.signature(make_backend).parameters
-                backend = make_backend(name, model, **{k: v for k, v in options.items() if k in accepted})
-        except StartupError:
-            raise
+            backend = make_backend(name, model, engine_dir=self._p["engine_dir"] or None,
+                                   precision=self._p["precision"], num_threads=self._p["num_threads"],
+                                   logger=self.get_logger().info)
         except InputError as exc:
             raise StartupError(f"cannot load the model: {exc}") from None
         except Exception as exc:  # noqa: BLE001  (onnxruntime/TensorRT raise their own types on bad files)
             raise StartupError(f"backend '{name}' with model '{model or 'embedded default'}' could not start: "
                                f"{type(exc).__name__}: {exc}") from None
-        why = getattr(backend, "why", None) or getattr(backend, "reason", None)
-        self._backend_why = str(why) if why else ("requested" if name != "auto" else "auto")
+        self._backend_why = str(getattr(backend, "reason", "") or ("requested" if name != "auto" else "auto"))
         return backend
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
