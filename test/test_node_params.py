@@ -1,0 +1,85 @@
+"""The depth node's parameter rules (pure) and config/depth.yaml staying in step with them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reflector_ros.ros.params import DEFAULTS, PARAMS, changed_startup_params, normalize, validate_params
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_are_valid() -> None:
+    assert validate_params({}) == []
+    assert validate_params(dict(DEFAULTS)) == []
+
+
+def test_config_yaml_lists_every_parameter_with_its_default() -> None:
+    doc = yaml.safe_load((REPO / "config" / "depth.yaml").read_text())
+    params = doc["reflector_depth"]["ros__parameters"]
+    assert sorted(params) == sorted(PARAMS)
+    for key, value in params.items():
+        assert value == DEFAULTS[key] and type(value) is type(DEFAULTS[key]), key
+    assert validate_params(params) == []
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"min_depth": 5.0, "max_depth": 5.0}, "min_depth (5.0) must be smaller than max_depth"),
+    ({"min_depth": 12.0}, "must be smaller than max_depth"),
+    ({"points_stride": 0}, "points_stride must be >= 1"),
+    ({"points_stride": 2.5}, "points_stride must be an integer"),
+    ({"backend": "cuda-magic"}, "backend 'cuda-magic' is not one of"),
+    ({"precision": "fp8"}, "precision 'fp8'"),
+    ({"output_scale": 0.0}, "output_scale must be in (0, 1]"),
+    ({"output_scale": 1.5}, "output_scale must be in (0, 1]"),
+    ({"input_qos": "fast"}, "input_qos 'fast'"),
+    ({"output_qos": "sensor_data"}, "output_qos 'sensor_data'"),
+    ({"depth_encoding": "8UC1"}, "depth_encoding '8UC1'"),
+    ({"depth_encoding": "16UC1", "max_depth": 80.0}, "does not fit 16UC1"),
+    ({"min_confidence": 1.5}, "min_confidence must be in [0, 1]"),
+    ({"points_min_confidence": -0.1}, "points_min_confidence must be in [0, 1]"),
+    ({"points_min_range": 5.0, "points_max_range": 2.0}, "points_max_range (2.0) must be larger"),
+    ({"fallback_fx": -1.0}, "fallback_fx must be >= 0"),
+    ({"diagnostics_period": 0.0}, "diagnostics_period"),
+    ({"max_depth": float("nan")}, "max_depth must be a finite number"),
+    ({"publish_points": "yes"}, "publish_points must be true or false"),
+    ({"num_threads": -2}, "num_threads must be >= 0"),
+    ({"model": "/nonexistent/model.onnx"}, "does not exist"),
+    ({"min_depth_typo": 1.0}, "unknown parameter 'min_depth_typo'"),
+])
+def test_invalid_values_are_named(bad: dict, needle: str) -> None:
+    errors = validate_params(bad)
+    assert any(needle in e for e in errors), errors
+
+
+def test_model_file_checks(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    assert any("is empty" in e for e in validate_params({"model": str(empty)}))
+    wrong = tmp_path / "weights.bin"
+    wrong.write_bytes(b"\0" * 32)
+    assert any("expected one of" in e for e in validate_params({"model": str(wrong)}))
+    assert any("is not a file" in e for e in validate_params({"model": str(tmp_path)}))
+    ok = tmp_path / "m.onnx"
+    ok.write_bytes(b"\x08\x07" * 16)   # content is the backend's business; the name and size are fine
+    assert validate_params({"model": str(ok)}) == []
+    assert validate_params({"model": "/nonexistent.onnx"}, check_files=False) == []
+
+
+def test_all_errors_reported_at_once() -> None:
+    errors = validate_params({"min_depth": 3.0, "max_depth": 1.0, "points_stride": 0, "backend": "x"})
+    assert len(errors) == 3
+
+
+def test_integers_accepted_for_floats() -> None:
+    assert validate_params({"max_depth": 8, "output_scale": 1}) == []
+    p = normalize({**DEFAULTS, "max_depth": 8})
+    assert p["max_depth"] == 8.0 and isinstance(p["max_depth"], float)
+    assert isinstance(p["points_stride"], int)
+
+
+def test_startup_only_changes_are_detected() -> None:
+    assert changed_startup_params(DEFAULTS, {"backend": "torch", "min_depth": 1.0}) == ["backend"]
+    assert changed_startup_params(DEFAULTS, {"backend": "auto", "output_scale": 0.5}) == []
