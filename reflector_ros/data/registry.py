@@ -85,7 +85,8 @@ def open_dataset(spec: str | Mapping[str, Any]) -> Sequence[Sample]:
     if kind in ("synthetic", "manifest"):
         from reflector_ros.data.manifest import ManifestDataset
 
-        ds = ManifestDataset(path)
+        frames = cfg.pop("frames", None)
+        ds = ManifestDataset(path, indices=str(frames) if frames not in (None, "") else None)
     elif kind == "nyu_mat":
         from reflector_ros.data.nyu import NYUMatDataset
 
