@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reflector_ros.model.layers.fusion import FeatureFusionBlock, upsample_to
+from reflector_ros.model.layers.fusion import FeatureFusionBlock, SeparableConv, upsample_to
 from reflector_ros.model.layers.inverted_residual import conv_bn_act, make_stage
 from reflector_ros.model.layers.transformer import PlainLayerNorm, TransformerBlock
 
@@ -26,7 +26,7 @@ class DPTDecoder(nn.Module):
         self.proj = nn.ModuleList(nn.Conv2d(c, ch, 1, bias=False) for c in in_chs)  # 1/4 .. 1/32
         self.fuse = nn.ModuleList(FeatureFusionBlock(ch) for _ in range(4))          # 1/32 .. 1/4
         self.out_head = nn.Sequential(nn.Conv2d(ch, ch // 2, 3, 1, 1), nn.ReLU(inplace=True))
-        self.half_head = nn.Sequential(nn.Conv2d(ch // 2, 16, 3, 1, 1), nn.ReLU(inplace=True),
+        self.half_head = nn.Sequential(SeparableConv(ch // 2, 16), nn.ReLU(inplace=True),
                                        nn.Conv2d(16, 1, 1))
 
     def forward(self, image: Tensor, encs: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
@@ -89,7 +89,7 @@ class BaseBackbone(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = self.patch(image)
-        b, c, h, w = x.shape
+        b, c, h, w = (int(v) for v in x.shape)
         pos = self.pos
         if (h, w) != self.grid_hw:  # other input sizes than the meta's: resample the grid
             pos = F.interpolate(pos, size=(h, w), mode="bilinear", align_corners=False)

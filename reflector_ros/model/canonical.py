@@ -10,7 +10,7 @@ from torch import Tensor
 
 def _per_image(scale: Tensor, like: Tensor) -> Tensor:
     """[B] scale -> broadcastable against [B, ...]."""
-    return scale.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+    return scale.reshape(-1, *([1] * (like.dim() - 1)))
 
 
 def to_canonical(depth: Tensor, focal_scale: Tensor) -> Tensor:

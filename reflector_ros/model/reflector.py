@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reflector_ros.core.errors import InputError
@@ -18,7 +17,8 @@ from reflector_ros.meta import ModelMeta
 from reflector_ros.model.backbone import BaseBackbone, HeadEncoder, SmallBackbone
 from reflector_ros.model.canonical import from_canonical, to_canonical
 from reflector_ros.model.layers.attractor import AttractorLayer
-from reflector_ros.model.layers.bin_head import BinProbabilityHead, expectation_and_confidence
+from reflector_ros.model.layers.bin_head import BinProbabilityHead, expectation_and_confidence, softmax_channels
+from reflector_ros.model.layers.fusion import upsample_to
 from reflector_ros.model.layers.seed_interval import SeedInterval, unit_to_depth
 
 __all__ = ["ReflectorNet", "build_model", "save_checkpoint", "load_checkpoint",
@@ -40,19 +40,27 @@ def normalise_rel(rel: Tensor) -> Tensor:
 
 
 def _resize(x: Tensor, ref: Tensor) -> Tensor:
-    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+    return upsample_to(x, ref)
 
 
 class ReflectorHead(nn.Module):
-    """Seed interval on the bottleneck, attractors at 1/32 -> 1/4, bin probabilities at full res."""
+    """Seed interval on the bottleneck, attractors at 1/32 -> 1/4, bin probabilities at 1/4.
 
-    def __init__(self, feat_ch: int, meta: ModelMeta, emb: int = 32) -> None:
+    Full resolution: log depth = upsampled log(sum p_k c_k) + w * (rel_full - upsampled rel),
+    w a per-pixel gain predicted at 1/4 (zero at init). Within one image the rel-depth order is
+    right, so its fine edges carry over; the result is clipped to [min_depth, max_depth].
+    """
+
+    def __init__(self, feat_ch: int, meta: ModelMeta, emb: int = 64) -> None:
         super().__init__()
         self.min_depth, self.max_depth = float(meta.min_depth), float(meta.max_depth)
-        self.seed = SeedInterval(feat_ch, meta.n_bins)
+        self.seed = SeedInterval(feat_ch, meta.n_bins, hidden=128)
         self.attractors = nn.ModuleList(AttractorLayer(feat_ch, emb, n, d)
                                         for n, d in zip(N_ATTRACTORS, DILATIONS))
         self.bins = BinProbabilityHead(emb, meta.n_bins)
+        self.detail = nn.Conv2d(emb, 1, 1)
+        nn.init.zeros_(self.detail.weight)
+        nn.init.zeros_(self.detail.bias)
 
     def forward(self, rel_norm: Tensor, feats: list[Tensor], focal_scale: Tensor) -> dict[str, Tensor]:
         rel0 = _resize(rel_norm, feats[0])
@@ -61,12 +69,15 @@ class ReflectorHead(nn.Module):
         for layer, feat in zip(self.attractors, feats):
             centres, emb = layer(feat, _resize(rel_norm, feat), centres, emb)
         assert emb is not None
-        logits = self.bins(emb, centres, _resize(rel_norm, feats[3]), rel_norm)
-        probs = torch.softmax(logits, dim=1)
-        centres_m = unit_to_depth(_resize(centres, rel_norm), self.min_depth, self.max_depth)
-        canonical, confidence = expectation_and_confidence(probs, centres_m)
-        return {"depth": from_canonical(canonical, focal_scale), "confidence": confidence,
-                "canonical": canonical, "centers": centres_m, "probs": probs,
+        rel_q = _resize(rel_norm, feats[3])
+        probs = softmax_channels(self.bins(emb, centres, rel_q))
+        centres_m = unit_to_depth(centres, self.min_depth, self.max_depth)
+        canonical_q, confidence_q = expectation_and_confidence(probs, centres_m)
+        log_d = _resize(torch.log(canonical_q), rel_norm) + _resize(self.detail(emb), rel_norm) * (
+            rel_norm - _resize(rel_q, rel_norm))
+        canonical = torch.clamp(torch.exp(log_d), self.min_depth, self.max_depth)
+        return {"depth": from_canonical(canonical, focal_scale), "confidence": _resize(confidence_q, rel_norm),
+                "canonical": canonical, "canonical_lowres": canonical_q, "centers": centres_m, "probs": probs,
                 "interval": unit_to_depth(torch.cat([low, high], dim=1), self.min_depth, self.max_depth)}
 
 
@@ -112,7 +123,7 @@ class ReflectorNet(nn.Module):
         elif rel_depth is None:
             raise ValueError("arch 'head' needs rel_depth [B,1,H,W] (your backbone's output at the input size)")
         elif rel_depth.shape[-2:] != image.shape[-2:]:
-            rel_depth = F.interpolate(rel_depth, size=image.shape[-2:], mode="bilinear", align_corners=False)
+            rel_depth = upsample_to(rel_depth, image)
         out = self.forward_head(image, rel_depth, feats, focal_scale)
         out["rel_depth"] = rel_depth
         return out

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 def attract(centres: Tensor, attractors: Tensor, alpha: float = 1000.0) -> Tensor:
     """centres [B,K,h,w], attractors [B,n,h,w] in unit space -> shifted centres, clipped to [0, 1]."""
     dx = attractors.unsqueeze(2) - centres.unsqueeze(1)          # [B,n,K,h,w]
-    shift = (dx / (1.0 + alpha * dx * dx)).mean(dim=1)
+    f = dx / (1.0 + alpha * dx * dx)
+    shift = f[:, 0] if f.shape[1] == 1 else f.mean(dim=1)
     return torch.clamp(centres + shift, 0.0, 1.0)
 
 
@@ -37,7 +38,7 @@ class AttractorLayer(nn.Module):
     def forward(self, feat: Tensor, rel: Tensor, centres: Tensor,
                 prev_emb: Tensor | None) -> tuple[Tensor, Tensor]:
         """Returns (centres at this level's resolution, embedding for the next level)."""
-        size = feat.shape[-2:]
+        size = (int(feat.shape[-2]), int(feat.shape[-1]))  # static in the exported graph
         e = self.embed(torch.cat([feat, rel], dim=1))
         if prev_emb is not None:
             e = e + F.interpolate(prev_emb, size=size, mode="bilinear", align_corners=False)

@@ -40,7 +40,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, n, c = x.shape
+        b, n, c = (int(v) for v in x.shape)
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = torch.softmax(torch.matmul(q * self.scale, k.transpose(-2, -1)), dim=-1)

@@ -1,0 +1,141 @@
+"""Export a Reflector checkpoint to ONNX (opset 17, static batch 1): fused graph and the pair.
+
+`reflector export --checkpoint X.pt --output DIR [--stem S]` writes
+``S.onnx`` (image, focal_scale -> depth, confidence, rel_depth),
+``S_backbone.onnx`` (image -> rel_depth, feat0..feat3) and
+``S_reflector.onnx`` (image, rel_depth, feat0..feat3, focal_scale -> depth, confidence).
+For arch ``head`` only ``S_reflector.onnx`` exists (image, rel_depth, focal_scale -> depth,
+confidence): the user brings the backbone. Every graph carries ``meta.to_props()``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from reflector_ros.core.errors import InputError
+from reflector_ros.meta import ModelMeta
+
+OPSET = 17
+FEATS = ("feat0", "feat1", "feat2", "feat3")
+
+
+class _Fused(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: Tensor, focal_scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        out = self.net(image, focal_scale)
+        return out["depth"], out["confidence"], out["rel_depth"]
+
+
+class _Backbone(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        rel, feats = self.net.forward_backbone(image)
+        return (rel, *feats)
+
+
+class _Reflector(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: Tensor, rel_depth: Tensor, feat0: Tensor, feat1: Tensor, feat2: Tensor,
+                feat3: Tensor, focal_scale: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.net.forward_head(image, rel_depth, [feat0, feat1, feat2, feat3], focal_scale)
+        return out["depth"], out["confidence"]
+
+
+class _HeadOnly(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: Tensor, rel_depth: Tensor, focal_scale: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.net.forward_head(image, rel_depth, None, focal_scale)
+        return out["depth"], out["confidence"]
+
+
+def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: list[str],
+            outputs: list[str], meta: ModelMeta) -> Path:
+    """TorchScript-based exporter (static shapes), then metadata, checker, atomic rename."""
+    import onnx
+
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape-to-int conversions are expected
+        torch.onnx.export(module, args, str(tmp), opset_version=OPSET, input_names=inputs,
+                          output_names=outputs, dynamo=False, do_constant_folding=True)
+    model = onnx.load(str(tmp))
+    del model.metadata_props[:]
+    for key, value in meta.to_props().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.doc_string = f"Reflector {meta.arch} {meta.input_height}x{meta.input_width}, {meta.n_bins} bins"
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def export_onnx(model: nn.Module, meta: ModelMeta, out_dir: str | Path, stem: str) -> dict[str, Path]:
+    """Write the fused graph and the backbone/reflector pair; returns their paths by role."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            image = torch.randn(1, 3, meta.input_height, meta.input_width)
+            scale = torch.ones(1)
+            if meta.arch == "head":
+                rel = torch.rand(1, 1, meta.input_height, meta.input_width)
+                path = _export(_HeadOnly(model), (image, rel, scale), out / f"{stem}_reflector.onnx",
+                               ["image", "rel_depth", "focal_scale"], ["depth", "confidence"], meta)
+                return {"reflector": path}
+            rel, feats = model.forward_backbone(image)
+            paths = {
+                "fused": _export(_Fused(model), (image, scale), out / f"{stem}.onnx",
+                                 ["image", "focal_scale"], ["depth", "confidence", "rel_depth"], meta),
+                "backbone": _export(_Backbone(model), (image,), out / f"{stem}_backbone.onnx",
+                                    ["image"], ["rel_depth", *FEATS], meta),
+                "reflector": _export(_Reflector(model), (image, rel, *feats, scale),
+                                     out / f"{stem}_reflector.onnx",
+                                     ["image", "rel_depth", *FEATS, "focal_scale"], ["depth", "confidence"], meta),
+            }
+            return paths
+    finally:
+        model.train(was_training)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path, help="Reflector checkpoint (.pt)")
+    parser.add_argument("--output", required=True, type=Path, help="directory for the ONNX files")
+    parser.add_argument("--stem", default=None, help="file name stem (default: the checkpoint's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from reflector_ros.model.reflector import load_checkpoint
+
+    try:
+        model, meta, _ = load_checkpoint(args.checkpoint)
+    except InputError as exc:
+        print(f"reflector export: {exc}", file=sys.stderr)
+        return 2
+    stem = args.stem or args.checkpoint.stem
+    if not stem or "/" in stem or stem.startswith("."):
+        print(f"reflector export: bad --stem {stem!r}", file=sys.stderr)
+        return 2
+    paths = export_onnx(model, meta, args.output, stem)
+    for role, path in paths.items():
+        print(f"{role:9s} {path}")
+    return 0
