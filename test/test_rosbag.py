@@ -214,3 +214,26 @@ def test_truncated_storage_file(tmp_path: Path) -> None:
     mcap.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="cannot read ROS 2 bag"):
         BagDataset(bag, "/cam/image", "/cam/depth16", "/cam/info")
+
+
+def test_storage_file_opened_directly(bag_path: Path) -> None:
+    """`reflector infer x.mcap` / `x.db3`: the storage file without its folder's metadata.yaml."""
+    storage = next(p for p in bag_path.iterdir() if p.suffix in (".db3", ".mcap"))
+    ds = BagDataset(storage, "/cam/image", "/cam/depth16", "/cam/info")
+    assert len(ds) == N - 1
+    np.testing.assert_array_equal(ds[4].image, rgb_frame(5))
+    assert len(list(iter_bag_images(storage, "/cam/image"))) == N
+
+
+def test_unstamped_driver_falls_back_to_receive_time(tmp_path: Path) -> None:
+    with Writer(tmp_path / "zero", version=9, storage_plugin=StoragePlugin.SQLITE3) as bag:
+        c_rgb = bag.add_connection("/img", "sensor_msgs/msg/Image", typestore=TS)
+        c_d = bag.add_connection("/depth", "sensor_msgs/msg/Image", typestore=TS)
+        for i in range(3):
+            t = T0 + i * PERIOD
+            bag.write(c_rgb, t, TS.serialize_cdr(_image(0, rgb_frame(i), "rgb8"), c_rgb.msgtype))
+            bag.write(c_d, t + 4_000_000, TS.serialize_cdr(_image(0, depth_mm(i), "16UC1"), c_d.msgtype))
+    ds = BagDataset(tmp_path / "zero", "/img", "/depth", intrinsics=(30.0, 30.0, 15.5, 11.5))
+    assert [ds.stamp_ns(i) for i in range(3)] == [T0 + i * PERIOD for i in range(3)]
+    np.testing.assert_allclose(ds[1].depth, depth_mm(1) / 1000.0, rtol=1e-6)
+    np.testing.assert_array_equal(ds[2].image, rgb_frame(2))

@@ -83,6 +83,9 @@ def _index(reader: Any, topics: Sequence[str]) -> dict[str, list[_Ref]]:
         k = prev_k + 1 if prev_ns == log_ns else 0
         last[conn.topic] = (log_ns, k)
         refs[conn.topic].append(_Ref(conn.topic, log_ns, k, _stamp_ns(raw)))
+    for topic, items in refs.items():
+        if items and not any(r.stamp_ns for r in items):  # driver never stamps: receive time is all there is
+            refs[topic] = [_Ref(r.topic, r.log_ns, r.occurrence, r.log_ns) for r in items]
     return refs
 
 
