@@ -11,7 +11,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from reflector_ros.core.errors import InputError
-from reflector_ros.data.rosbag import BagDataset, iter_bag_images
+from reflector_ros.data.rosbag import BagDataset, bag_topic_types, iter_bag_images
 
 TS = get_typestore(Stores.ROS2_HUMBLE)
 H, W, N = 24, 32, 8
@@ -237,3 +237,10 @@ def test_unstamped_driver_falls_back_to_receive_time(tmp_path: Path) -> None:
     assert [ds.stamp_ns(i) for i in range(3)] == [T0 + i * PERIOD for i in range(3)]
     np.testing.assert_allclose(ds[1].depth, depth_mm(1) / 1000.0, rtol=1e-6)
     np.testing.assert_array_equal(ds[2].image, rgb_frame(2))
+
+
+def test_bag_topic_types(bag_path: Path) -> None:
+    assert bag_topic_types(bag_path) == {
+        "/cam/image": "sensor_msgs/msg/Image", "/cam/image/compressed": "sensor_msgs/msg/CompressedImage",
+        "/cam/depth16": "sensor_msgs/msg/Image", "/cam/depth32": "sensor_msgs/msg/Image",
+        "/cam/info": "sensor_msgs/msg/CameraInfo"}

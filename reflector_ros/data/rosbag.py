@@ -52,6 +52,15 @@ def _open_reader(path: Path) -> Any:
     return reader
 
 
+def bag_topic_types(path: str | Path) -> dict[str, str]:
+    """{topic: message type} of a bag, for choosing topics (InputError if unreadable)."""
+    reader = _open_reader(Path(path))
+    try:
+        return {t: str(info.msgtype) for t, info in reader.topics.items()}
+    finally:
+        reader.close()
+
+
 def _topic_list(reader: Any) -> str:
     return ", ".join(f"{t} ({c.msgtype})" for t, c in sorted(reader.topics.items())) or "none"
 
