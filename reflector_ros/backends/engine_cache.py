@@ -13,11 +13,12 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 LOG = logging.getLogger(__name__)
 ENV_DIR = "REFLECTOR_ENGINE_DIR"
 KEY_VERSION = 1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -139,19 +140,19 @@ def invalidate(engine: Path) -> None:
 
 
 def get_or_build(cache_dir: Path, stem: str, key: EngineKey, build: Callable[[], bytes],
-                 load: Callable[[bytes], object]) -> tuple[object, Path, bool]:
+                 load: Callable[[bytes], T | None]) -> tuple[T, Path, bool]:
     """Load the cached engine, or build, store and load it. ``load`` returns None (or
     raises) when deserialisation fails; the corrupt file is then rebuilt once.
     Returns (loaded engine, path, built_now)."""
     path = lookup(cache_dir, stem, key)
     if path is not None:
         try:
-            obj = load(path.read_bytes())
+            loaded = load(path.read_bytes())
         except Exception as err:  # runtime-specific errors: treat as corrupt
             LOG.warning("loading %s raised %s", path, err)
-            obj = None
-        if obj is not None:
-            return obj, path, False
+            loaded = None
+        if loaded is not None:
+            return loaded, path, False
         invalidate(path)
     data = build()
     path = store(cache_dir, stem, key, data)

@@ -98,7 +98,7 @@ class OnnxRuntimeBackend:
             self._reflector = _open_session(reflector, providers, num_threads)
             _require(self._backbone, backbone, {"image"}, set(FEATURES))
             self._reflector_inputs = {i.name for i in self._reflector.get_inputs()}
-            _require(self._reflector, reflector, {"image", "focal_scale"}, {"depth", "confidence"})
+            _require(self._reflector, reflector, {"focal_scale"}, {"depth", "confidence"})  # image is optional: unused inputs may be pruned
             self.meta = _meta_of(self._backbone, backbone)
         else:
             self._session = _open_session(path, providers, num_threads)

@@ -1,0 +1,210 @@
+"""Build TensorRT engines from the ONNX graphs: `reflector build-engine` and the backend's
+automatic first-start build share build_serialized().
+
+Only APIs present in TensorRT 8.5 (JetPack 5), 10.3 (JetPack 6) and desktop 10.x are
+used; newer conveniences (IProgressMonitor) are feature-tested.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import tensorrt as trt
+
+from reflector_ros.backends import engine_cache
+
+LOG = logging.getLogger(__name__)
+
+
+def is_jetson() -> bool:
+    return platform.machine() == "aarch64" and Path("/etc/nv_tegra_release").exists()
+
+
+def default_workspace_mb() -> int:
+    """Jetson shares RAM between CPU and GPU and engine builds OOM there: stay modest."""
+    return 1024 if is_jetson() else 2048
+
+
+def trt_major() -> int:
+    return int(trt.__version__.split(".")[0])
+
+
+def gpu_identity(index: int = 0) -> tuple[str, str]:
+    """(GPU name, "major.minor" compute capability) from the CUDA driver, without torch."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError as err:
+        raise RuntimeError(f"no CUDA driver: {err}") from None
+    dev = ctypes.c_int(0)
+    name = ctypes.create_string_buffer(256)
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(dev), index) != 0:
+        raise RuntimeError(f"CUDA device {index} not available")
+    cuda.cuDeviceGetName(name, 256, dev)
+    cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)  # COMPUTE_CAPABILITY_MAJOR
+    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)  # COMPUTE_CAPABILITY_MINOR
+    return name.value.decode(errors="replace"), f"{major.value}.{minor.value}"
+
+
+def _progress_monitor() -> Any:
+    """A tqdm bar per build phase where TensorRT has IProgressMonitor (10.0+), else None."""
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+    from tqdm import tqdm
+
+    class _Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.bars: dict[str, Any] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str, num_steps: int) -> None:
+            depth = len(self.bars)
+            self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=depth, leave=depth == 0)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            bar = self.bars.get(phase_name)
+            if bar is not None:
+                bar.update(step + 1 - bar.n)
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name: str) -> None:
+            bar = self.bars.pop(phase_name, None)
+            if bar is not None:
+                bar.close()
+
+    return _Monitor()
+
+
+def build_serialized(onnx_path: str | os.PathLike[str], precision: str = "fp16",
+                     workspace_mb: int | None = None, timing_cache: str | os.PathLike[str] | None = None,
+                     calibrator: Any = None, logger: trt.ILogger | None = None) -> bytes:
+    """Parse ONNX and build a serialised engine; raises RuntimeError with the parser errors."""
+    if precision not in ("fp16", "fp32", "int8"):
+        raise ValueError(f"precision must be fp16, fp32 or int8, got {precision!r}")
+    if precision == "int8" and calibrator is None:
+        raise ValueError("int8 needs calibration data (--calib DIR|BAG)")
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    workspace = workspace_mb if workspace_mb else default_workspace_mb()
+    log = logger or trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(log)
+    flags = 0
+    if trt_major() < 10:  # explicit batch is the default (and the only mode) from 10.0
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, log)
+    t0 = time.perf_counter()
+    LOG.info("parsing %s", path)
+    if not parser.parse(path.read_bytes(), str(path)):
+        errors = "\n".join(f"  {parser.get_error(i)}" for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {path}:\n{errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace << 20)
+    if precision in ("fp16", "int8"):
+        if builder.platform_has_fast_fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+        else:
+            LOG.warning("this GPU has no fast fp16; building %s without the FP16 flag", precision)
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calibrator
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, False)
+    monitor = _progress_monitor()
+    if monitor is not None:
+        config.progress_monitor = monitor
+    LOG.info("building %s engine for %s (workspace %d MiB, TensorRT %s); this takes minutes the first time",
+             precision, path.name, workspace, trt.__version__)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        hint = " On Jetson, try a smaller --workspace-mb." if is_jetson() else ""
+        raise RuntimeError(f"TensorRT failed to build an engine for {path} (see its log above).{hint}")
+    if cache_path is not None:
+        engine_cache.atomic_write(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+    LOG.info("built %s in %.1f s", path.name, time.perf_counter() - t0)
+    return bytes(memoryview(serialized))
+
+
+def graphs_for(onnx_path: Path, pair: bool) -> list[Path]:
+    """The ONNX graphs an engine set is built from: [fused] or [backbone, reflector]."""
+    if not pair:
+        return [onnx_path]
+    stem = onnx_path.stem
+    return [onnx_path.with_name(f"{stem}_backbone.onnx"), onnx_path.with_name(f"{stem}_reflector.onnx")]
+
+
+def input_shape_of(onnx_path: Path) -> tuple[int, ...]:
+    """Static shape of the graph's `image` input, for the cache key."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    for inp in model.graph.input:
+        if inp.name == "image":
+            return tuple(int(d.dim_value) for d in inp.type.tensor_type.shape.dim)
+    raise ValueError(f"{onnx_path}: no 'image' input")
+
+
+def engine_key(onnx_path: Path, precision: str) -> engine_cache.EngineKey:
+    name, cc = gpu_identity()
+    return engine_cache.make_key(onnx_path, trt.__version__, name, cc, precision, input_shape_of(onnx_path))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", required=True, type=Path, help="fused graph X.onnx (with --pair: X_backbone/X_reflector beside it)")
+    p.add_argument("--pair", action="store_true", help="build the backbone and Reflector engines instead of the fused one")
+    p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16")
+    p.add_argument("--calib", type=Path, help="INT8 calibration images: a folder or a ROS 2 bag")
+    p.add_argument("--calib-topic", help="image topic when --calib is a bag")
+    p.add_argument("--calib-frames", type=int, default=200)
+    p.add_argument("--workspace-mb", type=int, default=None,
+                   help=f"builder workspace (default {default_workspace_mb()} here; keep it modest on Jetson)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="engine cache (default: engines/ or $REFLECTOR_ENGINE_DIR)")
+    p.add_argument("--timing-cache", type=Path, default=None, help="timing cache file (default <cache-dir>/timing.cache)")
+    p.add_argument("--force", action="store_true", help="rebuild even if a valid cached engine exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cache_dir = engine_cache.default_cache_dir(args.cache_dir)
+    timing = args.timing_cache or cache_dir / "timing.cache"
+    try:
+        graphs = graphs_for(args.onnx, args.pair)
+        for g in graphs:
+            if not g.is_file():
+                raise FileNotFoundError(f"ONNX graph not found: {g}")
+        for i, g in enumerate(graphs):
+            # INT8 calibrates on images, so only the graph fed by images gets it; the
+            # Reflector of a pair stays fp16 (its bin centres need the precision anyway).
+            precision = args.precision if (i == 0 or args.precision != "int8") else "fp16"
+            key = engine_key(g, precision)
+            if not args.force and engine_cache.lookup(cache_dir, g.stem, key) is not None:
+                print(f"{g.name}: cached engine is valid: {engine_cache.engine_paths(cache_dir, g.stem, key)[0]}")
+                continue
+            calibrator = None
+            if precision == "int8":
+                if args.calib is None:
+                    raise ValueError("--precision int8 needs --calib DIR|BAG")
+                from reflector_ros.backends.calibration import calibration_batches, make_calibrator
+                from reflector_ros.meta import ModelMeta
+                import onnx
+
+                meta = ModelMeta.from_props({p.key: p.value for p in onnx.load(str(g), load_external_data=False).metadata_props})
+                batches = calibration_batches(args.calib, meta, args.calib_frames, args.calib_topic)
+                calibrator = make_calibrator(batches, cache_dir / f"{g.stem}.calib")
+            data = build_serialized(g, precision, args.workspace_mb, timing, calibrator)
+            path = engine_cache.store(cache_dir, g.stem, key, data)
+            print(f"{g.name}: wrote {path} ({len(data) / 1e6:.1f} MB)")
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        print(f"reflector build-engine: error: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,157 @@
+"""TensorRT backend, kept thin: deserialise (or build and cache) engines, bind named
+tensors, enqueue. Pre/post-processing is torch_ops on the same CUDA stream, shared
+with (and tested through) the torch backend.
+
+Only named-tensor APIs that exist in TensorRT 8.5, 10.3 and desktop 10.x are used:
+num_io_tensors, get_tensor_name/mode/shape/dtype, set_input_shape,
+set_tensor_address and execute_async_v3. Buffers and the stream are torch's (CUDA
+tensors' data_ptr(), torch.cuda.current_stream()), so torch with CUDA is required.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorrt as trt
+import torch
+
+from reflector_ros.backends import engine_cache
+from reflector_ros.backends.base import DepthResult
+from reflector_ros.backends.torch_ops import DevicePipeline
+from reflector_ros.meta import ModelMeta
+
+LOG = logging.getLogger(__name__)
+
+
+def torch_dtype(dt: trt.DataType) -> torch.dtype:
+    """TensorRT tensor dtype -> torch dtype (the ones our graphs use)."""
+    table: dict[trt.DataType, torch.dtype] = {
+        trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
+        trt.DataType.INT32: torch.int32, trt.DataType.INT8: torch.int8, trt.DataType.BOOL: torch.bool,
+    }
+    if dt not in table:
+        raise ValueError(f"unsupported TensorRT I/O dtype {dt}")
+    return table[dt]
+
+
+class TrtGraph:
+    """One engine + execution context with named I/O and static output buffers."""
+
+    def __init__(self, engine: trt.ICudaEngine, device: torch.device, label: str) -> None:
+        self.engine = engine
+        self.label = label
+        context = engine.create_execution_context()
+        if context is None:
+            raise RuntimeError(f"{label}: could not create an execution context (GPU memory?)")
+        self.context: trt.IExecutionContext = context
+        self.inputs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            dims = engine.get_tensor_shape(name)
+            shape = tuple(int(dims[k]) for k in range(len(dims)))
+            dtype = torch_dtype(engine.get_tensor_dtype(name))
+            if any(d < 0 for d in shape):
+                raise RuntimeError(f"{label}: tensor {name} has a dynamic shape {shape}; "
+                                   f"export with static shapes (batch 1, the model's input size)")
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                self.inputs[name] = (shape, dtype)
+                if not self.context.set_input_shape(name, shape):
+                    raise RuntimeError(f"{label}: set_input_shape({name}, {shape}) refused")
+            else:
+                out = torch.empty(shape, dtype=dtype, device=device)
+                self.outputs[name] = out
+                self.context.set_tensor_address(name, int(out.data_ptr()))
+        self._keep: list[torch.Tensor] = []
+
+    def __call__(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Enqueue on torch's current stream; outputs are this graph's static buffers,
+        valid until the next call (the pipeline copies them out before that)."""
+        keep = []
+        for name, (shape, dtype) in self.inputs.items():
+            if name not in feeds:
+                raise KeyError(f"{self.label}: no value for engine input {name!r}")
+            t = feeds[name].to(dtype).reshape(shape).contiguous()
+            keep.append(t)
+            self.context.set_tensor_address(name, int(t.data_ptr()))
+        self._keep = keep  # inputs must outlive the asynchronous execution
+        stream = torch.cuda.current_stream().cuda_stream
+        if not self.context.execute_async_v3(stream):
+            raise RuntimeError(f"{self.label}: execute_async_v3 failed")
+        return self.outputs
+
+
+def meta_from_onnx(path: Path) -> ModelMeta:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable ONNX model ({err})") from None
+    try:
+        return ModelMeta.from_props({p.key: p.value for p in model.metadata_props})
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+class TensorRTBackend:
+    """Backend protocol on TensorRT engines built from ``model_path`` (X.onnx), cached
+    under engine_dir and rebuilt when TensorRT, the GPU, the ONNX bytes or precision change."""
+
+    def __init__(self, model_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None = None,
+                 precision: str = "fp16", use_pair: bool = False, workspace_mb: int | None = None) -> None:
+        from reflector_ros.backends.engine_build import build_serialized, engine_key, graphs_for
+
+        path = Path(model_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        if not torch.cuda.is_available():
+            raise RuntimeError("the TensorRT backend needs torch with CUDA for its buffers and "
+                               "pre/post-processing (on Jetson: NVIDIA's torch wheel for your JetPack)")
+        if precision == "int8":
+            raise ValueError("int8 engines need calibration: build them first with "
+                             "`reflector build-engine --precision int8 --calib DIR`; the backend then "
+                             "finds them in the cache with precision int8")
+        self.meta = meta_from_onnx(path)
+        self.device = torch.device("cuda")
+        self.name = "tensorrt"
+        cache_dir = engine_cache.default_cache_dir(engine_dir)
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        graphs = graphs_for(path, use_pair)
+        self.graphs: list[TrtGraph] = []
+        built_any = False
+        for g in graphs:
+            if not g.is_file():
+                raise FileNotFoundError(f"ONNX graph not found: {g}")
+            key = engine_key(g, precision)
+
+            def build(g: Path = g) -> bytes:
+                return build_serialized(g, precision, workspace_mb, cache_dir / "timing.cache")
+
+            def load(data: bytes) -> trt.ICudaEngine | None:
+                return runtime.deserialize_cuda_engine(data)
+
+            engine, epath, built = engine_cache.get_or_build(cache_dir, g.stem, key, build, load)
+            built_any |= built
+            self.graphs.append(TrtGraph(engine, self.device, epath.name))
+        image_dtype = self.graphs[0].inputs["image"][1]
+        self.pipeline = DevicePipeline(self.meta, self.device, input_dtype=image_dtype)
+        self.reason = (f"tensorrt {trt.__version__} {precision} on {torch.cuda.get_device_name()}, "
+                       f"{'pair' if use_pair else 'fused'} engine(s) "
+                       f"{'built now' if built_any else 'from cache'} in {cache_dir}")
+
+    def infer(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(self.graphs) == 1:
+            out = self.graphs[0]({"image": x, "focal_scale": s})
+            return out["depth"], out["confidence"]
+        backbone, reflector = self.graphs
+        feats = backbone({"image": x})
+        feeds = {"image": x, "focal_scale": s, **feats}
+        out = reflector({k: v for k, v in feeds.items() if k in reflector.inputs})
+        return out["depth"], out["confidence"]
+
+    def run(self, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
+            rays: np.ndarray | None = None) -> DepthResult:
+        return self.pipeline.run(self.infer, rgb, scale, out_hw, rays)
