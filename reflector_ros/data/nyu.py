@@ -75,7 +75,7 @@ def read_split_indices(path: Path, n: int) -> list[int]:
     if not path.is_file():
         raise InputError(f"split file not found: {path}")
     if path.suffix.lower() == ".mat":
-        import h5py  # type: ignore[import-untyped]
+        import h5py
 
         try:
             with h5py.File(path, "r") as f:
@@ -102,7 +102,7 @@ class NYUMatDataset(Sequence[Sample]):
     """Frames of the labelled .mat, opened on first access in each process."""
 
     def __init__(self, path: str | Path, split: str | Path | None = None) -> None:
-        import h5py  # type: ignore[import-untyped]
+        import h5py
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -130,7 +130,7 @@ class NYUMatDataset(Sequence[Sample]):
         self._pid = -1
 
     def _h5(self) -> Any:
-        import h5py  # type: ignore[import-untyped]
+        import h5py
 
         if self._file is None or self._pid != os.getpid():
             self._file, self._pid = h5py.File(self.path, "r"), os.getpid()

@@ -192,4 +192,4 @@ def _intrinsics(value: Any) -> tuple[float, float, float, float] | None:
         raise InputError(f"intrinsics={value!r}: expected fx,fy,cx,cy numbers") from None
     if len(nums) != 4:
         raise InputError(f"intrinsics={value!r}: expected 4 numbers fx,fy,cx,cy")
-    return nums  # type: ignore[return-value]
+    return nums[0], nums[1], nums[2], nums[3]
