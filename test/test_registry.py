@@ -101,6 +101,7 @@ def test_kitti_spec(tmp_path: Path) -> None:
     split.write_text(f"{img} {gt_rel} 721.5377\n{img2} None 721.5377\n")
     ds = open_dataset(f"kitti:{root}?gt={gt_root}&split={split}")
     assert len(ds) == 1
+    assert gt is not None
     np.testing.assert_allclose(ds[0].depth, gt / 256.0, rtol=1e-6)
     assert len(open_dataset(f"kitti:{root}?gt={gt_root}&split={split}&skip_missing=false")) == 2
     with pytest.raises(InputError, match="needs gt"):
