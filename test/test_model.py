@@ -1,0 +1,186 @@
+"""The Reflector network in torch: shapes, bin invariants, gradients, canonical camera, checkpoints."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from reflector_ros.core.errors import InputError
+from reflector_ros.meta import ModelMeta
+from reflector_ros.model.canonical import from_canonical, to_canonical
+from reflector_ros.model.layers.attractor import attract
+from reflector_ros.model.losses import chamfer_bins_loss, gradient_matching_loss, rpnl_loss, silog_loss, ssi_loss
+from reflector_ros.model.reflector import (build_model, load_checkpoint, load_pretrained_backbone,
+                                           save_checkpoint)
+
+torch.set_num_threads(2)
+SIZES = [(64, 80), (96, 128), (128, 160)]
+
+
+def _image(hw: tuple[int, int], seed: int = 0, batch: int = 1) -> torch.Tensor:
+    """A smooth gradient plus texture, normalised like the real input (not a constant)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = hw
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    base = torch.stack([xx, yy, xx * yy]).unsqueeze(0).repeat(batch, 1, 1, 1)
+    return base + 0.5 * torch.randn(batch, 3, h, w, generator=g)
+
+
+def _run(meta: ModelMeta, hw: tuple[int, int], batch: int = 2, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = build_model(meta).eval()
+    image = _image(hw, batch=batch)
+    rel = torch.rand(batch, 1, *hw) + 0.1 if meta.arch == "head" else None
+    with torch.no_grad():
+        return model(image, torch.full((batch,), scale), rel)
+
+
+@pytest.mark.parametrize("arch", ["small", "base", "head"])
+@pytest.mark.parametrize("hw", SIZES)
+def test_shapes_sorted_bins_and_range(arch: str, hw: tuple[int, int]) -> None:
+    meta = ModelMeta(arch=arch, input_height=hw[0], input_width=hw[1], n_bins=16, min_depth=0.2, max_depth=15.0)
+    scale = 1.7
+    out = _run(meta, hw, scale=scale)
+    b, (h, w) = 2, hw
+    for key in ("depth", "confidence", "canonical", "rel_depth"):
+        assert out[key].shape == (b, 1, h, w), key
+        assert torch.isfinite(out[key]).all(), key
+    k = meta.n_bins
+    assert out["centers"].shape[:2] == (b, k) and out["probs"].shape == out["centers"].shape
+    assert out["centers"].shape[2:] == (math.ceil(h / 4), math.ceil(w / 4))  # the bins live at 1/4
+    # centres sorted along the bin axis and inside the canonical range
+    assert (out["centers"].diff(dim=1) >= 0).all()
+    assert out["centers"].min() >= meta.min_depth * (1 - 1e-5) and out["centers"].max() <= meta.max_depth * (1 + 1e-5)
+    torch.testing.assert_close(out["probs"].sum(dim=1), torch.ones(b, *out["probs"].shape[2:]))
+    d = out["depth"]
+    assert d.min() >= meta.min_depth * scale * (1 - 1e-5) and d.max() <= meta.max_depth * scale * (1 + 1e-5)
+    c = out["confidence"]
+    assert c.min() >= 0 and c.max() <= 1
+    assert (out["rel_depth"] >= 0).all()  # inverse depth is non-negative
+    assert out["canonical"].std() > 0     # not a constant map
+
+
+def test_depth_scales_with_focal_scale() -> None:
+    meta = ModelMeta(arch="small", input_height=64, input_width=80, n_bins=16)
+    model = build_model(meta).eval()
+    image = _image((64, 80), batch=2)
+    with torch.no_grad():
+        a = model(image, torch.tensor([1.0, 0.5]))
+        b = model(image, torch.tensor([2.0, 1.0]))
+    torch.testing.assert_close(b["depth"], 2 * a["depth"])
+    torch.testing.assert_close(b["canonical"], a["canonical"])
+    torch.testing.assert_close(b["confidence"], a["confidence"])  # relative spread: scale-free
+
+
+def test_canonical_round_trip() -> None:
+    depth = torch.rand(3, 1, 8, 10) * 10 + 0.1
+    scale = torch.tensor([0.5, 1.0, 3.0])
+    canon = to_canonical(depth, scale)
+    torch.testing.assert_close(canon[2], depth[2] / 3.0)
+    torch.testing.assert_close(from_canonical(canon, scale), depth)
+
+
+def test_attractor_update_keeps_order() -> None:
+    """The inv-kernel mean update is monotone in c: sorted in, sorted out, inside [0, 1]."""
+    g = torch.Generator().manual_seed(1)
+    centres = torch.sort(torch.rand(4, 64, 5, 6, generator=g), dim=1).values
+    for n in (1, 4, 16):
+        attractors = torch.rand(4, n, 5, 6, generator=g)
+        out = attract(centres, attractors, alpha=1000.0)
+        assert (out.diff(dim=1) >= -1e-7).all()
+        assert out.min() >= 0 and out.max() <= 1
+        assert not torch.allclose(out, centres)  # they did move
+
+
+@pytest.mark.parametrize("arch", ["small", "base", "head"])
+def test_gradients_reach_every_parameter(arch: str) -> None:
+    torch.manual_seed(0)
+    hw = (64, 80)
+    meta = ModelMeta(arch=arch, input_height=hw[0], input_width=hw[1], n_bins=16)
+    model = build_model(meta).train()
+    image = _image(hw, batch=2)
+    scale = torch.tensor([1.0, 1.3])
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(2, 1, *hw, generator=g) * 5 + 0.5
+    mask = torch.rand(2, 1, *hw, generator=g) > 0.2
+    rel_in = torch.rand(2, 1, *hw, generator=g) + 0.1 if arch == "head" else None
+    out = model(image, scale, rel_in)
+    canon_t = to_canonical(target, scale)
+    loss = (silog_loss(out["canonical"], canon_t, mask)
+            + silog_loss(out["canonical_lowres"], torch.nn.functional.interpolate(canon_t, size=out["canonical_lowres"].shape[-2:]),
+                         torch.ones_like(out["canonical_lowres"], dtype=torch.bool))
+            + chamfer_bins_loss(out["centers"], canon_t, mask, generator=g)
+            + rpnl_loss(out["canonical"], canon_t, mask, generator=g))
+    if arch != "head":
+        loss = loss + ssi_loss(out["rel_depth"], 1 / target, mask) + 0.5 * gradient_matching_loss(out["rel_depth"], 1 / target, mask)
+    loss = loss - out["confidence"].mean()  # the confidence path must be differentiable too
+    loss.backward()
+    params = list(model.named_parameters())
+    missing = [n for n, p in params if p.grad is None]
+    assert not missing, missing
+    assert all(torch.isfinite(p.grad).all() for _, p in params)
+    nonzero = sum(bool(p.grad.abs().sum() > 0) for _, p in params)
+    assert nonzero >= 0.9 * len(params), f"only {nonzero}/{len(params)} parameters got a nonzero gradient"
+
+
+def test_checkpoint_round_trip(tmp_path) -> None:
+    meta = ModelMeta(arch="small", input_height=64, input_width=80, n_bins=8, focal_canonical=500.0,
+                     extra={"dataset": "synthetic"})
+    torch.manual_seed(0)
+    model = build_model(meta).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, meta, epoch=3, metrics={"absrel": 0.1})
+    loaded, meta2, extra = load_checkpoint(path)
+    assert meta2 == meta
+    assert extra == {"epoch": 3, "metrics": {"absrel": 0.1}}
+    image = _image((64, 80))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image, torch.ones(1))["depth"], model(image, torch.ones(1))["depth"])
+
+
+def test_load_checkpoint_refuses_bad_files(tmp_path) -> None:
+    meta = ModelMeta(arch="small", input_height=64, input_width=80, n_bins=8)
+    good = save_checkpoint(tmp_path / "good.pt", build_model(meta), meta)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a checkpoint" * 10)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    other = tmp_path / "other_bins.pt"
+    state = torch.load(good, weights_only=True)
+    state["meta"]["n_bins"] = 16  # weights no longer fit the described model
+    torch.save(state, other)
+    for path, words in [(truncated, "not a readable"), (garbage, "not a readable"),
+                        (foreign, "not a Reflector checkpoint"), (other, "do not match"),
+                        (tmp_path / "missing.pt", "not found")]:
+        with pytest.raises(InputError, match=words):
+            load_checkpoint(path)
+
+
+def test_build_model_refuses_bad_meta() -> None:
+    with pytest.raises(InputError, match="arch"):
+        build_model(ModelMeta(arch="huge"))
+    with pytest.raises(InputError, match="out of range"):
+        build_model(ModelMeta(input_height=100000))
+    with pytest.raises(InputError, match="divisible by 16"):
+        build_model(ModelMeta(arch="base", input_height=70, input_width=80))
+    with pytest.raises(InputError, match="min_depth"):
+        build_model(ModelMeta(min_depth=5.0, max_depth=1.0))
+
+
+def test_load_pretrained_backbone(tmp_path) -> None:
+    meta = ModelMeta(arch="small", input_height=64, input_width=80, n_bins=8)
+    torch.manual_seed(1)
+    src = build_model(meta)
+    save_checkpoint(tmp_path / "src.pt", src, meta)
+    torch.save(src.backbone.state_dict(), tmp_path / "bare.pt")
+    for name in ("src.pt", "bare.pt"):
+        torch.manual_seed(2)
+        dst = build_model(meta)
+        load_pretrained_backbone(dst, tmp_path / name)
+        for k, v in src.backbone.state_dict().items():
+            torch.testing.assert_close(dst.backbone.state_dict()[k], v)
+    base = ModelMeta(arch="base", input_height=64, input_width=80, n_bins=8)
+    with pytest.raises(InputError, match="do not match"):
+        load_pretrained_backbone(build_model(base), tmp_path / "bare.pt")
