@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 
+import cv2
 import numpy as np
 
 from reflector_ros.core.camera import Intrinsics
@@ -71,33 +72,39 @@ def pack_cloud(depth: np.ndarray, rays: np.ndarray, stride: int = 1, min_range: 
         out = np.empty((*hw, 4), np.float32)
     elif out.shape != (*hw, 4) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise InputError(f"out must be a contiguous {(*hw, 4)} float32 array, got {out.shape} {out.dtype}")
-    xyz = out[..., :3]
-    np.multiply(rays, z[..., None], out=xyz)
-
+    if confidence is not None and confidence.shape != depth.shape:
+        raise InputError(f"confidence {confidence.shape} does not match depth {depth.shape}")
+    if rgb is not None and (rgb.shape != (*depth.shape, 3) or rgb.dtype != np.uint8):
+        raise InputError(f"rgb {rgb.shape} {rgb.dtype} must be uint8 of the depth's size {depth.shape} "
+                         "(resize colour to the depth first)")
+    # Fold every filter into z first (NaN z -> NaN x, y, z), then one multiply per axis:
+    # per-axis multiplies on contiguous planes are ~6x faster than a broadcast into out[..., :3].
     bad = None
     if min_range > 0 or math.isfinite(max_range):
-        r2 = np.einsum("ijk,ijk->ij", xyz, xyz)
-        bad = r2 < np.float32(min_range) ** 2 if min_range > 0 else None
+        r2 = rays[..., 0] ** 2
+        r2 += rays[..., 1] ** 2
+        r2 += rays[..., 2] ** 2
+        r2 *= z
+        r2 *= z                                        # squared Euclidean range of each point
+        if min_range > 0:
+            bad = r2 < np.float32(min_range) ** 2
         if math.isfinite(max_range):
             far = r2 > np.float32(max_range) ** 2
-            bad = far if bad is None else (bad | far)
+            bad = far if bad is None else np.logical_or(bad, far, out=bad)
     if confidence is not None and min_confidence > 0:
-        if confidence.shape != depth.shape:
-            raise InputError(f"confidence {confidence.shape} does not match depth {depth.shape}")
-        low = ~(confidence[::stride, ::stride] >= np.float32(min_confidence))
-        bad = low if bad is None else (bad | low)
+        low = ~(confidence[::stride, ::stride] >= np.float32(min_confidence))   # NaN is low too
+        bad = low if bad is None else np.logical_or(bad, low, out=bad)
     if bad is not None:
-        np.copyto(xyz, np.float32(np.nan), where=bad[..., None])
+        z = np.where(bad, np.float32(np.nan), z)
+    for axis in range(3):
+        np.multiply(rays[..., axis], z, out=out[..., axis])
 
     as_bytes = out.view(np.uint8).reshape(*hw, POINT_STEP)
     if rgb is not None:
-        if rgb.shape != (*depth.shape, 3) or rgb.dtype != np.uint8:
-            raise InputError(f"rgb {rgb.shape} {rgb.dtype} must be uint8 of the depth's size {depth.shape} "
-                             "(resize colour to the depth first)")
         c = rgb[::stride, ::stride]
-        if sys.byteorder == "little":   # uint32 0x00RRGGBB little-endian = bytes B, G, R, 0
-            as_bytes[..., 12:15] = c[..., ::-1]
-            as_bytes[..., 15] = 0
+        if sys.byteorder == "little":   # BGRA bytes read as uint32 = 0xAARRGGBB; drop alpha
+            bgra = cv2.cvtColor(c, cv2.COLOR_RGB2BGRA)
+            np.bitwise_and(bgra.view(np.uint32)[..., 0], np.uint32(0x00FFFFFF), out=out.view(np.uint32)[..., 3])
         else:
             packed = (c[..., 0].astype(np.uint32) << 16) | (c[..., 1].astype(np.uint32) << 8) | c[..., 2]
             out.view(np.uint32)[..., 3] = packed
