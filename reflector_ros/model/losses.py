@@ -99,7 +99,7 @@ def silog_loss(pred: Tensor, target: Tensor, mask: Tensor, lam: float = 0.85) ->
     g = torch.log(_flat(pred)[m].clamp_min(EPS)) - torch.log(_flat(target)[m])
     mean = g.mean()
     var = ((g - mean) ** 2).mean()
-    return 10.0 * torch.sqrt(var + (1.0 - lam) * mean * mean + 1e-8)
+    return 10.0 * torch.sqrt(var + (1.0 - lam) * mean * mean + 1e-10)
 
 
 @_fp32
