@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def fill_frombytes() -> None:
         a = array.array("B")
-        a.frombytes(memoryview(raw))
+        a.frombytes(raw.data)
         Image().data = a
 
     def fill_array_copy() -> None:
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     compare: dict[str, object] = {}
     try:
-        from sensor_msgs.msg import PointField
+        from sensor_msgs.msg import PointCloud2, PointField
         from sensor_msgs_py import point_cloud2
     except ImportError:
         compare["sensor_msgs_py"] = "sensor_msgs_py not importable: skipped"
@@ -136,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         fields = [PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in cloud_fields(False)]
         plain = finalize_depth(depth, None, 0.1, 10.0)
 
-        def ours() -> object:
+        def ours() -> PointCloud2:
             return convert.cloud_msg(header, pack_cloud(plain, rays, out=cloud_out), H, W, False)
 
-        def theirs() -> object:
+        def theirs() -> PointCloud2:
             return point_cloud2.create_cloud(header, fields, backproject(plain, rays), point_step=16)
 
         a, b = ours(), theirs()

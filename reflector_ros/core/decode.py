@@ -110,7 +110,7 @@ def image_size_from_header(buf: np.ndarray) -> tuple[str, int, int]:
         width, height = struct.unpack(">II", head[16:24])
         return "png", width, height
     if head[:2] == b"\xff\xd8":
-        width, height = _jpeg_size(memoryview(buf))
+        width, height = _jpeg_size(buf.data)
         return "jpeg", width, height
     raise InputError("compressed image is neither PNG nor JPEG (unknown magic bytes); "
                      "supported compressed formats: jpeg, png")

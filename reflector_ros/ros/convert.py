@@ -25,7 +25,7 @@ _BIGENDIAN = int(sys.byteorder == "big")
 def _bytes_field(arr: np.ndarray) -> array.array:
     """A uint8[] field value holding arr's bytes (one copy, no per-element checks)."""
     field = array.array("B")
-    field.frombytes(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    field.frombytes(np.ascontiguousarray(arr).data.cast("B"))
     return field
 
 
