@@ -138,6 +138,8 @@ def test_absurd_size_refused_before_allocation():
         decode_image(b"0123456789", "rgb8", 10, 100000, 30, 0)
     with pytest.raises(InputError, match="expected step x height"):   # under MAX_DIM, but no data
         decode_image(b"0123456789", "rgba8", 16000, 16000, 64000, 0)
+    with pytest.raises(InputError, match="expected step x height"):   # numpy ints must not wrap around
+        decode_image(b"0123456789", "rgba8", np.uint16(16000), np.uint16(16000), np.uint16(64000), 0)
     assert time.perf_counter() - t0 < 0.5
 
 

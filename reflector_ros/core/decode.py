@@ -90,6 +90,7 @@ def decode_image(data: Buffer, encoding: str, width: int, height: int, step: int
     row = width * bpp
     if not isinstance(step, (int, np.integer)) or step < row:
         raise InputError(f"step {step} is shorter than one row of {width} {encoding} pixels ({row} bytes)")
+    width, height, step = int(width), int(height), int(step)   # numpy ints could overflow step*height
     buf = _as_bytes(data)
     if buf.size < step * height:
         raise InputError(f"image data has {buf.size} bytes, expected step x height = {step} x {height} "
