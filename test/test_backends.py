@@ -1,0 +1,295 @@
+"""Backends on the CPU: ONNX Runtime and torch on a real tiny model, torch_ops against
+the numpy core, make_backend's choice and its refusals."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reflector_ros.backends import make_backend
+from reflector_ros.core.errors import InputError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _frame(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth scene with some texture: gradients plus a few blocks."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([255 * xx / w, 255 * yy / h, 128 + 60 * np.sin(xx / 7 + yy / 11)], -1)
+    for _ in range(4):
+        y0, x0 = rng.integers(0, h // 2), rng.integers(0, w // 2)
+        img[y0:y0 + h // 4, x0:x0 + w // 4] = rng.integers(0, 255, 3)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _rays(h: int, w: int, fx: float = 100.0, fy: float = 110.0) -> np.ndarray:
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.stack([(u - w / 2) / fx, (v - h / 2) / fy, np.ones_like(u)], -1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def ort(tiny_model_dir: Path):
+    return make_backend("onnxruntime", tiny_model_dir / "tiny.onnx", num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def torch_cpu(tiny_model_dir: Path):
+    import torch
+
+    torch.set_num_threads(2)
+    return make_backend("torch-cpu", tiny_model_dir / "tiny.pt")
+
+
+def test_ort_outputs(ort) -> None:
+    meta = ort.meta
+    assert ort.name == "onnxruntime-cpu" and (meta.input_height, meta.input_width) == (64, 80)
+    rays = _rays(120, 160)
+    r = ort.run(_frame(240, 320), 1.5, (120, 160), rays)
+    assert r.depth.shape == (120, 160) and r.depth.dtype == np.float32
+    assert r.confidence.shape == (120, 160)
+    assert np.isfinite(r.depth).all()  # untrained but valid: bins keep depth in range
+    assert (r.depth >= meta.min_depth * 1.5 - 1e-4).all() and (r.depth <= meta.max_depth * 1.5 + 1e-4).all()
+    assert (r.confidence >= 0).all() and (r.confidence <= 1).all()
+    assert r.points is not None and r.points.shape == (120, 160, 3)
+    np.testing.assert_allclose(r.points, rays * r.depth[..., None], rtol=1e-6)
+    assert set(r.timings_ms) >= {"preprocess", "inference", "postprocess", "points"}
+
+
+def test_depth_doubles_with_focal_scale(ort) -> None:
+    rgb = _frame(64, 80, seed=3)
+    a = ort.run(rgb, 1.0, (64, 80)).depth
+    b = ort.run(rgb, 2.0, (64, 80)).depth
+    np.testing.assert_allclose(b, 2.0 * a, rtol=1e-5)
+
+
+def test_fused_and_pair_agree(tiny_model_dir: Path, ort) -> None:
+    pair = make_backend("onnxruntime", tiny_model_dir / "tiny.onnx", num_threads=1, use_pair=True)
+    assert "pair" in pair.reason
+    rgb = _frame(96, 128, seed=5)
+    a, b = ort.run(rgb, 1.2, (96, 128)), pair.run(rgb, 1.2, (96, 128))
+    np.testing.assert_allclose(b.depth, a.depth, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b.confidence, a.confidence, atol=1e-4)
+
+
+def test_torch_cpu_agrees_with_ort(ort, torch_cpu) -> None:
+    # At the network input size both preprocessings are the same arithmetic, so the
+    # comparison isolates the network and the post-processing (upsampled output).
+    rgb = _frame(64, 80, seed=7)
+    rays = _rays(128, 160)
+    a = ort.run(rgb, 1.3, (128, 160), rays)
+    b = torch_cpu.run(rgb, 1.3, (128, 160), rays)
+    assert torch_cpu.name == "torch-cpu"
+    rel = np.linalg.norm(b.depth - a.depth) / np.linalg.norm(a.depth)
+    assert rel <= 1e-3, rel
+    assert np.abs(b.confidence - a.confidence).max() <= 1e-3
+    assert np.linalg.norm(b.points - a.points) / np.linalg.norm(a.points) <= 1e-3
+
+
+def test_torch_cpu_agrees_with_ort_after_resizing(ort, torch_cpu) -> None:
+    # A VGA-like frame is shrunk: INTER_AREA (numpy) vs antialiased bilinear (torch)
+    # differ slightly on texture; the metric depth must still agree closely.
+    rgb = _frame(240, 320, seed=8)
+    a, b = ort.run(rgb, 1.0, (240, 320)), torch_cpu.run(rgb, 1.0, (240, 320))
+    rel = np.linalg.norm(b.depth - a.depth) / np.linalg.norm(a.depth)
+    assert rel <= 2e-2, rel
+
+
+# --- torch_ops against the numpy core -------------------------------------------------
+
+def test_torch_preprocess_matches_core(tiny_model_dir: Path, ort) -> None:
+    import torch
+
+    from reflector_ros.backends import torch_ops
+    from reflector_ros.core.preprocess import preprocess
+
+    meta = ort.meta
+    dev = torch.device("cpu")
+    scale, bias = torch_ops.normalisation(meta, dev)
+    hw = (meta.input_height, meta.input_width)
+
+    def ours(rgb: np.ndarray) -> np.ndarray:
+        return torch_ops.preprocess(torch_ops.upload_rgb(rgb, dev), hw, scale, bias).numpy()
+
+    same = _frame(64, 80, seed=1)  # no resize: identical up to float rounding
+    np.testing.assert_allclose(ours(same), preprocess(same, meta), atol=1e-5)
+    # upsampling: both bilinear with half-pixel centres; cv2 works in fixed point and
+    # rounds to uint8, so they agree to within one intensity level
+    grow = _frame(32, 40, seed=2)
+    assert np.abs(ours(grow) - preprocess(grow, meta)).max() <= 1.0 / 255 / min(meta.std)
+    shrink = _frame(256, 320, seed=4)  # 4x shrink: area vs antialiased bilinear
+    diff = np.abs(ours(shrink) - preprocess(shrink, meta))
+    assert diff.mean() < 0.03 and ours(shrink).shape == (1, 3, 64, 80)
+
+
+@pytest.mark.parametrize("out_hw", [(128, 160), (48, 60), (64, 80), (100, 130)])
+def test_torch_resize_and_finalize_match_core(out_hw: tuple[int, int]) -> None:
+    import torch
+
+    from reflector_ros.backends import torch_ops
+    from reflector_ros.backends.onnxruntime_backend import finalize
+    from reflector_ros.core.preprocess import resize_to
+
+    rng = np.random.default_rng(0)
+    net = rng.uniform(0.5, 5.0, (64, 80)).astype(np.float32)
+    net[3, 4] = np.nan
+    net[10, 10] = -1.0
+    conf = rng.uniform(-0.2, 1.2, (64, 80)).astype(np.float32)
+    d_t, c_t = torch_ops.finalize(torch_ops.resize_map(torch.from_numpy(net)[None, None], out_hw),
+                                  torch_ops.resize_map(torch.from_numpy(conf), out_hw))
+    d_np = resize_to(np.nan_to_num(net, nan=np.nan), out_hw).astype(np.float32)
+    c_np = resize_to(conf, out_hw).astype(np.float32)
+    finalize(d_np, c_np)
+    np.testing.assert_array_equal(np.isnan(d_t.numpy()), np.isnan(d_np))
+    np.testing.assert_allclose(d_t.numpy(), d_np, rtol=1e-4, atol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(c_t.numpy(), c_np, atol=1e-4)
+    assert not (d_t.numpy() == 0).any()
+
+
+def test_torch_backproject_matches_core() -> None:
+    import torch
+
+    from reflector_ros.backends import torch_ops
+    from reflector_ros.core.camera import Intrinsics
+    from reflector_ros.core.pointcloud import backproject, ray_table
+
+    rays = ray_table(Intrinsics(fx=300.0, fy=310.0, cx=79.5, cy=59.5, width=160, height=120))
+    depth = np.random.default_rng(1).uniform(0.3, 8.0, (120, 160)).astype(np.float32)
+    depth[5, 7] = np.nan
+    ours = torch_ops.backproject(torch.from_numpy(depth), torch.from_numpy(rays)).numpy()
+    np.testing.assert_allclose(ours, backproject(depth, rays), rtol=1e-6, equal_nan=True)
+    u, v = 100, 20
+    assert ours[v, u, 0] == pytest.approx((u - 79.5) * depth[v, u] / 300.0, rel=1e-6)
+    assert np.isnan(ours[5, 7]).all()
+
+
+# --- make_backend -----------------------------------------------------------------------
+
+def test_auto_picks_onnxruntime_here_and_says_why(tiny_model_dir: Path) -> None:
+    notes: list[str] = []
+    b = make_backend("auto", tiny_model_dir / "tiny.onnx", num_threads=1, logger=notes.append)
+    assert b.name == "onnxruntime-cpu"
+    low = b.reason.lower()
+    assert "tensorrt" in low and "cuda" in low and "onnxruntime-cpu" in low
+    assert notes and b.reason in notes[0]
+
+
+def test_unknown_backend_name() -> None:
+    with pytest.raises(ValueError, match="unknown backend 'tensorrtx'.*onnxruntime"):
+        make_backend("tensorrtx")
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "torch-cpu", "auto"])
+def test_missing_model_file(tmp_path: Path, name: str) -> None:
+    missing = tmp_path / "nope.onnx"
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        make_backend(name, missing)
+
+
+def test_corrupt_onnx_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "garbage.onnx"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(ValueError, match="garbage.onnx.*not a loadable ONNX model"):
+        make_backend("onnxruntime", bad)
+
+
+def test_onnx_without_metadata_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(tiny_model_dir / "tiny.onnx"))
+    del model.metadata_props[:]
+    stripped = tmp_path / "nometa.onnx"
+    onnx.save(model, str(stripped))
+    with pytest.raises(ValueError, match="nometa.onnx.*metadata"):
+        make_backend("onnxruntime", stripped)
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"\x80\x02not a checkpoint" * 50)
+    with pytest.raises(ValueError, match="broken.pt"):
+        make_backend("torch-cpu", bad)
+
+
+def test_missing_pair_files(tiny_model_dir: Path, tmp_path: Path) -> None:
+    lone = tmp_path / "lone.onnx"
+    lone.write_bytes((tiny_model_dir / "tiny.onnx").read_bytes())
+    with pytest.raises(FileNotFoundError, match="lone_backbone.onnx"):
+        make_backend("onnxruntime", lone, use_pair=True)
+
+
+@pytest.mark.parametrize("which", ["ort", "torch_cpu"])
+def test_bad_run_arguments(which: str, request) -> None:
+    b = request.getfixturevalue(which)
+    good = _frame(64, 80)
+    with pytest.raises(InputError, match="uint8"):
+        b.run(good.astype(np.float32), 1.0, (64, 80))
+    with pytest.raises(InputError, match="focal scale"):
+        b.run(good, float("nan"), (64, 80))
+    with pytest.raises(InputError, match="rays"):
+        b.run(good, 1.0, (64, 80), _rays(32, 40))
+    with pytest.raises(InputError, match="output size"):
+        b.run(good, 1.0, (100000, 80))
+    assert np.isfinite(b.run(good, 1.0, (64, 80)).depth).all()  # still serving
+
+
+def test_cpu_path_never_imports_torch(tiny_model_dir: Path) -> None:
+    code = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from reflector_ros.backends import make_backend
+        for name in ("onnxruntime", "auto"):
+            b = make_backend(name, {str(tiny_model_dir / 'tiny.onnx')!r}, num_threads=1)
+            r = b.run(np.zeros((48, 64, 3), np.uint8), 1.0, (48, 64))
+            assert r.depth.shape == (48, 64), r.depth.shape
+        print("torch" in sys.modules, b.name)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "onnxruntime-cpu"], proc.stdout + proc.stderr
+
+
+# --- INT8 calibration feed (the part that needs no TensorRT) ------------------------
+
+def test_calibration_batches_from_folder(tmp_path: Path, ort) -> None:
+    import cv2
+
+    from reflector_ros.backends.calibration import calibration_batches, spread
+    from reflector_ros.core.preprocess import preprocess
+
+    folder = tmp_path / "calib"
+    (folder / "sub").mkdir(parents=True)
+    frames = [_frame(48 + 8 * i, 64 + 8 * i, seed=i) for i in range(5)]
+    for i, rgb in enumerate(frames):
+        where = folder / "sub" if i % 2 else folder
+        assert cv2.imwrite(str(where / f"f{i}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    (folder / "f9_corrupt.png").write_bytes(b"not a png")
+    (folder / "notes.txt").write_text("ignored")
+
+    got = list(calibration_batches(folder, ort.meta, frames=10))
+    assert len(got) == 5  # the corrupt file is skipped, text ignored
+    for b in got:
+        assert b.shape == (1, 3, 64, 80) and b.dtype == np.float32 and b.flags.c_contiguous
+    by_name = sorted(folder.rglob("f[0-4].png"))
+    ref = cv2.cvtColor(cv2.imread(str(by_name[0])), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(got[0], preprocess(ref, ort.meta))
+
+    three = list(calibration_batches(folder, ort.meta, frames=3))
+    assert len(three) == 3
+    assert spread(10, 3) == [0, 4, 9] and spread(3, 10) == [0, 1, 2] and spread(0, 4) == []
+
+
+def test_calibration_refusals(tmp_path: Path, ort) -> None:
+    from reflector_ros.backends.calibration import calibration_batches
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        list(calibration_batches(tmp_path / "empty", ort.meta, 4))
+    with pytest.raises(InputError, match="not found"):
+        list(calibration_batches(tmp_path / "missing", ort.meta, 4))
+    with pytest.raises(InputError, match="> 0"):
+        list(calibration_batches(tmp_path / "empty", ort.meta, 0))
