@@ -80,6 +80,22 @@ def test_intrinsics_from_camera_info():
         convert.intrinsics_from_camera_info(CameraInfo(width=640, height=480), 640, 480)
 
 
+def test_intrinsics_roi_and_binning():
+    k = [500.0, 0, 319.5, 0, 480.0, 239.5, 0, 0, 1]
+    info = _info(k, 640, 480)
+    info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 100, 40, 320, 240
+    crop = convert.intrinsics_from_camera_info(info, 320, 240)
+    assert crop == Intrinsics(500.0, 480.0, 219.5, 199.5, 320, 240)
+    binned = convert.intrinsics_from_camera_info(info, 160, 120)      # roi then 2x2 binning
+    assert (binned.fx, binned.cx) == pytest.approx((250.0, (219.5 + 0.5) / 2 - 0.5))
+    full = _info(k, 640, 480)
+    full.roi.width, full.roi.height = 640, 480                         # full-frame roi is a no-op
+    assert convert.intrinsics_from_camera_info(full, 640, 480) == Intrinsics(500.0, 480.0, 319.5, 239.5, 640, 480)
+    info.roi.x_offset = 400
+    with pytest.raises(InputError, match="outside"):
+        convert.intrinsics_from_camera_info(info, 320, 240)
+
+
 def test_depth_messages(header):
     depth = np.random.default_rng(2).uniform(0.2, 9, (H, W)).astype(np.float32)
     depth[0, 0] = np.nan

@@ -40,14 +40,22 @@ def rgb_from_compressed(msg: CompressedImage) -> np.ndarray:
 def intrinsics_from_camera_info(msg: CameraInfo, image_width: int, image_height: int) -> Intrinsics:
     """K of this camera_info, expressed at the image's resolution.
 
-    camera_info for another resolution than the image (a driver publishing full-sensor
-    calibration with binned frames) is scaled, not refused; width/height 0 means
-    "same as the image".
+    camera_info for another resolution than the image (full-sensor calibration with
+    binned or resized frames) is scaled, not refused; width/height 0 means "same as the
+    image". A region of interest (roi) shifts the principal point first, as
+    image_geometry does. A crop without roi cannot be detected and is treated as a resize.
     """
     cw, ch = int(msg.width), int(msg.height)
     if cw == 0 or ch == 0:
         cw, ch = int(image_width), int(image_height)
     intr = intrinsics_from_k(msg.k, cw, ch)
+    roi = msg.roi
+    if roi.width > 0 and roi.height > 0 and (roi.x_offset, roi.y_offset, roi.width, roi.height) != (0, 0, cw, ch):
+        if roi.x_offset + roi.width > cw or roi.y_offset + roi.height > ch:
+            raise InputError(f"camera_info roi {roi.x_offset},{roi.y_offset} {roi.width}x{roi.height} "
+                             f"lies outside the calibrated {cw}x{ch} image")
+        intr = Intrinsics(intr.fx, intr.fy, intr.cx - roi.x_offset, intr.cy - roi.y_offset,
+                          int(roi.width), int(roi.height))
     return scale_intrinsics(intr, int(image_width), int(image_height))
 
 
