@@ -236,10 +236,14 @@ def cloud_xyz(msg) -> np.ndarray:
     return out
 
 
-def diagnostics_values(msg, name: str = "reflector_depth: pipeline") -> dict[str, str] | None:
-    """Key-values of the named status in a DiagnosticArray (None if absent); level under '_level'."""
+def diagnostics_values(msg, name: str = "reflector_depth: pipeline",
+                       hardware_id: str | None = None) -> dict[str, str] | None:
+    """Key-values of the named status in a DiagnosticArray (None if absent); level under '_level'.
+
+    `hardware_id` (the depth node's fully qualified name) picks one node among several.
+    """
     for status in msg.status:
-        if status.name == name:
+        if status.name == name and (hardware_id is None or status.hardware_id == hardware_id):
             out = {kv.key: kv.value for kv in status.values}
             out["_level"] = str(int.from_bytes(status.level, "little") if isinstance(status.level, bytes) else int(status.level))
             out["_message"] = status.message
@@ -351,6 +355,26 @@ class Harness:
     def wait_publisher(self, topic: str, timeout: float = 15.0) -> bool:
         """Until someone publishes `topic` (e.g. the node is up)."""
         return self.wait_for(lambda: self.node.count_publishers(topic) > 0, timeout)
+
+    def set_parameters(self, node_fqn: str, timeout: float = 15.0, **values: Any) -> list[Any]:
+        """Call `<node_fqn>/set_parameters` (the standard service); one SetParametersResult per value."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        client = self.node.create_client(SetParameters, f"{node_fqn}/set_parameters")
+        try:
+            assert self.wait_for(client.service_is_ready, timeout), f"{node_fqn}/set_parameters not available"
+            request = SetParameters.Request(
+                parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+            future = client.call_async(request)
+            assert self.wait_for(future.done, timeout), f"{node_fqn}/set_parameters did not answer"
+            return list(future.result().results)
+        finally:
+            self.node.destroy_client(client)
+
+    def wait_log(self, proc: subprocess.Popen, needle: str, timeout: float = 10.0) -> bool:
+        """Spin until the node's log contains `needle`."""
+        return self.wait_for(lambda: needle in read_log(proc), timeout)
 
     def close(self) -> None:
         self.executor.shutdown()

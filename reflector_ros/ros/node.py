@@ -191,7 +191,7 @@ class DepthNode(Node):
         try:
             intrinsics_from_k(msg.k, int(msg.width) or 1, int(msg.height) or 1)  # 0 = "as the image"
         except InputError as exc:
-            self._warn("camera_info", f"ignoring camera_info ({exc}); keeping the previous good one")
+            self._warn(f"camera_info:{exc}", f"ignoring camera_info ({exc}); keeping the previous good one")
             return
         self._camera_info = msg
 
