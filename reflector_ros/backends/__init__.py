@@ -149,6 +149,7 @@ def _build(name: str, path: Path | None, engine_dir: str | os.PathLike[str] | No
         return TorchBackend(ckpt, device="cuda" if name == "torch-cuda" else "cpu",
                             precision="fp32" if precision == "fp32" or name == "torch-cpu" else "fp16",
                             num_threads=num_threads)
+    trt_runtime_version()  # a clear ImportError when only the stubs (or nothing) are installed
     from reflector_ros.backends.tensorrt_backend import TensorRTBackend
 
     model = path if path else _default(".onnx")
