@@ -49,13 +49,19 @@ def test_profile_is_a_default_participant_with_big_shm_and_udp():
     assert sorted(used) == sorted(descs)
 
 
-def test_apply_sets_both_variables_for_fast_dds():
-    env: dict[str, str] = {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}
+@pytest.mark.parametrize("distro", ["humble", "jazzy"])
+def test_apply_sets_both_variables_for_fast_dds_2(distro):
+    env: dict[str, str] = {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp", "ROS_DISTRO": distro}
     line = apply_default_profile(env)
     assert line is not None and str(profile_path()) in line
     assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == env["FASTRTPS_DEFAULT_PROFILES_FILE"] == str(profile_path())
-    env = {}  # no RMW_IMPLEMENTATION: Fast DDS is the default rmw
-    assert apply_default_profile(env) is not None and set(PROFILE_VARS) <= set(env)
+
+
+def test_apply_skips_the_deprecated_variable_on_fast_dds_3():
+    """Kilted's rmw warns at every start-up when FASTRTPS_DEFAULT_PROFILES_FILE is set."""
+    env = {"ROS_DISTRO": "kilted"}  # no RMW_IMPLEMENTATION: Fast DDS is the default rmw
+    assert apply_default_profile(env) is not None
+    assert env == {"ROS_DISTRO": "kilted", "FASTDDS_DEFAULT_PROFILES_FILE": str(profile_path())}
 
 
 @pytest.mark.parametrize("var", PROFILE_VARS)

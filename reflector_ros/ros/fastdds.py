@@ -14,6 +14,23 @@ from pathlib import Path
 PROFILE_NAME = "fastdds_shm.xml"
 # Fast DDS 3.x (Kilted and later) reads the first, 2.x (Humble, Jazzy) the second.
 PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+FASTDDS2_DISTROS = ("foxy", "galactic", "humble", "iron", "jazzy")
+
+
+def _reads_legacy_variable(environ: MutableMapping[str, str]) -> bool:
+    """False only where Fast DDS is known to be 3.x: there the rmw warns at every start-up
+    that FASTRTPS_DEFAULT_PROFILES_FILE is deprecated, so we leave that one unset."""
+    distro = environ.get("ROS_DISTRO", "").strip().lower()
+    if distro:
+        return distro in FASTDDS2_DISTROS
+    try:  # pip-installed ROS (no ROS_DISTRO): the ros-fastdds wheel says which
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return int(version("ros-fastdds").split(".")[0]) < 3
+        except (PackageNotFoundError, ValueError):
+            return True
+    except ImportError:
+        return True
 
 
 def profile_path() -> Path:
@@ -32,9 +49,10 @@ def profile_path() -> Path:
 
 
 def apply_default_profile(environ: MutableMapping[str, str] = os.environ) -> str | None:
-    """Set both profile variables to our profile unless the user chose otherwise.
+    """Point Fast DDS at our profile unless the user chose otherwise.
 
-    Returns a line for the log when it set them, None when it left the environment alone
+    Sets FASTDDS_DEFAULT_PROFILES_FILE, and FASTRTPS_DEFAULT_PROFILES_FILE too unless the
+    installed Fast DDS is known to be 3.x (ROS_DISTRO, or the ros-fastdds wheel). Returns a line for the log when it set them, None when it left the environment alone
     (a profile already named, a non-Fast-DDS rmw, or no profile file found).
     """
     for var in PROFILE_VARS:
@@ -46,6 +64,7 @@ def apply_default_profile(environ: MutableMapping[str, str] = os.environ) -> str
     path = profile_path()
     if not path.is_file():
         return None
-    for var in PROFILE_VARS:
-        environ[var] = str(path)
+    environ[PROFILE_VARS[0]] = str(path)
+    if _reads_legacy_variable(environ):
+        environ[PROFILE_VARS[1]] = str(path)
     return f"Fast DDS: using the large-message SHM profile {path} (set FASTDDS_DEFAULT_PROFILES_FILE to use your own)"
