@@ -62,7 +62,8 @@ class ReflectorHead(nn.Module):
         nn.init.zeros_(self.detail.weight)
         nn.init.zeros_(self.detail.bias)
 
-    def forward(self, rel_norm: Tensor, feats: list[Tensor], focal_scale: Tensor) -> dict[str, Tensor]:
+    def forward(self, image: Tensor, rel_norm: Tensor, feats: list[Tensor], focal_scale: Tensor
+                ) -> dict[str, Tensor]:
         rel0 = _resize(rel_norm, feats[0])
         centres, low, high = self.seed(feats[0], rel0)
         emb: Tensor | None = None
@@ -70,7 +71,7 @@ class ReflectorHead(nn.Module):
             centres, emb = layer(feat, _resize(rel_norm, feat), centres, emb)
         assert emb is not None
         rel_q = _resize(rel_norm, feats[3])
-        probs = softmax_channels(self.bins(emb, centres, rel_q))
+        probs = softmax_channels(self.bins(emb, centres, rel_q, _resize(image, feats[3])))
         centres_m = unit_to_depth(centres, self.min_depth, self.max_depth)
         canonical_q, confidence_q = expectation_and_confidence(probs, centres_m)
         log_d = _resize(torch.log(canonical_q), rel_norm) + _resize(self.detail(emb), rel_norm) * (
@@ -114,7 +115,7 @@ class ReflectorNet(nn.Module):
             feats = self.encoder(image, rel_norm)
         if feats is None:
             raise ValueError("backbone features are required for arch small/base")
-        return self.head(rel_norm, feats, focal_scale)
+        return self.head(image, rel_norm, feats, focal_scale)
 
     def forward(self, image: Tensor, focal_scale: Tensor, rel_depth: Tensor | None = None) -> dict[str, Tensor]:
         feats: list[Tensor] | None = None

@@ -12,20 +12,21 @@ from torch import Tensor, nn
 
 
 class BinProbabilityHead(nn.Module):
-    """Bin logits from the last attractor embedding, the current centres and rel depth."""
+    """Bin logits from the last attractor embedding, the current centres, rel depth and the
+    image at the same resolution (colour cues for where the distribution should be sharp)."""
 
     def __init__(self, emb: int, n_bins: int, hidden: int = 96) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(emb + n_bins + 1, hidden, 1), nn.ReLU(inplace=True),
+        self.net = nn.Sequential(nn.Conv2d(emb + n_bins + 1 + 3, hidden, 1), nn.ReLU(inplace=True),
                                  nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden), nn.ReLU(inplace=True),
                                  nn.Conv2d(hidden, hidden, 1), nn.ReLU(inplace=True),
                                  nn.Conv2d(hidden, n_bins, 1))
         # Prior: larger inverse depth (nearer) favours the lower bins.
         self.rel_slope = nn.Parameter(-torch.linspace(-1.0, 1.0, n_bins).view(1, n_bins, 1, 1))
 
-    def forward(self, emb: Tensor, centres_u: Tensor, rel: Tensor) -> Tensor:
-        """Returns logits [B,K,h,w] at emb's resolution."""
-        return self.net(torch.cat([emb, centres_u, rel], dim=1)) + self.rel_slope * rel
+    def forward(self, emb: Tensor, centres_u: Tensor, rel: Tensor, image: Tensor) -> Tensor:
+        """Returns logits [B,K,h,w] at emb's resolution; rel and image already resized to it."""
+        return self.net(torch.cat([emb, centres_u, rel, image], dim=1)) + self.rel_slope * rel
 
 
 def softmax_channels(logits: Tensor) -> Tensor:

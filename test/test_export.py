@@ -1,0 +1,163 @@
+"""ONNX export: names, TensorRT-parsable operators, metadata, torch vs ONNX Runtime parity, CLI."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from reflector_ros.cli import main as cli_main
+from reflector_ros.meta import ModelMeta
+from reflector_ros.model.export import export_onnx
+from reflector_ros.model.reflector import build_model, load_checkpoint
+
+torch.set_num_threads(2)
+
+# Operators both TensorRT 8.5 and 10.x parse (Identity: a no-op the exporter leaves around
+# folded BatchNorm weights). Nothing data-dependent: no TopK/Sort/NonZero/Loop.
+ALLOWED = {
+    "Conv", "ConvTranspose", "Relu", "Clip", "Sigmoid", "Softplus", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt",
+    "Exp", "Log", "MatMul", "Gemm", "Reshape", "Transpose", "Concat", "Slice", "Gather", "Unsqueeze", "Squeeze",
+    "Shape", "Constant", "ReduceMean", "ReduceSum", "ReduceMax", "Softmax", "Resize", "BatchNormalization",
+    "GlobalAveragePool", "AveragePool", "MaxPool", "CumSum", "Erf", "Tanh", "Identity",
+}
+
+
+def _ops(path: Path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _image(meta: ModelMeta, hololens: Path | None = None, seed: int = 0) -> np.ndarray:
+    """A normalised NCHW input: a real frame when the shared data is present, else structured noise."""
+    if hololens is not None:
+        frame = json.loads((hololens / "manifest.json").read_text())["frames"][seed]
+        rgb = cv2.cvtColor(cv2.imread(str(hololens / frame["rgb"])), cv2.COLOR_BGR2RGB)
+    else:
+        g = np.random.default_rng(seed)
+        yy, xx = np.mgrid[0:120, 0:160]
+        rgb = (np.stack([xx, yy, xx + yy], -1) + g.integers(0, 60, (120, 160, 3))).clip(0, 255).astype(np.uint8)
+    rgb = cv2.resize(rgb, (meta.input_width, meta.input_height), interpolation=cv2.INTER_AREA)
+    x = (rgb.astype(np.float32) / 255 - np.array(meta.mean, np.float32)) / np.array(meta.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12))
+
+
+def test_files_names_and_shapes(tiny_model_dir: Path) -> None:
+    _, meta, _ = load_checkpoint(tiny_model_dir / "tiny.pt")
+    h, w = meta.input_height, meta.input_width
+    expect = {
+        "tiny.onnx": (["image", "focal_scale"], ["depth", "confidence", "rel_depth"]),
+        "tiny_backbone.onnx": (["image"], ["rel_depth", "feat0", "feat1", "feat2", "feat3"]),
+        "tiny_reflector.onnx": (["image", "rel_depth", "feat0", "feat1", "feat2", "feat3", "focal_scale"],
+                                ["depth", "confidence"]),
+    }
+    for name, (inputs, outputs) in expect.items():
+        s = _session(tiny_model_dir / name)
+        assert [i.name for i in s.get_inputs()] == inputs
+        assert [o.name for o in s.get_outputs()] == outputs
+        shapes = {i.name: i.shape for i in s.get_inputs()} | {o.name: o.shape for o in s.get_outputs()}
+        assert shapes["image"] == [1, 3, h, w] if "image" in shapes else True
+        for key in ("depth", "confidence", "rel_depth"):
+            if key in shapes:
+                assert shapes[key] == [1, 1, h, w], (name, key, shapes[key])
+        if "focal_scale" in shapes:
+            assert shapes["focal_scale"] == [1]
+        assert onnx.load(str(tiny_model_dir / name)).opset_import[0].version == 17
+    fb = {o.name: o.shape for o in _session(tiny_model_dir / "tiny_backbone.onnx").get_outputs()}
+    assert fb["feat0"][2:] == [-(-h // 32), -(-w // 32)] and fb["feat3"][2:] == [h // 4, w // 4]
+
+
+def test_metadata_round_trip(tiny_model_dir: Path) -> None:
+    _, meta, _ = load_checkpoint(tiny_model_dir / "tiny.pt")
+    assert meta.input_height == 64 and meta.input_width == 80 and meta.n_bins == 16
+    for name in ("tiny.onnx", "tiny_backbone.onnx", "tiny_reflector.onnx"):
+        props = {p.key: p.value for p in onnx.load(str(tiny_model_dir / name)).metadata_props}
+        assert ModelMeta.from_props(props) == meta
+        assert ModelMeta.from_props(_session(tiny_model_dir / name).get_modelmeta().custom_metadata_map) == meta
+
+
+def test_operator_allow_list(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Every node of every graph, small, base and head, is one TensorRT 8.5 and 10 parse."""
+    paths = [tiny_model_dir / n for n in ("tiny.onnx", "tiny_backbone.onnx", "tiny_reflector.onnx")]
+    for arch in ("base", "head"):
+        meta = ModelMeta(arch=arch, input_height=64, input_width=80, n_bins=16)
+        paths += export_onnx(build_model(meta), meta, tmp_path, arch).values()
+    for path in paths:
+        bad = _ops(path) - ALLOWED
+        assert not bad, f"{path.name} uses {sorted(bad)}"
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+@pytest.mark.parametrize("source", ["synthetic", "hololens"])
+def test_parity_fused_and_pair(tiny_model_dir: Path, request: pytest.FixtureRequest, source: str) -> None:
+    hololens = request.getfixturevalue("hololens_dir") if source == "hololens" else None
+    model, meta, _ = load_checkpoint(tiny_model_dir / "tiny.pt")
+    fused = _session(tiny_model_dir / "tiny.onnx")
+    backbone = _session(tiny_model_dir / "tiny_backbone.onnx")
+    reflector = _session(tiny_model_dir / "tiny_reflector.onnx")
+    for seed, scale in [(0, 1.0), (1, 1.83)]:
+        x = _image(meta, hololens, seed)
+        fs = np.array([scale], np.float32)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x), torch.from_numpy(fs))
+        depth, conf, rel = fused.run(None, {"image": x, "focal_scale": fs})
+        for name, got in (("depth", depth), ("confidence", conf), ("rel_depth", rel)):
+            assert _rel_err(ref[name].numpy(), got) <= 1e-4, (name, _rel_err(ref[name].numpy(), got))
+        outs = backbone.run(None, {"image": x})
+        feeds = dict(zip(["rel_depth", "feat0", "feat1", "feat2", "feat3"], outs))
+        pdepth, pconf = reflector.run(None, {"image": x, **feeds, "focal_scale": fs})
+        assert _rel_err(ref["depth"].numpy(), pdepth) <= 1e-4
+        assert _rel_err(ref["confidence"].numpy(), pconf) <= 1e-4
+        assert depth.std() > 0 and np.isfinite(depth).all()
+
+
+def test_head_arch_exports_one_graph_with_parity(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    meta = ModelMeta(arch="head", input_height=64, input_width=80, n_bins=16)
+    model = build_model(meta).eval()
+    paths = export_onnx(model, meta, tmp_path, "h")
+    assert set(paths) == {"reflector"} and not (tmp_path / "h.onnx").exists()
+    s = _session(paths["reflector"])
+    assert [i.name for i in s.get_inputs()] == ["image", "rel_depth", "focal_scale"]
+    x = _image(meta)
+    rel = np.random.default_rng(0).random((1, 1, 64, 80), dtype=np.float32) + 0.1
+    fs = np.array([0.7], np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x), torch.from_numpy(fs), torch.from_numpy(rel))
+    depth, conf = s.run(None, {"image": x, "rel_depth": rel, "focal_scale": fs})
+    assert _rel_err(ref["depth"].numpy(), depth) <= 1e-4
+    assert _rel_err(ref["confidence"].numpy(), conf) <= 1e-4
+
+
+def test_export_cli(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["export", "--checkpoint", str(tiny_model_dir / "tiny.pt"), "--output", str(tmp_path),
+                     "--stem", "cli"]) == 0
+    for name in ("cli.onnx", "cli_backbone.onnx", "cli_reflector.onnx"):
+        assert (tmp_path / name).stat().st_size > 10_000
+    # same weights, same graph: identical outputs to the fixture's export
+    x = _image(ModelMeta(input_height=64, input_width=80))
+    feeds = {"image": x, "focal_scale": np.ones(1, np.float32)}
+    a = _session(tmp_path / "cli.onnx").run(["depth"], feeds)[0]
+    b = _session(tiny_model_dir / "tiny.onnx").run(["depth"], feeds)[0]
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 100)
+    capsys.readouterr()
+    assert cli_main(["export", "--checkpoint", str(bad), "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable Reflector checkpoint" in err and "Traceback" not in err
+    assert cli_main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--output", str(tmp_path)]) == 2
