@@ -293,3 +293,34 @@ def test_calibration_refusals(tmp_path: Path, ort) -> None:
         list(calibration_batches(tmp_path / "missing", ort.meta, 4))
     with pytest.raises(InputError, match="> 0"):
         list(calibration_batches(tmp_path / "empty", ort.meta, 0))
+
+
+# --- CLIs -------------------------------------------------------------------------------
+
+def test_bench_cli_json(tiny_model_dir: Path) -> None:
+    import json
+
+    proc = subprocess.run([sys.executable, "-m", "reflector_ros.cli", "bench", "--model",
+                           str(tiny_model_dir / "tiny.onnx"), "--backends", "onnxruntime-cpu", "tensorrt",
+                           "--reps", "3", "--warmup", "1", "--threads", "1", "--size", "160", "120", "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    (row,) = out["results"]
+    assert row["backend"] == "onnxruntime-cpu" and row["input_hw"] == [64, 80] and row["frame_wh"] == [160, 120]
+    assert row["total_ms"] > 0 and row["inference_ms"] > 0 and 0 < row["inference_share"] <= 1
+    assert "tensorrt" in out["skipped"]
+
+
+def test_build_engine_cli_without_tensorrt(tiny_model_dir: Path) -> None:
+    from reflector_ros.backends import trt_runtime_version
+
+    try:
+        trt_runtime_version()
+        pytest.skip("TensorRT is installed here; this checks the message where it is not")
+    except ImportError:
+        pass
+    proc = subprocess.run([sys.executable, "-m", "reflector_ros.cli", "build-engine", "--onnx",
+                           str(tiny_model_dir / "tiny.onnx")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "TensorRT is not usable here" in proc.stderr and "Traceback" not in proc.stderr

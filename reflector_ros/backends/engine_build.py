@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import tensorrt as trt
+try:
+    import tensorrt as trt
+except ImportError:  # `reflector build-engine --help` still works and run() says what is missing
+    trt = None  # type: ignore[assignment]
 
 from reflector_ros.backends import engine_cache
 
@@ -175,6 +178,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from reflector_ros.backends import trt_runtime_version
+
+    try:
+        trt_runtime_version()
+    except ImportError as err:
+        print(f"reflector build-engine: error: TensorRT is not usable here ({err}); "
+              f"engines are built on the target GPU (JetPack ships TensorRT)", file=sys.stderr)
+        return 1
     cache_dir = engine_cache.default_cache_dir(args.cache_dir)
     timing = args.timing_cache or cache_dir / "timing.cache"
     try:
