@@ -16,7 +16,7 @@ OUTPUT_QOS = ("reliable", "best_effort")
 ENCODINGS = ("32FC1", "16UC1")
 MODEL_SUFFIXES = (".onnx", ".pt", ".engine", ".plan")
 
-# name -> (default, description). Order is the order of config/depth.yaml.
+# name -> (default, description); config/depth.yaml lists the same names and defaults (a test checks).
 PARAMS: dict[str, tuple[Any, str]] = {
     "backend": ("auto", "Inference backend: " + " | ".join(BACKENDS) + "; auto picks the fastest available (start-up only)."),
     "model": ("", "Model file (.onnx, .pt or a TensorRT engine); empty = the embedded default model (start-up only)."),
