@@ -119,13 +119,9 @@ def iter_video(path: Path, every: int) -> Iterator[Frame]:
 
 def bag_topics(path: Path, image_topic: str | None, info_topic: str | None) -> tuple[str, str | None]:
     """Pick the image topic (the only one, unless named) and its sibling camera_info."""
-    from reflector_ros.data.rosbag import CAMERA_INFO, COMPRESSED, IMAGE, _open_reader
+    from reflector_ros.data.rosbag import CAMERA_INFO, COMPRESSED, IMAGE, bag_topic_types
 
-    reader = _open_reader(path)
-    try:
-        types = {t: c.msgtype for t, c in reader.topics.items()}
-    finally:
-        reader.close()
+    types = bag_topic_types(path)
     if image_topic is None:
         images = sorted(t for t, ty in types.items() if ty in (IMAGE, COMPRESSED))
         if len(images) != 1:
