@@ -48,7 +48,7 @@ def _fastdds_profile(context) -> list:
     before = {k: env.get(k) for k in PROFILE_VARS}
     if apply_default_profile(env) is None:
         return []
-    return [SetEnvironmentVariable(k, env[k]) for k in PROFILE_VARS if env[k] != before[k]]
+    return [SetEnvironmentVariable(k, env[k]) for k in PROFILE_VARS if env.get(k) != before[k]]
 
 
 def _node(context) -> list:

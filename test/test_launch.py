@@ -48,6 +48,20 @@ def _launch_env(prefix: Path) -> dict[str, str]:
     return env
 
 
+def _children_environ(pid: int) -> list[dict[str, str]]:
+    """Start-up environments of the direct children of pid (Linux /proc)."""
+    envs = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                raw = (stat.parent / "environ").read_bytes()
+                envs.append(dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0") if "=" in kv))
+        except (OSError, IndexError, ValueError):
+            continue
+    return envs
+
+
 @pytest.mark.timeout(180)
 def test_launch_starts_the_node_and_it_answers_a_frame(tiny_model_dir: Path, tmp_path: Path):
     prefix = pip_install_prefix(tmp_path)
@@ -80,6 +94,11 @@ def test_launch_starts_the_node_and_it_answers_a_frame(tiny_model_dir: Path, tmp
         assert np.isfinite(arr).any() and np.nanmin(arr) > 0
         text = Path(log.name).read_text()
         assert "Traceback" not in text, text
+        if Path("/proc/self/environ").exists():  # the launch file, not the node, set the profile
+            shared = str(prefix / "share/reflector_ros/config/fastdds_shm.xml")
+            envs = _children_environ(proc.pid)
+            assert any(e.get("FASTDDS_DEFAULT_PROFILES_FILE") == shared for e in envs), \
+                [e.get("FASTDDS_DEFAULT_PROFILES_FILE") for e in envs]
     finally:
         h.close()
         if proc.poll() is None:
