@@ -447,6 +447,29 @@ def test_set_parameters_rejected_with_reason(harness: Harness, launch) -> None:
     assert proc.poll() is None
 
 
+def test_latency_uses_the_node_clock_under_sim_time(harness: Harness, launch) -> None:
+    from rosgraph_msgs.msg import Clock
+
+    proc, ns = launch(use_sim_time=True)
+    subscribe_all(harness, ns)
+    cam = Cam(harness, ns)
+    sim = 1000.0
+    for _ in range(100):
+        sim += 0.1
+        harness.publish("/clock", Clock(clock=to_time(sim + 0.05)))   # frames are 50 ms old in sim time
+        stamp = cam.send(make_image_msg(RGB, "rgb8", sim))
+        if harness.wait_for(lambda: cam.answered(stamp) is not None, 0.3):
+            break
+    assert cam.answered(stamp) is not None
+    for _ in range(5):
+        sim += 0.1
+        harness.publish("/clock", Clock(clock=to_time(sim + 0.05)))
+        cam.roundtrip(msg=make_image_msg(RGB, "rgb8", sim))
+    diag = cam.diagnostics(lambda d: int(d["processed_frames"]) >= 5)
+    # wall-clock latency of a stamp at t=1000 s would be decades
+    assert 0.0 <= float(diag["latency_p50_ms"]) < 1000.0, diag
+
+
 def test_diagnostics_content(harness: Harness, launch) -> None:
     proc, ns = launch()
     subscribe_all(harness, ns)

@@ -23,6 +23,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -130,7 +131,10 @@ class DepthNode(Node):
         self.pub_colored = self.create_publisher(Image, "depth/colored", out_qos)
         self.pub_points = self.create_publisher(PointCloud2, "points", out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", _qos("reliable", 1))
-        self._diag_timer = self.create_timer(self._p["diagnostics_period"], self._publish_diagnostics)
+        # steady clock: diagnostics keep coming (and say "no images") while a sim-time bag is paused
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._diag_timer = self.create_timer(self._p["diagnostics_period"], self._publish_diagnostics,
+                                             clock=self._steady)
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._worker = threading.Thread(target=self._work, name="reflector_depth_worker", daemon=True)
@@ -170,7 +174,8 @@ class DepthNode(Node):
         self._p = normalize(merged)  # one reference swap: the worker reads a consistent snapshot
         if period_changed:
             self.destroy_timer(self._diag_timer)
-            self._diag_timer = self.create_timer(self._p["diagnostics_period"], self._publish_diagnostics)
+            self._diag_timer = self.create_timer(self._p["diagnostics_period"], self._publish_diagnostics,
+                                                 clock=self._steady)
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ callbacks (executor thread)
