@@ -1,0 +1,199 @@
+"""`reflector infer` on real files: images, a folder, a video, a bag; camera YAML; bad inputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from reflector_ros.cli import main
+from reflector_ros.core.errors import InputError
+from reflector_ros.train.camera_yaml import Pinhole, load_camera_yaml
+
+CAMERA_YAML = """\
+image_width: 160
+image_height: 120
+camera_name: test_cam
+camera_matrix:
+  rows: 3
+  cols: 3
+  data: [100.0, 0.0, 79.5, 0.0, 101.0, 59.5, 0.0, 0.0, 1.0]
+distortion_model: plumb_bob
+distortion_coefficients:
+  rows: 1
+  cols: 5
+  data: [0.0, 0.0, 0.0, 0.0, 0.0]
+rectification_matrix:
+  rows: 3
+  cols: 3
+  data: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+projection_matrix:
+  rows: 3
+  cols: 4
+  data: [100.0, 0.0, 79.5, 0.0, 0.0, 101.0, 59.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+"""
+
+
+def _scene(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:] = rng.integers(40, 200, 3)
+    cv2.rectangle(img, (w // 4, h // 4), (3 * w // 4, 3 * h // 4), tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
+    return img
+
+
+def _infer(args: list[str], model: Path) -> int:
+    return main(["infer", *args, "--model", str(model), "--backend", "onnxruntime"])
+
+
+def test_camera_yaml(tmp_path: Path) -> None:
+    f = tmp_path / "cam.yaml"
+    f.write_text(CAMERA_YAML)
+    p = load_camera_yaml(f)
+    assert p == Pinhole(100.0, 101.0, 79.5, 59.5, 160, 120)
+    s = p.scaled_to(320, 240)
+    assert (s.fx, s.fy, s.cx, s.cy) == (200.0, 202.0, 159.5, 119.5)
+    f.write_text(CAMERA_YAML.replace("data: [100.0, 0.0, 79.5, 0.0, 101.0, 59.5, 0.0, 0.0, 1.0]", "data: [1, 2]"))
+    with pytest.raises(InputError, match="camera_matrix.data must be a list of 9"):
+        load_camera_yaml(f)
+    f.write_text("image_width: [unclosed")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_camera_yaml(f)
+    f.write_text(CAMERA_YAML.replace("100.0, 0.0, 79.5", "-5.0, 0.0, 79.5"))
+    with pytest.raises(InputError, match="fx"):
+        load_camera_yaml(f)
+    with pytest.raises(InputError, match="cannot read"):
+        load_camera_yaml(tmp_path / "missing.yaml")
+
+
+def test_images_folder_outputs(tmp_path: Path, tiny_model_dir: Path) -> None:
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(src / f"f{i}.png"), _scene(seed=i))
+    cam = tmp_path / "cam.yaml"
+    cam.write_text(CAMERA_YAML)
+    out = tmp_path / "out"
+    assert _infer([str(src), "--output", str(out), "--camera-info", str(cam), "--npy", "--preview", "--ply"],
+                  tiny_model_dir / "tiny.onnx") == 0
+    png = cv2.imread(str(out / "f0.png"), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint16 and png.shape == (120, 160)
+    depth = np.load(out / "f0.npy")
+    assert depth.dtype == np.float32 and depth.shape == (120, 160)
+    ok = np.isfinite(depth) & (depth > 0)
+    assert ok.mean() > 0.5
+    # the PNG is the same depth in millimetres
+    assert np.abs(png[ok].astype(np.float64) - depth[ok] * 1000).max() <= 0.5 + 1e-3
+    assert cv2.imread(str(out / "f1_preview.png")).shape == (120, 160, 3)
+    # binary PLY: header, then n * (3 float32 + 3 uint8) little-endian records
+    raw = (out / "f0.ply").read_bytes()
+    head, body = raw.split(b"end_header\n", 1)
+    assert b"format binary_little_endian 1.0" in head and b"property uchar red" in head
+    n = int(head.split(b"element vertex ")[1].split(b"\n")[0])
+    assert n == ok.sum() and len(body) == n * 15
+    rec = np.frombuffer(body, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
+    v, u = np.nonzero(ok)
+    assert np.allclose(rec["z"], depth[v, u])
+    assert np.allclose(rec["x"], (u - 79.5) * depth[v, u] / 100.0, atol=1e-4)
+    assert np.allclose(rec["y"], (v - 59.5) * depth[v, u] / 101.0, atol=1e-4)
+
+
+def test_flags_and_yaml_rescaled(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A 320x240 image with a 160x120 calibration equals the flags with doubled focal."""
+    img = tmp_path / "big.jpg"
+    cv2.imwrite(str(img), _scene(240, 320))
+    cam = tmp_path / "cam.yaml"
+    cam.write_text(CAMERA_YAML)
+    a, b = tmp_path / "a", tmp_path / "b"
+    model = tiny_model_dir / "tiny.onnx"
+    assert _infer([str(img), "-o", str(a), "--camera-info", str(cam), "--npy"], model) == 0
+    assert _infer([str(img), "-o", str(b), "--fx", "200", "--fy", "202", "--cx", "159.5", "--cy", "119.5", "--npy"],
+                  model) == 0
+    np.testing.assert_allclose(np.load(a / "big.npy"), np.load(b / "big.npy"), rtol=1e-6)
+
+
+def test_video(tmp_path: Path, tiny_model_dir: Path) -> None:
+    vid = tmp_path / "clip.avi"
+    wr = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    assert wr.isOpened()
+    for i in range(5):
+        wr.write(_scene(seed=i))
+    wr.release()
+    out = tmp_path / "out"
+    assert _infer([str(vid), "-o", str(out), "--fx", "100", "--every", "2"], tiny_model_dir / "tiny.onnx") == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["clip_000000.png", "clip_000002.png", "clip_000004.png"]
+
+
+def test_mp4_video(tmp_path: Path, tiny_model_dir: Path) -> None:
+    vid = tmp_path / "clip.mp4"
+    wr = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 120))
+    if not wr.isOpened():
+        pytest.skip("this OpenCV build has no mp4v encoder")
+    for i in range(3):
+        wr.write(_scene(seed=i))
+    wr.release()
+    out = tmp_path / "out"
+    assert _infer([str(vid), "-o", str(out), "--fx", "100"], tiny_model_dir / "tiny.onnx") == 0
+    assert len(list(out.glob("clip_*.png"))) == 3
+
+
+def _write_bag(path: Path, n: int = 3) -> None:
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    Image, Info = ts.types["sensor_msgs/msg/Image"], ts.types["sensor_msgs/msg/CameraInfo"]
+    Header, Time = ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
+    ROI = ts.types["sensor_msgs/msg/RegionOfInterest"]
+    with Writer(path, version=8) as w:
+        ci = w.add_connection("/cam/color/image_raw", Image.__msgtype__, typestore=ts)
+        cc = w.add_connection("/cam/color/camera_info", Info.__msgtype__, typestore=ts)
+        for i in range(n):
+            stamp = 1_000_000_000 + i * 100_000_000
+            hdr = Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")
+            info = Info(header=hdr, height=120, width=160, distortion_model="plumb_bob", d=np.zeros(5),
+                        k=np.array([100, 0, 79.5, 0, 101, 59.5, 0, 0, 1], float), r=np.eye(3).ravel(),
+                        p=np.array([100, 0, 79.5, 0, 0, 101, 59.5, 0, 0, 0, 1, 0], float), binning_x=0,
+                        binning_y=0, roi=ROI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+            rgb = _scene(seed=i)
+            img = Image(header=hdr, height=120, width=160, encoding="rgb8", is_bigendian=0, step=480,
+                        data=rgb.reshape(-1))
+            w.write(cc, stamp, ts.serialize_cdr(info, Info.__msgtype__))
+            w.write(ci, stamp, ts.serialize_cdr(img, Image.__msgtype__))
+
+
+def test_bag_uses_its_camera_info(tmp_path: Path, tiny_model_dir: Path) -> None:
+    bag = tmp_path / "rec"
+    _write_bag(bag)
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    model = tiny_model_dir / "tiny.onnx"
+    assert _infer([str(bag), "-o", str(out), "--npy"], model) == 0
+    names = sorted(p.stem for p in out.glob("*.npy"))
+    assert names == ["rec_1000000000", "rec_1100000000", "rec_1200000000"]
+    # same frame as a file with the same intrinsics by flags: same depth
+    img = tmp_path / "f.png"
+    cv2.imwrite(str(img), cv2.cvtColor(_scene(seed=0), cv2.COLOR_RGB2BGR))
+    assert _infer([str(img), "-o", str(ref), "--npy", "--fx", "100", "--fy", "101", "--cx", "79.5", "--cy", "59.5"],
+                  model) == 0
+    np.testing.assert_allclose(np.load(out / "rec_1000000000.npy"), np.load(ref / "f.npy"), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["missing", "not_image", "no_intrinsics", "unknown_ext", "empty_dir", "both"])
+def test_bad_inputs_give_clear_errors(case: str, tmp_path: Path, tiny_model_dir: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    img = tmp_path / "ok.png"
+    cv2.imwrite(str(img), _scene())
+    args = {
+        "missing": ([str(tmp_path / "nope.png"), "--fx", "100"], "no such file"),
+        "not_image": ([str(tmp_path / "bad.jpg"), "--fx", "100"], "not a readable image"),
+        "no_intrinsics": ([str(img)], "no intrinsics"),
+        "unknown_ext": ([str(tmp_path / "x.txt"), "--fx", "100"], "unknown input type"),
+        "empty_dir": ([str(tmp_path / "empty"), "--fx", "100"], "holds no images"),
+        "both": ([str(img), "--fx", "100", "--camera-info", str(tmp_path / "c.yaml")], "not both"),
+    }[case]
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg at all")
+    (tmp_path / "x.txt").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    assert _infer([*args[0], "-o", str(tmp_path / "out")], tiny_model_dir / "tiny.onnx") == 2
+    assert args[1] in capsys.readouterr().err
