@@ -117,10 +117,10 @@ def test_torch_preprocess_matches_core(tiny_model_dir: Path, ort) -> None:
 
     same = _frame(64, 80, seed=1)  # no resize: identical up to float rounding
     np.testing.assert_allclose(ours(same), preprocess(same, meta), atol=1e-5)
-    # upsampling: both bilinear with half-pixel centres; cv2 works in fixed point and
-    # rounds to uint8, so they agree to within one intensity level
+    # upsampling: both bilinear with half-pixel centres; both round to uint8 on the CPU
+    # (cv2 in fixed point), so they agree to within one intensity level
     grow = _frame(32, 40, seed=2)
-    assert np.abs(ours(grow) - preprocess(grow, meta)).max() <= 1.0 / 255 / min(meta.std)
+    assert np.abs(ours(grow) - preprocess(grow, meta)).max() <= 1.001 / 255 / min(meta.std)
     shrink = _frame(256, 320, seed=4)  # 4x shrink: area vs antialiased bilinear
     diff = np.abs(ours(shrink) - preprocess(shrink, meta))
     assert diff.mean() < 0.03 and ours(shrink).shape == (1, 3, 64, 80)
