@@ -59,7 +59,7 @@ def depth_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float] | None:
             "valid": float(ok.mean())}
 
 
-def birdseye(xyz: np.ndarray, size: tuple[int, int] = (PANEL_H, PANEL_H), max_range: float | None = None) -> np.ndarray:
+def birdseye(xyz: np.ndarray, size: tuple[int, int] = (PANEL_H, PANEL_H * 4 // 3), max_range: float | None = None) -> np.ndarray:
     """Top view (x right, z up the image) of optical-frame points, coloured by height (-y), BGR uint8."""
     import cv2
 
@@ -69,11 +69,13 @@ def birdseye(xyz: np.ndarray, size: tuple[int, int] = (PANEL_H, PANEL_H), max_ra
     pts = pts[np.isfinite(pts).all(axis=1) & (pts[:, 2] > 0)]
     zmax = max_range or (float(np.percentile(pts[:, 2], 98)) * 1.1 if len(pts) else 5.0)
     zmax = max(zmax, 0.5)
+    xmax = float(np.percentile(np.abs(pts[:, 0]), 98)) * 1.1 if len(pts) else zmax / 2
+    scale = min((h - 1) / zmax, (w / 2 - 1) / max(xmax, 1e-3))  # pixels per metre, same on both axes
     for r in np.arange(1.0, zmax, 1.0):  # range rings every metre
-        cv2.circle(img, (w // 2, h - 1), int(r / zmax * (h - 1)), (60, 60, 60), 1)
+        cv2.circle(img, (w // 2, h - 1), int(r * scale), (60, 60, 60), 1)
     if len(pts):
-        u = (pts[:, 0] / zmax * (h - 1) + w / 2).astype(np.int64)
-        v = (h - 1 - pts[:, 2] / zmax * (h - 1)).astype(np.int64)
+        u = (pts[:, 0] * scale + w / 2).astype(np.int64)
+        v = (h - 1 - pts[:, 2] * scale).astype(np.int64)
         keep = (u >= 0) & (u < w) & (v >= 0) & (v < h)
         height = -pts[keep, 1]                      # optical y points down
         lo, hi = np.percentile(height, [2, 98]) if keep.any() else (0.0, 1.0)
@@ -89,7 +91,7 @@ def _panel(img_bgr: np.ndarray, label: str, height: int = PANEL_H) -> np.ndarray
 
     w = max(1, int(round(img_bgr.shape[1] * height / img_bgr.shape[0])))
     out = cv2.resize(img_bgr, (w, height), interpolation=cv2.INTER_AREA)
-    cv2.putText(out, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, label, (7, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(out, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
@@ -100,7 +102,7 @@ def preview_row(rgb: np.ndarray, colored_bgr: np.ndarray, confidence: np.ndarray
     import cv2
 
     conf = cv2.applyColorMap((np.clip(np.nan_to_num(confidence), 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
-    top = birdseye(xyz) if xyz is not None else np.full((PANEL_H, PANEL_H, 3), 24, np.uint8)
+    top = birdseye(xyz) if xyz is not None else np.full((PANEL_H, PANEL_H * 4 // 3, 3), 24, np.uint8)
     return np.concatenate([_panel(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), f"input {caption}"),
                            _panel(colored_bgr, "depth (node colormap)"),
                            _panel(conf, "confidence"), _panel(top, "cloud, top view")], axis=1)
@@ -314,8 +316,11 @@ def _report(args: argparse.Namespace, samples: list, stamps: list[int], got: Col
         print(f"reflector demo: no depth came back. Node log:\n{node_log()}", file=sys.stderr)
         return 1
 
-    metrics = [m for i in answered if samples[i].depth.any()
-               for m in [depth_metrics(image_view(depth_of[stamps[i]]), samples[i].depth)] if m]
+    with_gt = [i for i in answered if samples[i].depth.any()]
+    metrics = [m for i in with_gt for m in [depth_metrics(image_view(depth_of[stamps[i]]), samples[i].depth)] if m]
+    if with_gt and not metrics:
+        print(f"depth vs ground truth: no pixel valid in both over {len(with_gt)} frames "
+              "(the model's depth is outside min_depth..max_depth there)")
     if metrics:
         print(f"depth vs ground truth over {len(metrics)} frames: "
               f"AbsRel {np.mean([m['abs_rel'] for m in metrics]):.3f}, "
