@@ -110,10 +110,6 @@ class TensorRTBackend:
         if not torch.cuda.is_available():
             raise RuntimeError("the TensorRT backend needs torch with CUDA for its buffers and "
                                "pre/post-processing (on Jetson: NVIDIA's torch wheel for your JetPack)")
-        if precision == "int8":
-            raise ValueError("int8 engines need calibration: build them first with "
-                             "`reflector build-engine --precision int8 --calib DIR`; the backend then "
-                             "finds them in the cache with precision int8")
         self.meta = meta_from_onnx(path)
         self.device = torch.device("cuda")
         self.name = "tensorrt"
@@ -122,13 +118,19 @@ class TensorRTBackend:
         graphs = graphs_for(path, use_pair)
         self.graphs: list[TrtGraph] = []
         built_any = False
-        for g in graphs:
+        for i, g in enumerate(graphs):
             if not g.is_file():
                 raise FileNotFoundError(f"ONNX graph not found: {g}")
-            key = engine_key(g, precision)
+            # same convention as build-engine: with int8 only the image-fed graph is INT8
+            prec = precision if (i == 0 or precision != "int8") else "fp16"
+            key = engine_key(g, prec)
 
-            def build(g: Path = g) -> bytes:
-                return build_serialized(g, precision, workspace_mb, cache_dir / "timing.cache")
+            def build(g: Path = g, prec: str = prec) -> bytes:
+                if prec == "int8":
+                    raise ValueError(f"no cached INT8 engine for {g.name} in {cache_dir}: INT8 needs "
+                                     f"calibration, build it first with `reflector build-engine --onnx "
+                                     f"{path} --precision int8 --calib DIR`")
+                return build_serialized(g, prec, workspace_mb, cache_dir / "timing.cache")
 
             def load(data: bytes) -> trt.ICudaEngine | None:
                 return runtime.deserialize_cuda_engine(data)

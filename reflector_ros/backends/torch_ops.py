@@ -6,6 +6,7 @@ host-to-device copy (the uint8 image) and one device-to-host copy per output.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable
 
@@ -112,6 +113,8 @@ class DevicePipeline:
         self.norm_scale, self.norm_bias = normalisation(meta, device)
         self._rays_src: np.ndarray | None = None
         self._rays_dev: torch.Tensor | None = None
+        # a stream of our own: TensorRT's enqueue on the legacy default stream adds syncs
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def rays_on_device(self, rays: np.ndarray) -> torch.Tensor:
         """Upload the ray table once and reuse it while the caller passes the same array
@@ -135,7 +138,8 @@ class DevicePipeline:
             else:
                 marks.append(time.perf_counter())
 
-        with torch.inference_mode():
+        on_stream = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        with torch.inference_mode(), on_stream:
             mark()
             img = upload_rgb(rgb, self.device)
             x = preprocess(img, (self.meta.input_height, self.meta.input_width), self.norm_scale,
