@@ -44,7 +44,7 @@ class DPTDecoder(nn.Module):
 class SmallBackbone(nn.Module):
     """MobileNetV2-style encoder (inverted residuals, depthwise convs) + light DPT decoder."""
 
-    out_ch = 48
+    out_ch = 64
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,8 +52,8 @@ class SmallBackbone(nn.Module):
         self.enc4 = make_stage(16, 24, 2, 2)                                                   # 1/4
         self.enc8 = make_stage(24, 32, 3, 2)                                                   # 1/8
         self.enc16 = nn.Sequential(make_stage(32, 64, 3, 2), make_stage(64, 96, 2, 1))        # 1/16
-        self.enc32 = make_stage(96, 160, 3, 2)                                                 # 1/32
-        self.decoder = DPTDecoder((24, 32, 96, 160), self.out_ch)
+        self.enc32 = nn.Sequential(make_stage(96, 160, 3, 2), make_stage(160, 320, 1, 1))     # 1/32
+        self.decoder = DPTDecoder((24, 32, 96, 320), self.out_ch)
 
     def forward(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = self.stem(image)
