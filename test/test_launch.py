@@ -78,8 +78,9 @@ def test_launch_starts_the_node_and_it_answers_a_frame(tiny_model_dir: Path, tmp
     try:
         depth = h.subscribe(f"/{ns}/depth/image", Image)
         assert h.wait_publisher(f"/{ns}/depth/image", timeout=60), Path(log.name).read_text()
-        names = h.node.get_node_names_and_namespaces()
-        assert ("reflector_depth", f"/{ns}") in names, names
+        # node names travel on ros_discovery_info, which can come after the endpoints
+        named = h.wait_for(lambda: ("reflector_depth", f"/{ns}") in h.node.get_node_names_and_namespaces(), 15)
+        assert named, h.node.get_node_names_and_namespaces()
         rgb = test_rgb(120, 160)
         for i in range(40):
             stamp = 1.0 + i * 0.1
