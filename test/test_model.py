@@ -181,6 +181,11 @@ def test_load_pretrained_backbone(tmp_path) -> None:
         load_pretrained_backbone(dst, tmp_path / name)
         for k, v in src.backbone.state_dict().items():
             torch.testing.assert_close(dst.backbone.state_dict()[k], v)
-    base = ModelMeta(arch="base", input_height=64, input_width=80, n_bins=8)
-    with pytest.raises(InputError, match="do not match"):
-        load_pretrained_backbone(build_model(base), tmp_path / "bare.pt")
+    renamed = src.backbone.state_dict()
+    renamed["stem.extra.weight"] = renamed.pop("stem.0.0.weight")
+    torch.save(renamed, tmp_path / "renamed.pt")
+    with pytest.raises(InputError, match="1 missing: stem.0.0.weight; 1 unexpected: stem.extra.weight"):
+        load_pretrained_backbone(build_model(meta), tmp_path / "renamed.pt")
+    with pytest.raises(InputError, match="no backbone"):
+        load_pretrained_backbone(build_model(ModelMeta(arch="head", input_height=64, input_width=80)),
+                                 tmp_path / "bare.pt")
