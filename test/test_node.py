@@ -55,7 +55,8 @@ def launch(model: str):
     for proc in procs:
         alive = proc.poll() is None
         log = stop_node(proc)
-        assert "Traceback" not in log or not alive, log
+        assert alive, f"the node died during the test:\n{log}"
+        assert "Traceback" not in log, log
 
 
 class Cam:
