@@ -135,7 +135,11 @@ def run(args: argparse.Namespace) -> int:
     if not stem or "/" in stem or stem.startswith("."):
         print(f"reflector export: bad --stem {stem!r}", file=sys.stderr)
         return 2
-    paths = export_onnx(model, meta, args.output, stem)
+    try:
+        paths = export_onnx(model, meta, args.output, stem)
+    except OSError as exc:
+        print(f"reflector export: cannot write to {args.output}: {exc}", file=sys.stderr)
+        return 2
     for role, path in paths.items():
         print(f"{role:9s} {path}")
     return 0
