@@ -90,7 +90,7 @@ class BaseBackbone(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = self.patch(image)
         b, c, h, w = (int(v) for v in x.shape)
-        pos = self.pos
+        pos: Tensor = self.pos
         if (h, w) != self.grid_hw:  # other input sizes than the meta's: resample the grid
             pos = F.interpolate(pos, size=(h, w), mode="bilinear", align_corners=False)
         tokens = (x + pos).flatten(2).transpose(1, 2)

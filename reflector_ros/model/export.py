@@ -19,13 +19,14 @@ from torch import Tensor, nn
 
 from reflector_ros.core.errors import InputError
 from reflector_ros.meta import ModelMeta
+from reflector_ros.model.reflector import ReflectorNet, load_checkpoint
 
 OPSET = 17
 FEATS = ("feat0", "feat1", "feat2", "feat3")
 
 
 class _Fused(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: ReflectorNet) -> None:
         super().__init__()
         self.net = net
 
@@ -35,7 +36,7 @@ class _Fused(nn.Module):
 
 
 class _Backbone(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: ReflectorNet) -> None:
         super().__init__()
         self.net = net
 
@@ -45,7 +46,7 @@ class _Backbone(nn.Module):
 
 
 class _Reflector(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: ReflectorNet) -> None:
         super().__init__()
         self.net = net
 
@@ -56,7 +57,7 @@ class _Reflector(nn.Module):
 
 
 class _HeadOnly(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: ReflectorNet) -> None:
         super().__init__()
         self.net = net
 
@@ -87,7 +88,7 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: lis
     return path
 
 
-def export_onnx(model: nn.Module, meta: ModelMeta, out_dir: str | Path, stem: str) -> dict[str, Path]:
+def export_onnx(model: ReflectorNet, meta: ModelMeta, out_dir: str | Path, stem: str) -> dict[str, Path]:
     """Write the fused graph and the backbone/reflector pair; returns their paths by role."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,8 +125,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reflector_ros.model.reflector import load_checkpoint
-
     try:
         model, meta, _ = load_checkpoint(args.checkpoint)
     except InputError as exc:

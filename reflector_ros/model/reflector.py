@@ -59,8 +59,8 @@ class ReflectorHead(nn.Module):
                                         for i, (n, d) in enumerate(zip(N_ATTRACTORS, DILATIONS)))
         self.bins = BinProbabilityHead(emb, meta.n_bins, hidden=128)
         self.detail = nn.Conv2d(emb, 1, 1)
-        nn.init.zeros_(self.detail.weight)
-        nn.init.zeros_(self.detail.bias)
+        nn.init.zeros_(self.detail.weight)  # starts as plain upsampling of the 1/4 expectation
+        nn.init.zeros_(self.detail.bias)  # type: ignore[arg-type]
 
     def forward(self, image: Tensor, rel_norm: Tensor, feats: list[Tensor], focal_scale: Tensor
                 ) -> dict[str, Tensor]:
