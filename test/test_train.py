@@ -1,0 +1,137 @@
+"""`reflector train` on a tiny synthetic manifest the test renders: checkpoints, curves, exact resume."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from reflector_ros.cli import main
+from reflector_ros.core.errors import InputError
+from reflector_ros.train.train import epoch_keys, load_config, random_view
+
+TINY_CFG = {
+    "model": {"arch": "small", "input_height": 64, "input_width": 80, "focal_canonical": 300.0,
+              "min_depth": 0.1, "max_depth": 20.0, "n_bins": 16},
+    "data": {"train": [], "workers": 0, "val": {}, "val_frames": 3},
+    "augment": {"crop_hw": [48, 64]},
+    "train": {"stage": "end2end", "steps": 3, "batch_size": 2, "lr": 1e-3, "threads": 1,
+              "log_every": 1, "eval_every": 2, "ckpt_every": 1, "backbone_lr_mult": 1.0},
+    "loss": {"chamfer": 0.1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    assert main(["synth", "--out", str(out), "--count", "6", "--height", "60", "--width", "80",
+                 "--workers", "1", "--preview", "0"]) == 0
+    return out
+
+
+def _config(tmp_path: Path, manifest: Path, **train: object) -> Path:
+    cfg = json.loads(json.dumps(TINY_CFG))
+    cfg["data"]["train"] = [{"spec": f"manifest:{manifest}", "weight": 1.0}]
+    cfg["data"]["val"] = {"synth": f"manifest:{manifest}?frames=0:3"}
+    cfg["train"].update(train)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_three_steps_write_checkpoint_curves_metrics(tmp_path: Path, tiny_manifest: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(_config(tmp_path, tiny_manifest)), "--out", str(out)]) == 0
+    for name in ("latest.pt", "best.pt", "learning_curves.png", "metrics.jsonl", "config.yaml"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    val_rows = [r for r in rows if "val" in r]
+    assert [r["step"] for r in train_rows] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) and {"ssi", "grad", "silog", "chamfer"} <= set(r) for r in train_rows)
+    assert [r["step"] for r in val_rows] == [2, 3]
+    assert 0 < val_rows[-1]["val"]["synth"]["abs_rel"] < 10
+    ck = torch.load(out / "latest.pt", weights_only=True)
+    assert ck["step"] == 3 and "optimizer" in ck and ck["meta"]["n_bins"] == 16
+    png = (out / "learning_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    # the checkpoint is a working model: it loads and exports like any other
+    from reflector_ros.model.reflector import load_checkpoint
+    model, meta, _ = load_checkpoint(out / "best.pt")
+    res = model(torch.zeros(1, 3, 64, 80), torch.ones(1))
+    assert res["depth"].shape == (1, 1, 64, 80)
+
+
+def test_resume_continues_exactly(tmp_path: Path, tiny_manifest: Path) -> None:
+    """4 steps straight == 2 steps, stop, --resume to 4: same weights, same log."""
+    cfg = _config(tmp_path, tiny_manifest, steps=4, eval_every=100)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", "--config", str(cfg), "--out", str(a)]) == 0
+    assert main(["train", "--config", str(cfg), "--out", str(b), "--stop-at", "2"]) == 0
+    assert torch.load(b / "latest.pt", weights_only=True)["step"] == 2
+    assert main(["train", "--resume", str(b / "latest.pt"), "--out", str(b)]) == 0
+    wa, wb = _weights(a / "latest.pt"), _weights(b / "latest.pt")
+    assert torch.load(b / "latest.pt", weights_only=True)["step"] == 4
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6, msg=k)
+    la = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    lb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert [r["step"] for r in lb] == [1, 2, 3, 4]
+    assert [r["loss"] for r in lb] == pytest.approx([r["loss"] for r in la], rel=1e-5)
+
+
+def test_resume_with_longer_schedule_and_init(tmp_path: Path, tiny_manifest: Path) -> None:
+    cfg = _config(tmp_path, tiny_manifest)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run)]) == 0
+    assert main(["train", "--resume", str(run / "latest.pt"), "--out", str(run), "--steps", "5"]) == 0
+    assert torch.load(run / "latest.pt", weights_only=True)["step"] == 5
+    # --init starts a fresh schedule (step 0) from the trained weights, e.g. a metric-only stage
+    ft = tmp_path / "ft"
+    assert main(["train", "--config", str(cfg), "--init", str(run / "latest.pt"), "--out", str(ft),
+                 "--stage", "metric", "--steps", "1", "train.freeze_backbone=true"]) == 0
+    before, after = _weights(run / "latest.pt"), _weights(ft / "latest.pt")
+    bb = [k for k in before if k.startswith("backbone.") and before[k].is_floating_point() and "running" not in k]
+    assert bb and all(torch.equal(before[k], after[k]) for k in bb)  # frozen backbone kept
+    head = [k for k in before if k.startswith("head.") and before[k].is_floating_point()]
+    assert any(not torch.equal(before[k], after[k]) for k in head)
+
+
+def test_random_view_keeps_focal_and_moves_principal_point() -> None:
+    from reflector_ros.data.sample import Sample
+
+    img = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    depth = np.tile(np.arange(80, dtype=np.float32), (64, 1)) + 1
+    s = Sample(img, depth, 70.0, 71.0, 39.5, 31.5)
+    for seed in range(8):
+        v = random_view(s, np.random.default_rng(seed), (32, 48), flip=True, color=False)
+        assert v.image.shape == (32, 48, 3) and (v.fx, v.fy) == (70.0, 71.0)
+        # the pixel at the crop's principal point still sees the original principal ray's depth column
+        col = int(round(v.cx))
+        assert abs(v.depth[0, col] - (39.5 + 1)) < 1.0
+    a, b = epoch_keys(10, 0, 3, 0, 2), epoch_keys(10, 0, 3, 1, 2)
+    assert len(a) == len(b) == 5 and not set(a[:, 0]) & set(b[:, 0])  # ranks see disjoint samples
+    assert np.array_equal(a, epoch_keys(10, 0, 3, 0, 2))
+
+
+def test_bad_configs(tmp_path: Path, tiny_manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(InputError, match="no training data"):
+        load_config(None)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modle: {}\n")
+    with pytest.raises(InputError, match="unknown sections"):
+        load_config(bad)
+    cfg = _config(tmp_path, tiny_manifest)
+    with pytest.raises(InputError, match="unknown key"):
+        load_config(cfg, ["train.lrr=1"])
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read config" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "x"), "train.stage=magic"]) == 2
+    assert "train.stage" in capsys.readouterr().err
