@@ -158,6 +158,8 @@ def open_eval_set(spec: str, frames: str | None) -> tuple[Sequence[Sample], dict
 
 def run(args: argparse.Namespace) -> int:
     try:
+        # open every set first: a typo in a spec fails before a model is loaded
+        sets = [(spec, *open_eval_set(spec, args.frames)) for spec in args.data]
         predict = None
         label = args.baseline and (f"constant {args.constant_depth} m" if args.baseline == "constant"
                                    else "median GT (oracle)")
@@ -169,8 +171,7 @@ def run(args: argparse.Namespace) -> int:
             label = f"{args.model or 'embedded default'} ({backend.name})"
         results: dict[str, Any] = {"model": label, "sets": {}}
         table: dict[str, dict[str, float]] = {}
-        for spec in args.data:
-            ds, defaults = open_eval_set(spec, args.frames)
+        for spec, ds, defaults in sets:
             crop = args.crop or defaults.get("crop") or "none"
             cap = args.max_depth if args.max_depth is not None else defaults.get("max_depth")
             name = spec + (f" [{args.frames}]" if args.frames else "")
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             table[name] = res["metric"]
             if args.median_scale:
                 table[name + " (median-scaled)"] = res["median_scaled"]
-    except InputError as exc:
+    except (InputError, FileNotFoundError) as exc:
         print(f"reflector eval: error: {exc}", file=sys.stderr)
         return 2
     md = markdown_table(table)

@@ -1,0 +1,97 @@
+"""`reflector eval` on a manifest the test renders; baselines; focal consistency of the shipped model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reflector_ros.cli import main
+from reflector_ros.models import default_model
+from reflector_ros.train.evaluate import backend_predictor, evaluate_dataset, focal_consistency
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("evalset")
+    assert main(["synth", "--out", str(out), "--count", "4", "--height", "60", "--width", "80",
+                 "--workers", "1", "--preview", "0"]) == 0
+    return out
+
+
+def test_eval_cli_model_json(tmp_path: Path, manifest: Path, tiny_model_dir: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    rc = main(["eval", "--model", str(tiny_model_dir / "tiny.onnx"), "--backend", "onnxruntime",
+               "--data", f"manifest:{manifest}", "--frames", "1:4", "--median-scale", "--flip",
+               "--focal-check", "2", "--json", str(js), "--markdown", str(md)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| AbsRel |" in printed and "(median-scaled)" in printed and "focal consistency" in printed
+    res = json.loads(js.read_text())
+    entry = res["sets"][f"manifest:{manifest} [1:4]"]
+    assert entry["metric"]["n"] == 3 and entry["crop"] == "none" and entry["max_depth"] == 10.0
+    for k in ("abs_rel", "rmse", "d1", "silog"):
+        assert np.isfinite(entry["metric"][k])
+    # median scaling can only help a per-image scale error, never hurt AbsRel much
+    assert entry["median_scaled"]["abs_rel"] <= entry["metric"]["abs_rel"] + 0.05
+    assert 0 < entry["focal_ratio_median"] < 10
+    assert md.read_text().startswith("| set |")
+
+
+def test_eval_baselines_match_direct_computation(manifest: Path, capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    from reflector_ros.data.registry import open_dataset
+    from reflector_ros.train.metrics import valid_mask
+
+    js = tmp_path / "b.json"
+    assert main(["eval", "--data", f"manifest:{manifest}", "--baseline", "constant", "--constant-depth", "3",
+                 "--json", str(js)]) == 0
+    got = json.loads(js.read_text())["sets"][f"manifest:{manifest}"]["metric"]["abs_rel"]
+    want = []
+    for s in open_dataset(f"manifest:{manifest}"):
+        g = s.depth[valid_mask(s.depth, max_depth=10.0)]
+        want.append(np.mean(np.abs(g - 3.0) / g))
+    assert got == pytest.approx(float(np.mean(want)), rel=1e-6)
+    assert main(["eval", "--data", f"manifest:{manifest}", "--baseline", "median-gt"]) == 0
+    assert "median GT (oracle)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--data", "nosuchtype:/x"], "unknown dataset type"),
+    (["--data", "manifest:/nonexistent/dir", "--baseline", "constant"], "/nonexistent/dir"),
+    (["--data", "manifest:{m}?frames=0:2", "--frames", "0:1", "--baseline", "constant"], "use one"),
+    (["--data", "manifest:{m}", "--frames", "9:20", "--baseline", "constant"], "selects no frame"),
+])
+def test_eval_bad_inputs(args: list[str], msg: str, manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", *[a.replace("{m}", str(manifest)) for a in args]]) == 2
+    assert msg in capsys.readouterr().err
+
+
+def _shipped_backend():  # noqa: ANN202
+    onnx = default_model(".onnx")
+    if not onnx.exists():
+        pytest.skip(f"embedded model not built yet at {onnx}")
+    from reflector_ros.backends import make_backend
+
+    return make_backend("onnxruntime", str(onnx))
+
+
+def test_shipped_model_focal_consistency(hololens_dir: Path) -> None:
+    """A 2x zoom into the centre (fx doubled) keeps metric depth within 5 % (median ratio)."""
+    from reflector_ros.data.registry import open_dataset
+
+    predict = backend_predictor(_shipped_backend())
+    ds = open_dataset(f"manifest:{hololens_dir}?frames=250:373")
+    ratios = [focal_consistency(predict, ds[i].image, ds[i].fx, ds[i].fy) for i in (0, 60, 120)]
+    assert np.median(ratios) == pytest.approx(1.0, abs=0.05), ratios
+
+
+def test_shipped_model_beats_oracle_on_held_out_frames(hololens_dir: Path) -> None:
+    from reflector_ros.data.registry import open_dataset
+
+    predict = backend_predictor(_shipped_backend())
+    ds = open_dataset(f"manifest:{hololens_dir}?frames=250:373:6")
+    m = evaluate_dataset(ds, predict, max_depth=10.0, progress=False)["metric"]
+    assert m["abs_rel"] < 0.252, m  # the per-frame median-GT oracle of data/README.md
