@@ -88,8 +88,14 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: lis
     return path
 
 
-def export_onnx(model: ReflectorNet, meta: ModelMeta, out_dir: str | Path, stem: str) -> dict[str, Path]:
-    """Write the fused graph and the backbone/reflector pair; returns their paths by role."""
+def export_onnx(model: ReflectorNet, meta: ModelMeta, out_dir: str | Path, stem: str,
+                progress: bool = False) -> dict[str, Path]:
+    """Write the fused graph and the backbone/reflector pair; returns their paths by role.
+
+    progress: show a tqdm bar over the graphs (each takes seconds on a CPU).
+    """
+    from tqdm import tqdm
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     was_training = model.training
@@ -98,21 +104,25 @@ def export_onnx(model: ReflectorNet, meta: ModelMeta, out_dir: str | Path, stem:
         with torch.no_grad():
             image = torch.randn(1, 3, meta.input_height, meta.input_width)
             scale = torch.ones(1)
+            jobs: list[tuple[str, nn.Module, tuple[Tensor, ...], str, list[str], list[str]]]
             if meta.arch == "head":
                 rel = torch.rand(1, 1, meta.input_height, meta.input_width)
-                path = _export(_HeadOnly(model), (image, rel, scale), out / f"{stem}_reflector.onnx",
-                               ["image", "rel_depth", "focal_scale"], ["depth", "confidence"], meta)
-                return {"reflector": path}
-            rel, feats = model.forward_backbone(image)
-            paths = {
-                "fused": _export(_Fused(model), (image, scale), out / f"{stem}.onnx",
-                                 ["image", "focal_scale"], ["depth", "confidence", "rel_depth"], meta),
-                "backbone": _export(_Backbone(model), (image,), out / f"{stem}_backbone.onnx",
-                                    ["image"], ["rel_depth", *FEATS], meta),
-                "reflector": _export(_Reflector(model), (image, rel, *feats, scale),
-                                     out / f"{stem}_reflector.onnx",
-                                     ["image", "rel_depth", *FEATS, "focal_scale"], ["depth", "confidence"], meta),
-            }
+                jobs = [("reflector", _HeadOnly(model), (image, rel, scale), f"{stem}_reflector.onnx",
+                         ["image", "rel_depth", "focal_scale"], ["depth", "confidence"])]
+            else:
+                rel, feats = model.forward_backbone(image)
+                jobs = [
+                    ("fused", _Fused(model), (image, scale), f"{stem}.onnx",
+                     ["image", "focal_scale"], ["depth", "confidence", "rel_depth"]),
+                    ("backbone", _Backbone(model), (image,), f"{stem}_backbone.onnx",
+                     ["image"], ["rel_depth", *FEATS]),
+                    ("reflector", _Reflector(model), (image, rel, *feats, scale), f"{stem}_reflector.onnx",
+                     ["image", "rel_depth", *FEATS, "focal_scale"], ["depth", "confidence"]),
+                ]
+            paths: dict[str, Path] = {}
+            for role, module, args, name, inputs, outputs in tqdm(jobs, desc="export", unit="graph",
+                                                                  disable=not progress):
+                paths[role] = _export(module, args, out / name, inputs, outputs, meta)
             return paths
     finally:
         model.train(was_training)
@@ -135,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"reflector export: bad --stem {stem!r}", file=sys.stderr)
         return 2
     try:
-        paths = export_onnx(model, meta, args.output, stem)
+        paths = export_onnx(model, meta, args.output, stem, progress=True)
     except OSError as exc:
         print(f"reflector export: cannot write to {args.output}: {exc}", file=sys.stderr)
         return 2
