@@ -11,7 +11,7 @@ import yaml
 
 from reflector_ros.cli import main
 from reflector_ros.core.errors import InputError
-from reflector_ros.train.train import epoch_keys, load_config, random_view
+from reflector_ros.train.train import epoch_keys, load_config, random_rescale, random_view
 
 TINY_CFG = {
     "model": {"arch": "small", "input_height": 64, "input_width": 80, "focal_canonical": 300.0,
@@ -119,6 +119,20 @@ def test_random_view_keeps_focal_and_moves_principal_point() -> None:
     a, b = epoch_keys(10, 0, 3, 0, 2), epoch_keys(10, 0, 3, 1, 2)
     assert len(a) == len(b) == 5 and not set(a[:, 0]) & set(b[:, 0])  # ranks see disjoint samples
     assert np.array_equal(a, epoch_keys(10, 0, 3, 0, 2))
+
+
+def test_random_rescale_scales_focal_with_the_image() -> None:
+    """A zoom by r multiplies fx, fy by r, so canonical targets (depth / focal_scale) shrink by r."""
+    from reflector_ros.data.sample import Sample
+
+    img = np.zeros((64, 80, 3), np.uint8)
+    s = Sample(img, np.full((64, 80), 2.0, np.float32), 70.0, 71.0, 39.5, 31.5)
+    for seed in range(6):
+        z = random_rescale(s, np.random.default_rng(seed), (0.75, 1.5))
+        h, w = z.depth.shape
+        assert 48 <= h <= 96 and z.fx == pytest.approx(70.0 * w / 80) and z.fy == pytest.approx(71.0 * h / 64)
+        assert z.cx == pytest.approx((w - 1) / 2) and np.all(z.depth == 2.0)  # depth itself unchanged
+    assert random_rescale(s, np.random.default_rng(0), (1.0, 1.0)) is s
 
 
 def test_bad_configs(tmp_path: Path, tiny_manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "val": {},              # {name: spec}
         "val_frames": 100,      # frames per val set, spread evenly
     },
-    "augment": {"crop_hw": [128, 160], "flip": True, "color": True},
+    "augment": {"crop_hw": [128, 160], "scale_range": [1.0, 1.0], "flip": True, "color": True},
     "train": {"stage": "end2end", "steps": 1000, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.01,
               "backbone_lr_mult": 0.1, "freeze_backbone": False, "pct_start": 0.1, "grad_clip": 1.0,
               "amp": True, "seed": 0, "threads": 0, "log_every": 10, "eval_every": 250,
@@ -132,6 +132,29 @@ def to_network_scale(sample: Any, meta: Any) -> Any:
                   (sample.cy + 0.5) * sy - 0.5, sample.name)
 
 
+def random_rescale(sample: Any, rng: np.random.Generator, scale_range: tuple[float, float]) -> Any:
+    """Zoom by r (log-uniform in scale_range) with fx, fy multiplied by r (Metric3D).
+
+    The canonical target depth / focal_scale shrinks with the zoom, so the network
+    must read the magnification from focal_scale, not guess it from the image.
+    """
+    import cv2
+
+    from reflector_ros.data.sample import Sample
+
+    lo, hi = scale_range
+    if hi <= lo:
+        return sample
+    r = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    h, w = sample.depth.shape
+    nh, nw = max(1, round(h * r)), max(1, round(w * r))
+    sx, sy = nw / w, nh / h
+    rgb = cv2.resize(sample.image, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
+    depth = cv2.resize(sample.depth, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    return Sample(rgb, depth, sample.fx * sx, sample.fy * sy, (sample.cx + 0.5) * sx - 0.5,
+                  (sample.cy + 0.5) * sy - 0.5, sample.name)
+
+
 def random_view(sample: Any, rng: np.random.Generator, crop_hw: tuple[int, int], flip: bool = True,
                 color: bool = True) -> Any:
     """Random crop (focal unchanged, principal point shifted), mirror, and colour jitter.
@@ -165,6 +188,9 @@ def make_crop_set(mix: Any, meta: Any, aug: dict[str, Any]) -> Any:
     mean = np.asarray(meta.mean, np.float32)
     std = np.asarray(meta.std, np.float32)
     crop_hw = (int(aug["crop_hw"][0]), int(aug["crop_hw"][1]))
+    scale_range = (float(aug["scale_range"][0]), float(aug["scale_range"][1]))
+    if not 0.1 <= scale_range[0] <= scale_range[1] <= 4.0:
+        raise InputError(f"augment.scale_range {scale_range}: expected 0.1 <= lo <= hi <= 4")
 
     class CropSet(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -172,8 +198,9 @@ def make_crop_set(mix: Any, meta: Any, aug: dict[str, Any]) -> Any:
 
         def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
             idx, seed = int(key[0]), int(key[1])
-            s = to_network_scale(mix[idx], meta)
-            a = random_view(s, np.random.default_rng(seed), crop_hw, bool(aug["flip"]), bool(aug["color"]))
+            rng = np.random.default_rng(seed)
+            s = random_rescale(to_network_scale(mix[idx], meta), rng, scale_range)
+            a = random_view(s, rng, crop_hw, bool(aug["flip"]), bool(aug["color"]))
             img = (a.image.astype(np.float32) / 255.0 - mean) / std
             scale = 0.5 * (a.fx + a.fy) / meta.focal_canonical
             return {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
