@@ -11,7 +11,7 @@ import yaml
 
 from reflector_ros.cli import main
 from reflector_ros.core.errors import InputError
-from reflector_ros.train.train import epoch_keys, load_config, random_rescale, random_view
+from reflector_ros.train.train import epoch_keys, load_config, one_cycle_lr, random_rescale, random_view
 
 TINY_CFG = {
     "model": {"arch": "small", "input_height": 64, "input_width": 80, "focal_canonical": 300.0,
@@ -133,6 +133,15 @@ def test_random_rescale_scales_focal_with_the_image() -> None:
         assert 48 <= h <= 96 and z.fx == pytest.approx(70.0 * w / 80) and z.fy == pytest.approx(71.0 * h / 64)
         assert z.cx == pytest.approx((w - 1) / 2) and np.all(z.depth == 2.0)  # depth itself unchanged
     assert random_rescale(s, np.random.default_rng(0), (1.0, 1.0)) is s
+
+
+def test_time_budget_schedule_shape() -> None:
+    """--time-budget follows OneCycle's shape over wall-clock progress."""
+    assert one_cycle_lr(0.0, 1e-3, 0.1) == pytest.approx(1e-3 / 25)
+    assert one_cycle_lr(0.1, 1e-3, 0.1) == pytest.approx(1e-3)
+    assert one_cycle_lr(1.0, 1e-3, 0.1) == pytest.approx(1e-3 / 25 / 100)
+    lrs = [one_cycle_lr(f, 1e-3, 0.1) for f in np.linspace(0.1, 1.0, 50)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
 def test_bad_configs(tmp_path: Path, tiny_manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -354,6 +354,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="override train.steps (total schedule length)")
     p.add_argument("--stop-at", type=int, default=0, help="stop at this step (checkpoint written); resume later")
     p.add_argument("--time-limit", type=float, default=0.0, help="stop after this many minutes (checkpoint written)")
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="run the one-cycle LR schedule over this many wall-clock minutes instead of over "
+                        "train.steps (which becomes a cap): uses a shared or slow machine fully; "
+                        "a resumed run is then not bit-identical")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. train.lr=3e-4")
 
 
@@ -367,6 +371,15 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"reflector train: error: {exc}", file=sys.stderr)
         return 2
+
+
+def one_cycle_lr(frac: float, max_lr: float, pct: float, div: float = 25.0, final_div: float = 100.0) -> float:
+    """The OneCycle cosine shape at progress frac in [0, 1] (time-budget mode)."""
+    frac = min(max(frac, 0.0), 1.0)
+    lo, end = max_lr / div, max_lr / div / final_div
+    if frac < pct:
+        return lo + (max_lr - lo) * 0.5 * (1 - math.cos(math.pi * frac / pct))
+    return end + (max_lr - end) * 0.5 * (1 + math.cos(math.pi * (frac - pct) / max(1 - pct, 1e-9)))
 
 
 def _make_scheduler(opt: Any, max_lrs: list[float], total: int, pct: float, done: int) -> Any:
@@ -519,9 +532,14 @@ def train(args: argparse.Namespace) -> int:
         save_checkpoint(out_dir / name, model, meta, optimizer=opt.state_dict(),
                         scaler=scaler.state_dict() if use_amp else {}, step=step, epoch=cur_epoch,
                         epoch_pos=cur_pos, best_abs_rel=best, torch_rng=torch.get_rng_state(),
-                        config=json.dumps(cfg), stage=stage)
+                        config=json.dumps(cfg), stage=stage, elapsed_s=time.time() - t0 + elapsed_before)
 
     stop_at = min(args.stop_at or total, total)
+    budget_s = 60.0 * float(args.time_budget)
+    elapsed_before = float(resume_extra.get("elapsed_s", 0.0)) if resume_extra and budget_s else 0.0
+    if budget_s:
+        for g, mx in zip(opt.param_groups, max_lrs):
+            g["lr"] = one_cycle_lr(elapsed_before / budget_s, mx, float(t["pct_start"]))
     t0 = time.time()
     model.train()
     cur_epoch, cur_pos = epoch, pos
@@ -549,7 +567,12 @@ def train(args: argparse.Namespace) -> int:
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], float(t["grad_clip"]))
         scaler.step(opt)
         scaler.update()
-        sched.step()
+        if budget_s:
+            frac = (time.time() - t0 + elapsed_before) / budget_s
+            for g, mx in zip(opt.param_groups, max_lrs):
+                g["lr"] = one_cycle_lr(frac, mx, float(t["pct_start"]))
+        else:
+            sched.step()
         step += 1
         for k, v in terms.items():
             loss_acc[k] = loss_acc.get(k, 0.0) + float(v.detach())
@@ -557,12 +580,14 @@ def train(args: argparse.Namespace) -> int:
         n_acc += 1
         bar.update(1)
         if main and (step % int(t["log_every"]) == 0 or step == stop_at):
-            row = {"step": step, "time_s": round(time.time() - t0, 1), "lr": sched.get_last_lr()[-1],
+            row = {"step": step, "time_s": round(time.time() - t0 + elapsed_before, 1),
+                   "lr": opt.param_groups[-1]["lr"],
                    **{k: v / n_acc for k, v in loss_acc.items()}}
             log(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
             loss_acc, n_acc = {}, 0
-        timed_out = bool(args.time_limit) and time.time() - t0 > 60.0 * args.time_limit
+        timed_out = (bool(args.time_limit) and time.time() - t0 > 60.0 * args.time_limit) or \
+            (bool(budget_s) and time.time() - t0 + elapsed_before >= budget_s)
         last = step == stop_at or timed_out
         if main and (step % int(t["eval_every"]) == 0 or last):
             val = validate()
