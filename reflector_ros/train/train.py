@@ -259,9 +259,30 @@ def open_train_data(cfg: dict[str, Any], seed: int) -> Any:
     length = int(cfg["data"]["epoch_length"]) or sum(len(s) for s in sets)
     if len(sets) == 1 and length == len(sets[0]):
         return sets[0]
-    from reflector_ros.data.mixing import BalancedMix
-
+    try:
+        from reflector_ros.data.mixing import BalancedMix
+    except ImportError:  # the data package's mixer is optional here: draw by weight
+        return _WeightedDraw(sets, weights, length, seed)
     return BalancedMix(sets, weights, length, seed)
+
+
+class _WeightedDraw:
+    """Item i of `length` comes from set k with probability weight_k, a fixed function of seed."""
+
+    def __init__(self, sets: list[Any], weights: list[float], length: int, seed: int) -> None:
+        w = np.asarray(weights, np.float64)
+        if len(sets) != len(w) or (w < 0).any() or w.sum() <= 0 or length < 1:
+            raise InputError("data.train weights must be >= 0 with a positive sum, and epoch_length >= 1")
+        rng = np.random.default_rng([seed, 7])
+        self.sets = sets
+        self.which = rng.choice(len(sets), size=length, p=w / w.sum())
+        self.index = (rng.random(length) * np.array([len(s) for s in sets])[self.which]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.which)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.sets[int(self.which[i])][int(self.index[i])]
 
 
 # ----------------------------------------------------------------------------- losses
