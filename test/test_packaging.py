@@ -24,11 +24,14 @@ def site_packages(prefix: Path) -> Path:
 
 
 def pip_install_prefix(tmp: Path) -> Path:
-    """Install the working tree into tmp/prefix the way a user's `pip install .` would."""
+    """Install the working tree into tmp/prefix the way a user's `pip install .` would.
+
+    --ignore-installed: otherwise pip uninstalls the developer's editable install first.
+    """
     src, prefix = tmp / "src", tmp / "prefix"
     shutil.copytree(REPO, src, ignore=_SKIP)
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--no-index", "--prefix", str(prefix), str(src)],
+                           "--no-index", "--ignore-installed", "--prefix", str(prefix), str(src)],
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return prefix
@@ -74,3 +77,19 @@ def test_installed_fastdds_profile_is_the_shared_copy(prefix: Path):
                          cwd=str(prefix), env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()) == prefix / "share/reflector_ros/config/fastdds_shm.xml"
+
+
+@pytest.mark.timeout(120)
+def test_installed_depth_node_runs_the_node(prefix: Path):
+    """lib/reflector_ros/depth_node (what `ros2 run`/`ros2 launch` execute) starts the real node.
+
+    A bad parameter makes the node refuse with its own message, which proves the script
+    reached reflector_ros.ros.node from the installed copy.
+    """
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "AMENT_PREFIX_PATH": str(prefix), "PYTHONPATH": str(site_packages(prefix)),
+           "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
+    out = subprocess.run([str(prefix / "lib/reflector_ros/depth_node"), "--ros-args", "-p", "points_stride:=0"],
+                         cwd=str(prefix), env=env, capture_output=True, text=True, timeout=100)
+    assert out.returncode != 0
+    assert "points_stride" in out.stdout + out.stderr, out.stdout + out.stderr
