@@ -4,9 +4,10 @@
 
 Prints a table: parameters (total and head), GFLOPs of one forward (FlopCounterMode:
 conv, linear, matmul), and median latency of the fused ONNX graph under ONNX Runtime
-and of the torch model, both on the CPU with --threads threads. The last column is the
-process CPU time of a 1-thread ONNX Runtime run: unlike wall time it barely moves when
-other jobs share the machine (MODEL_NOTES' reference model: 57.5 ms wall at 1 thread).
+and of the torch model, both on the CPU with --threads threads. The last two columns are the
+process CPU time of 1-thread ONNX Runtime and torch runs: unlike wall time they barely move
+when other jobs share the machine (2-thread torch wall time there is dominated by OpenMP
+threads waiting for a core). MODEL_NOTES' reference model: ORT 57.5 ms at 1 thread, unloaded.
 """
 from __future__ import annotations
 
@@ -80,8 +81,18 @@ def bench(arch: str, hw: tuple[int, int], runs: int, threads: int, out: Path) ->
         sess1.run(None, feeds)
         cpu.append((time.process_time() - t0) * 1e3)
 
+    torch.set_num_threads(1)
+    torch_run()
+    tcpu = []
+    for _ in tqdm(range(runs), desc=f"{arch} torch 1 thread cpu time", leave=False):
+        t0 = time.process_time()
+        torch_run()
+        tcpu.append((time.process_time() - t0) * 1e3)
+    torch.set_num_threads(threads)
+
     return {
         "cpu1_ms": statistics.median(cpu),
+        "torch_cpu1_ms": statistics.median(tcpu),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "head_m": sum(p.numel() for p in model.head.parameters()) / 1e6,
         "gflops": counter.get_total_flops() / 1e9,
@@ -104,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((arch, bench(arch, (a.height, a.width), a.runs, a.threads, Path(tmp))))
     print(f"\nload average {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
     print(f"Reflector at {a.height}x{a.width}, batch 1, CPU, {a.threads} threads, median of {a.runs} runs")
-    print(f"{'arch':6s} {'params M':>9s} {'head M':>7s} {'GFLOPs':>7s} {'ORT ms':>8s} {'ORT FPS':>8s} {'torch ms':>9s} {'ORT 1-thr CPU ms':>17s}")
+    print(f"{'arch':6s} {'params M':>9s} {'head M':>7s} {'GFLOPs':>7s} {'ORT ms':>8s} {'ORT FPS':>8s} {'torch ms':>9s} {'ORT 1-thr CPU ms':>17s} {'torch 1-thr CPU ms':>19s}")
     for arch, r in rows:
         print(f"{arch:6s} {r['params_m']:9.2f} {r['head_m']:7.2f} {r['gflops']:7.2f} {r['ort_ms']:8.1f} "
-              f"{1000 / r['ort_ms']:8.1f} {r['torch_ms']:9.1f} {r['cpu1_ms']:17.1f}")
+              f"{1000 / r['ort_ms']:8.1f} {r['torch_ms']:9.1f} {r['cpu1_ms']:17.1f} {r['torch_cpu1_ms']:19.1f}")
     return 0
 
 
