@@ -16,7 +16,7 @@ from reflector_ros.meta import ModelMeta
 from reflector_ros.model.export import export_onnx
 from reflector_ros.model.reflector import build_model, load_checkpoint
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # 2 OpenMP threads on a shared 2-core VM mostly wait for each other
 
 # Operators both TensorRT 8.5 and 10.x parse (Identity: a no-op the exporter leaves around
 # folded BatchNorm weights). Nothing data-dependent: no TopK/Sort/NonZero/Loop.
@@ -34,7 +34,7 @@ def _ops(path: Path) -> set[str]:
 
 def _session(path: Path) -> ort.InferenceSession:
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
+    so.intra_op_num_threads = 1
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

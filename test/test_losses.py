@@ -7,6 +7,8 @@ import torch
 from reflector_ros.model.losses import (chamfer_bins_loss, gradient_matching_loss, normalise_median_mad, rpnl_loss,
                                         silog_loss, ssi_loss)
 
+torch.set_num_threads(1)
+
 
 def _maps(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)

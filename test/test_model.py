@@ -14,7 +14,7 @@ from reflector_ros.model.losses import chamfer_bins_loss, gradient_matching_loss
 from reflector_ros.model.reflector import (build_model, load_checkpoint, load_pretrained_backbone,
                                            save_checkpoint)
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # 2 OpenMP threads on a shared 2-core VM mostly wait for each other
 SIZES = [(64, 80), (96, 128), (128, 160)]
 
 
