@@ -42,7 +42,7 @@ class BalancedMix(Sequence):
         cdf = np.cumsum(self.weights)
         cdf[-1] = 1.0
         self.which = np.minimum(np.searchsorted(cdf, u[:, 0], side="right"), k - 1).astype(np.int64)
-        self.index = np.minimum((u[:, 1] * sizes[self.which]).astype(np.int64), sizes[self.which] - 1)
+        self.within = np.minimum((u[:, 1] * sizes[self.which]).astype(np.int64), sizes[self.which] - 1)
 
     def __len__(self) -> int:
         return len(self.which)
@@ -51,7 +51,7 @@ class BalancedMix(Sequence):
         """(dataset, index within it) of item i, without loading it."""
         if not -len(self) <= i < len(self):
             raise IndexError(i)
-        return int(self.which[i]), int(self.index[i])
+        return int(self.which[i]), int(self.within[i])
 
     def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
         if isinstance(i, slice):
