@@ -127,7 +127,7 @@ def to_network_scale(sample: Any, meta: Any) -> Any:
         return sample
     sx, sy = W / w, H / h
     rgb = cv2.resize(sample.image, (W, H), interpolation=cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR)
-    depth = cv2.resize(sample.depth, (W, H), interpolation=cv2.INTER_NEAREST)
+    depth = cv2.resize(sample.depth, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)  # centre-aligned, like the intrinsics
     return Sample(rgb, depth, sample.fx * sx, sample.fy * sy, (sample.cx + 0.5) * sx - 0.5,
                   (sample.cy + 0.5) * sy - 0.5, sample.name)
 
@@ -150,7 +150,7 @@ def random_rescale(sample: Any, rng: np.random.Generator, scale_range: tuple[flo
     nh, nw = max(1, round(h * r)), max(1, round(w * r))
     sx, sy = nw / w, nh / h
     rgb = cv2.resize(sample.image, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
-    depth = cv2.resize(sample.depth, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    depth = cv2.resize(sample.depth, (nw, nh), interpolation=cv2.INTER_NEAREST_EXACT)
     return Sample(rgb, depth, sample.fx * sx, sample.fy * sy, (sample.cx + 0.5) * sx - 0.5,
                   (sample.cy + 0.5) * sy - 0.5, sample.name)
 
