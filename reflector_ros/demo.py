@@ -49,7 +49,7 @@ def depth_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float] | None:
     """AbsRel and delta1 over pixels valid in both (gt > 0, pred finite and > 0); None if none."""
     if pred.shape != gt.shape:
         import cv2
-        pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_NEAREST)
+        pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
     ok = (gt > 0) & np.isfinite(pred) & (pred > 0)
     if not ok.any():
         return None
