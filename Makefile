@@ -29,7 +29,7 @@ typecheck: $(STAMP)
 	$(VPY) -m mypy --config-file mypy.ini reflector_ros/backends/tensorrt_backend.py
 
 test: $(STAMP) typecheck
-	$(VPY) -m pytest -q $(PYTEST_ARGS) test
+	$(VPY) -m pytest -q -rs $(PYTEST_ARGS) test
 
 bench: $(STAMP)
 	$(VPY) -m reflector_ros.cli bench
