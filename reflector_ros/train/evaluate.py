@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             table[name] = res["metric"]
             if args.median_scale:
                 table[name + " (median-scaled)"] = res["median_scaled"]
-    except (InputError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # InputError is a ValueError
         print(f"reflector eval: error: {exc}", file=sys.stderr)
         return 2
     md = markdown_table(table)

@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
             n += 1
             if args.max_frames and n >= args.max_frames:
                 break
-    except (InputError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # InputError is a ValueError
         print(f"reflector infer: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {n} depth maps to {out}")
