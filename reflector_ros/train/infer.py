@@ -131,7 +131,8 @@ def bag_topics(path: Path, image_topic: str | None, info_topic: str | None) -> t
         ns = image_topic.rsplit("/", 1)[0]
         infos = sorted(t for t, ty in types.items() if ty == CAMERA_INFO)
         sibling = [t for t in infos if t.rsplit("/", 1)[0] == ns]
-        info_topic = (sibling or (infos if len(infos) == 1 else [None]))[0]
+        choices = sibling or (infos if len(infos) == 1 else [])
+        info_topic = choices[0] if choices else None
     return image_topic, info_topic
 
 

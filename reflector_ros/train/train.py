@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict[str, Any]:
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """DEFAULTS <- YAML file <- `section.key=value` overrides (values parsed as YAML)."""
     cfg = copy.deepcopy(DEFAULTS)
     if path:
@@ -243,7 +243,7 @@ class _KeyBatches:
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for epoch, pos, keys in self.it:
             self.pending.append((epoch, pos))
-            yield [tuple(k) for k in keys]
+            yield [(int(k[0]), int(k[1])) for k in keys]
 
 
 def open_train_data(cfg: dict[str, Any], seed: int) -> Any:
