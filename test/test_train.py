@@ -158,3 +158,22 @@ def test_bad_configs(tmp_path: Path, tiny_manifest: Path, capsys: pytest.Capture
     assert "cannot read config" in capsys.readouterr().err
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "x"), "train.stage=magic"]) == 2
     assert "train.stage" in capsys.readouterr().err
+
+
+def test_ddp_two_processes_on_cpu(tmp_path: Path, tiny_manifest: Path) -> None:
+    """torchrun with 2 ranks (gloo on CPU): the DDP path runs, rank 0 alone writes the run folder."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = _config(tmp_path, tiny_manifest)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "reflector_ros.cli", "train", "--config", str(cfg), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("done: step 3") == 1  # only rank 0 reports and writes
+    assert torch.load(out / "latest.pt", weights_only=True)["step"] == 3
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
