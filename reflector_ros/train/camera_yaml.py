@@ -5,11 +5,13 @@ already have this file from `ros2 run camera_calibration cameracalibrator`.
 """
 from __future__ import annotations
 
+from dataclasses import astuple
 from pathlib import Path
 from typing import NamedTuple
 
 import yaml
 
+from reflector_ros.core.camera import Intrinsics, scale_intrinsics
 from reflector_ros.core.errors import InputError
 
 MAX_SIDE = 16384
@@ -24,12 +26,12 @@ class Pinhole(NamedTuple):
     width: int
     height: int
 
+    def intrinsics(self) -> Intrinsics:
+        return Intrinsics(self.fx, self.fy, self.cx, self.cy, self.width, self.height)
+
     def scaled_to(self, width: int, height: int) -> "Pinhole":
         """Same camera seen at another resolution (plain resize, no crop)."""
-        sx, sy = width / self.width, height / self.height
-        # pixel centres: u' + 0.5 = (u + 0.5) * s
-        return Pinhole(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
-                       width, height)
+        return Pinhole(*astuple(scale_intrinsics(self.intrinsics(), width, height)))
 
 
 def check_pinhole(p: Pinhole) -> Pinhole:

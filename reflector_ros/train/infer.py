@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from reflector_ros.core.errors import InputError
+from reflector_ros.core.pointcloud import backproject, ray_table
 from reflector_ros.train.camera_yaml import MAX_SIDE, Pinhole, check_pinhole, load_camera_yaml
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -193,14 +194,6 @@ def colourise(depth: np.ndarray) -> np.ndarray:
     return out
 
 
-def backproject(depth: np.ndarray, pin: Pinhole) -> np.ndarray:
-    """(h, w, 3) float32 xyz in the optical frame (x right, y down, z forward)."""
-    h, w = depth.shape
-    u = (np.arange(w, dtype=np.float32) - pin.cx) / pin.fx
-    v = (np.arange(h, dtype=np.float32) - pin.cy) / pin.fy
-    return np.stack([depth * u[None, :], depth * v[:, None], depth], axis=-1).astype(np.float32)
-
-
 def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> int:
     """Binary little-endian PLY of the valid points; returns the point count."""
     ok = np.isfinite(xyz).all(-1) & (xyz[..., 2] > 0)
@@ -247,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
             if args.preview:
                 cv2.imwrite(str(out / f"{name}_preview.png"), colourise(depth))
             if args.ply:
-                write_ply(out / f"{name}.ply", backproject(depth, pin), rgb)
+                write_ply(out / f"{name}.ply", backproject(depth, ray_table(pin.intrinsics())), rgb)
             n += 1
             if args.max_frames and n >= args.max_frames:
                 break
