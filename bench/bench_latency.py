@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from reflector_ros.demo import stop_process  # noqa: E402  (after the path set-up)
 NAMESPACE = "reflector_bench"
 STATUS_NAME = "reflector_depth: pipeline"
 
@@ -58,16 +58,6 @@ def hop_listener(topic: str, count: int, timeout: float) -> int:
     node.destroy_node()
     rclpy.try_shutdown()
     return 0
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def bench(args: argparse.Namespace) -> dict:
@@ -168,8 +158,8 @@ def bench(args: argparse.Namespace) -> dict:
         executor.shutdown()
         node.destroy_node()
         context.try_shutdown()
-        _stop(hop_proc)
-        _stop(node_proc)
+        stop_process(hop_proc)
+        stop_process(node_proc)
         os.unlink(node_log.name)
     stages = {k: float(v) for k, v in diag.items() if k.endswith("_ms") and not k.startswith("latency")}
     return {

@@ -178,7 +178,8 @@ def _node_cmd(model: Path, backend: str) -> list[str]:
             "-p", f"model:={model}", "-p", f"backend:={backend}", "-p", "diagnostics_period:=0.5"]
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGINT (a clean rclpy shutdown), then kill if it hangs."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
@@ -214,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _feed(args, samples, proc, Path(log.name))
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def _feed(args: argparse.Namespace, samples: list, proc: subprocess.Popen, log_path: Path) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from reflector_ros.core.errors import InputError
+from reflector_ros.data.splits import read_split_file
 from reflector_ros.data.nyu import read_png_u16, read_rgb
 from reflector_ros.data.sample import Sample
 
@@ -75,27 +76,14 @@ class KittiDataset(Sequence[Sample]):
         split = Path(split_file)
         if not self.data_root.is_dir():
             raise InputError(f"KITTI data root is not a folder: {self.data_root}")
-        if not split.is_file():
-            raise InputError(f"split file not found: {split}")
         self.items: list[tuple[str, str | None, float]] = []
         self.skipped = 0
-        for lineno, line in enumerate(split.read_text().splitlines(), 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 3:
-                raise InputError(f"{split}:{lineno}: expected 'image_path gt_path|None focal', got {line!r}")
-            try:
-                focal = float(parts[2])
-            except ValueError:
-                raise InputError(f"{split}:{lineno}: focal {parts[2]!r} is not a number") from None
-            if not 0 < focal < 1e5:
-                raise InputError(f"{split}:{lineno}: focal {focal} out of range")
-            gt: str | None = None if parts[1] == "None" else parts[1].lstrip("/")
+        for image, depth, focal in read_split_file(split, "image_path gt_path|None focal"):
+            gt: str | None = None if depth == "None" else depth
             if skip_missing and (gt is None or not (self.gt_root / gt).is_file()):
                 self.skipped += 1
                 continue
-            self.items.append((parts[0].lstrip("/"), gt, focal))
+            self.items.append((image, gt, focal))
         if not self.items:
             raise InputError(f"{split}: no frame with ground truth under {self.gt_root} "
                              f"({self.skipped} listed frames skipped)")

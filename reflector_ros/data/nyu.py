@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from reflector_ros.core.errors import InputError
+from reflector_ros.data.splits import read_split_file
 from reflector_ros.data.sample import Sample
 
 NYU_FX, NYU_FY, NYU_CX, NYU_CY = 518.8579, 519.4696, 325.5824, 253.7362
@@ -176,22 +177,7 @@ class NYUSyncDataset(Sequence[Sample]):
         split = Path(split_file)
         if not self.root.is_dir():
             raise InputError(f"NYU sync root is not a folder: {self.root}")
-        if not split.is_file():
-            raise InputError(f"split file not found: {split}")
-        self.items: list[tuple[str, str, float]] = []
-        for lineno, line in enumerate(split.read_text().splitlines(), 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 3:
-                raise InputError(f"{split}:{lineno}: expected 'rgb_path depth_path focal', got {line!r}")
-            try:
-                focal = float(parts[2])
-            except ValueError:
-                raise InputError(f"{split}:{lineno}: focal {parts[2]!r} is not a number") from None
-            if not 0 < focal < 1e5:
-                raise InputError(f"{split}:{lineno}: focal {focal} out of range")
-            self.items.append((parts[0].lstrip("/"), parts[1].lstrip("/"), focal))
+        self.items: list[tuple[str, str, float]] = read_split_file(split, "rgb_path depth_path focal")
         if not self.items:
             raise InputError(f"split file {split} lists no frame")
 
