@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from reflector_ros.model.losses import (chamfer_bins_loss, gradient_matching_loss, normalise_median_mad, rpnl_loss,
@@ -102,3 +103,32 @@ def test_median_mad_normalisation() -> None:
     m = torch.tensor([[[[True, True, True, False]]]])
     out = normalise_median_mad(x, m)
     torch.testing.assert_close(out[0], torch.tensor([[-1.5, 0.0, 1.5, 0.0]]))
+
+
+def test_bin_nll_is_a_proper_score_for_the_bin_distribution() -> None:
+    """Lowest when the mass sits on the two bins bracketing the target in the right split;
+    a confident wrong distribution costs more than a spread one (what makes confidence honest)."""
+    import math
+
+    import torch
+
+    from reflector_ros.model.losses import bin_nll_loss
+
+    k, h, w = 4, 2, 3
+    centers = torch.tensor([1.0, 2.0, 4.0, 8.0]).view(1, k, 1, 1).expand(1, k, h, w).contiguous()
+    target = torch.full((1, 1, h, w), 2.0 * math.sqrt(2.0))   # halfway between 2 and 4 in log depth
+    mask = torch.ones_like(target, dtype=torch.bool)
+
+    def probs(*p: float) -> torch.Tensor:
+        return torch.tensor(p).view(1, k, 1, 1).expand(1, k, h, w).contiguous()
+
+    right = bin_nll_loss(centers, probs(0.0, 0.5, 0.5, 0.0), target, mask)
+    spread = bin_nll_loss(centers, probs(0.25, 0.25, 0.25, 0.25), target, mask)
+    wrong_sharp = bin_nll_loss(centers, probs(0.0, 0.0, 0.0, 1.0), target, mask)
+    assert right.item() == pytest.approx(math.log(2.0), rel=1e-4)
+    assert right < spread < wrong_sharp
+    p = probs(0.1, 0.2, 0.3, 0.4).clone().requires_grad_(True)
+    bin_nll_loss(centers, p, target, torch.zeros_like(mask)).backward()  # no valid pixel: zero, no NaN
+    p.grad = None
+    bin_nll_loss(centers, p, target, mask).backward()
+    assert p.grad is not None and torch.isfinite(p.grad).all()

@@ -379,6 +379,7 @@ def test_latest_frame_wins_under_a_burst(harness: Harness, launch) -> None:
     subscribe_all(harness, ns)
     cam = Cam(harness, ns, input_qos="reliable")
     cam.prime()
+    before = cam.diagnostics(lambda d: int(d["processed_frames"]) >= 1)
     harness.clear()
     n = 40
     sent_at: dict[int, float] = {}
@@ -396,7 +397,11 @@ def test_latest_frame_wins_under_a_burst(harness: Harness, launch) -> None:
     assert got == sorted(got), "frames went out of order"
     assert len(got) < n, "every frame of the burst was processed: no latest-frame-wins"
     lat = [harness.arrivals[key][i] - sent_at[s] for i, s in enumerate(got)]
-    diag = cam.diagnostics(lambda d: int(d["dropped_frames"]) > 0)
+    diag = cam.diagnostics(lambda d: int(d["processed_frames"]) >= int(before["processed_frames"]) + len(got))
+    # frames the burst lost either replaced one another in the node's mailbox (dropped_frames) or,
+    # on a busy machine, were already superseded in the depth-1 DDS reader queue (never received)
+    received = int(diag["received_frames"]) - int(before["received_frames"])
+    assert int(diag["dropped_frames"]) > int(before["dropped_frames"]) or received < n, (before, diag)
     per_frame_s = sum(float(diag[k]) for k in ("decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms",
                                                "depth_msg_ms", "points_msg_ms", "publish_ms")) / 1e3
     # a queue would make the last frame wait behind all n others (n x per-frame time); with the

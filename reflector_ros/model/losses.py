@@ -12,6 +12,7 @@ from functools import wraps
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 EPS = 1e-6
@@ -146,3 +147,31 @@ def chamfer_bins_loss(centers: Tensor, target: Tensor, mask: Tensor, n_samples: 
         d = (torch.log(c.clamp_min(EPS))[:, None] - torch.log(tv)[None, :]).abs()
         losses.append(d.min(dim=1).values.mean() + d.min(dim=0).values.mean())
     return torch.stack(losses).mean() if losses else _zero(centers)
+
+
+@_fp32
+def bin_nll_loss(centers: Tensor, probs: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Cross-entropy of the per-pixel bin distribution against the target depth.
+
+    The target is split between the two bins that bracket it (linearly in log depth), so
+    the loss is a proper score: it rewards a sharp distribution only where the network can
+    place the depth, and a spread one where it cannot. SILog on the expectation alone lets
+    the distribution collapse onto one bin, which makes the confidence output meaningless.
+
+    centers, probs: [B,K,h,w] (the head's resolution); target, mask: [B,1,H,W] canonical depth.
+    """
+    h, w = probs.shape[-2:]
+    t = F.interpolate(target.float(), size=(h, w), mode="nearest")
+    m = F.interpolate(mask.float(), size=(h, w), mode="nearest") > 0.5
+    m = m & (t > 0)
+    if not bool(m.any()):
+        return _zero(probs)
+    k = centers.shape[1]
+    lc = torch.log(centers.float().clamp_min(EPS))
+    lt = torch.log(t.clamp_min(EPS))
+    j = ((lc <= lt).sum(dim=1, keepdim=True) - 1).clamp(0, k - 2)
+    lo, hi = lc.gather(1, j), lc.gather(1, j + 1)
+    w_hi = ((lt - lo) / (hi - lo).clamp_min(EPS)).clamp(0.0, 1.0)
+    logp = torch.log(probs.float().clamp_min(1e-8))
+    ce = -((1.0 - w_hi) * logp.gather(1, j) + w_hi * logp.gather(1, j + 1))
+    return ce[m].mean()

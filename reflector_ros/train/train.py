@@ -40,7 +40,7 @@ DEFAULTS: dict[str, Any] = {
               "backbone_lr_mult": 0.1, "freeze_backbone": False, "pct_start": 0.1, "grad_clip": 1.0,
               "amp": True, "seed": 0, "threads": 0, "log_every": 10, "eval_every": 250,
               "ckpt_every": 250},
-    "loss": {"ssi": 1.0, "grad": 0.5, "silog": 1.0, "chamfer": 0.0, "rpnl": 0.0},
+    "loss": {"ssi": 1.0, "grad": 0.5, "silog": 1.0, "chamfer": 0.0, "rpnl": 0.0, "bin_nll": 0.0},
 }
 STAGES = ("relative", "metric", "end2end")
 
@@ -316,6 +316,8 @@ def stage_losses(out: dict[str, Any], depth: Any, scale: Any, meta: Any, stage: 
             terms["chamfer"] = w["chamfer"] * L.chamfer_bins_loss(out["centers"].float(), canon, mask, generator=generator)
         if w.get("rpnl"):
             terms["rpnl"] = w["rpnl"] * L.rpnl_loss(pred, canon, mask, generator=generator)
+        if w.get("bin_nll"):
+            terms["bin_nll"] = w["bin_nll"] * L.bin_nll_loss(out["centers"], out["probs"], canon, mask)
     return terms
 
 
