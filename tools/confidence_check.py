@@ -1,0 +1,49 @@
+"""Does the confidence output rank pixels by error? AbsRel of all valid pixels vs of the
+most confident half, per frame, averaged; and the per-frame 10-90 % confidence spread.
+
+    .venv/bin/python tools/confidence_check.py [MODEL.onnx] [--data DIR] [--frames 250:373] [--every 3]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from reflector_ros.backends import make_backend  # noqa: E402
+from reflector_ros.data.manifest import ManifestDataset  # noqa: E402
+from reflector_ros.meta import focal_scale  # noqa: E402
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hololens_office"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model", nargs="?", default=None, help="default: the embedded model")
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--frames", default="250:373")
+    p.add_argument("--every", type=int, default=3)
+    a = p.parse_args()
+    backend = make_backend("onnxruntime", a.model)
+    ds = ManifestDataset(a.data, a.frames)
+    every_px, confident, spread = [], [], []
+    for i in range(0, len(ds), max(1, a.every)):
+        s = ds[i]
+        h, w = s.depth.shape
+        r = backend.run(s.image, focal_scale(s.fx, s.fy, w, h, backend.meta), (h, w))
+        ok = (s.depth > 0) & np.isfinite(r.depth)
+        err = np.abs(r.depth[ok] - s.depth[ok]) / s.depth[ok]
+        conf = r.confidence[ok]
+        every_px.append(err.mean())
+        confident.append(err[conf >= np.median(conf)].mean())
+        spread.append(np.percentile(conf, 90) - np.percentile(conf, 10))
+    print(f"{a.model or 'embedded model'} on {a.data} [{a.frames}] every {a.every}: AbsRel all pixels "
+          f"{np.mean(every_px):.3f}, most confident half {np.mean(confident):.3f}, "
+          f"confidence p90-p10 {np.mean(spread):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
