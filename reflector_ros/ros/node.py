@@ -102,6 +102,7 @@ class DepthNode(Node):
         self._last_stamp_ns: int | None = None
         self._rays_key: tuple | None = None
         self._rays: np.ndarray | None = None
+        self._cloud_out: np.ndarray | None = None  # pack_cloud's work buffer; cloud_msg copies out of it
         self._warned: dict[str, tuple[float, int]] = {}
 
         # statistics (written by worker / callbacks, read by the diagnostics timer)
@@ -302,9 +303,10 @@ class DepthNode(Node):
             if p["points_rgb"]:
                 colour = rgb if (out_h, out_w) == (height, width) else cv2.resize(
                     rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
-            buf = pack_cloud(depth, self._ray_table(out_intr, stride), stride, p["points_min_range"],
+            rays = self._ray_table(out_intr, stride)  # (re)sizes self._cloud_out with it
+            buf = pack_cloud(depth, rays, stride, p["points_min_range"],
                              p["points_max_range"] if p["points_max_range"] > 0 else math.inf,
-                             res.confidence, p["points_min_confidence"], colour)
+                             res.confidence, p["points_min_confidence"], colour, out=self._cloud_out)
             msgs.append((self.pub_points, convert.cloud_msg(header, buf, buf.shape[0], buf.shape[1], colour is not None)))
             t["points_msg_ms"] = (time.perf_counter() - t0) * 1e3
 
@@ -327,6 +329,7 @@ class DepthNode(Node):
         key = (intr, stride)
         if key != self._rays_key:
             self._rays = ray_table(intr, stride)
+            self._cloud_out = np.empty((*self._rays.shape[:2], 4), np.float32)
             self._rays_key = key
         assert self._rays is not None
         return self._rays
