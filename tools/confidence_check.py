@@ -26,8 +26,12 @@ def main() -> int:
     p.add_argument("--frames", default="250:373")
     p.add_argument("--every", type=int, default=3)
     a = p.parse_args()
-    backend = make_backend("onnxruntime", a.model)
-    ds = ManifestDataset(a.data, a.frames)
+    try:
+        backend = make_backend("onnxruntime", a.model)
+        ds = ManifestDataset(a.data, a.frames)
+    except (OSError, ValueError) as exc:  # InputError is a ValueError
+        print(f"confidence_check: {exc}", file=sys.stderr)
+        return 2
     every_px, confident, spread = [], [], []
     for i in range(0, len(ds), max(1, a.every)):
         s = ds[i]
