@@ -22,7 +22,7 @@ import numpy as np
 from reflector_ros.core.camera import intrinsics_from_k
 from reflector_ros.core.decode import decode_compressed, decode_image
 from reflector_ros.core.depth import colorize, finalize_depth, to_millimetres
-from reflector_ros.core.pointcloud import backproject, cloud_fields, pack_cloud, ray_table
+from reflector_ros.core.pointcloud import backproject, cloud_fields, pack_cloud, ray_lengths, ray_table
 from reflector_ros.core.preprocess import preprocess, resize_to
 from reflector_ros.meta import ModelMeta
 
@@ -71,14 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     final = finalize_depth(depth, conf, 0.1, 10.0, 0.2)
     intr = intrinsics_from_k([525.0, 0, 319.5, 0, 525.0, 239.5, 0, 0, 1], W, H)
     rays = ray_table(intr, 1)
-    cloud_out = np.empty((H, W, 4), np.float32)
-    fin_out = np.empty((H, W), np.float32)
+    lengths = ray_lengths(rays)   # cached with the ray table, as the node does
+    cloud_out = convert.message_array((H, W, 4), np.float32)   # the node's reused, zero-copy buffers
+    fin_out = convert.message_array((H, W), np.float32)
     colored = colorize(final, 0.1, 10.0)
     header = Header(frame_id="camera_optical_frame")
 
     def points(with_rgb: bool) -> object:
         buf = pack_cloud(final, rays, max_range=8.0, confidence=conf, min_confidence=0.2,
-                         rgb=rgb if with_rgb else None, out=cloud_out)
+                         rgb=rgb if with_rgb else None, out=cloud_out, lengths=lengths)
         return convert.cloud_msg(header, buf, H, W, with_rgb)
 
     stages: dict[str, Callable[[], object]] = {
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         "finalize_depth": lambda: finalize_depth(depth, conf, 0.1, 10.0, 0.2, out=fin_out),
         "colorize": lambda: colorize(final, 0.1, 10.0),
         "to_millimetres": lambda: to_millimetres(final),
-        "depth msg 32FC1": lambda: convert.depth_image_msg(header, final),
+        "depth msg 32FC1 (copy)": lambda: convert.depth_image_msg(header, final),
+        "depth msg 32FC1 (message_array, node)": lambda: convert.depth_image_msg(header, fin_out),
         "depth msg 16UC1": lambda: convert.depth_image_msg(header, final, "16UC1"),
         "confidence msg": lambda: convert.confidence_msg(header, conf),
         "colored msg": lambda: convert.colored_msg(header, colored),
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results = {name: median_ms(fn, reps) for name, fn in stages.items()}
     per_frame = ["decode rgb8", "preprocess 640x480 -> 256x320", "resize back (one map)", "resize back (one map)",
-                 "finalize_depth", "colorize", "depth msg 32FC1", "confidence msg", "colored msg",
+                 "finalize_depth", "colorize", "depth msg 32FC1 (message_array, node)", "confidence msg", "colored msg",
                  "camera_info msg", "points msg xyz (pack + msg)"]
     results["sum of non-inference work per frame (cloud with range+confidence filters)"] = sum(
         results[k] for k in per_frame)

@@ -168,3 +168,29 @@ def test_header_identity_on_every_output(header):
         assert msg.header.stamp.sec == 1700000000 and msg.header.stamp.nanosec == 123456789
         assert msg.header.frame_id == "cam_optical_frame"
         assert _wire(msg).header == header
+
+
+def test_message_array_goes_in_without_a_copy(header):
+    """A message_array (or a full view of one) becomes msg.data itself; anything else is
+    copied, so later writes to the caller's array never leak into a built message."""
+    depth = convert.message_array((H, W), np.float32)
+    depth[:] = 2.5
+    msg = convert.depth_image_msg(header, depth)
+    depth[0, 0] = 7.0                                  # shared: the node reuses it next frame
+    assert np.frombuffer(msg.data, "<f4")[0] == 7.0
+    assert np.allclose(np.frombuffer(_wire(msg).data, "<f4")[1:], 2.5)
+
+    plain = np.full((H, W), 2.5, np.float32)
+    msg2 = convert.depth_image_msg(header, plain)
+    plain[0, 0] = 7.0
+    assert np.frombuffer(msg2.data, "<f4")[0] == 2.5
+
+    cloud = convert.message_array((H, W, 4), np.float32)
+    buf = pack_cloud(np.ones((H, W), np.float32), ray_table(Intrinsics(20.0, 20.0, 7.5, 5.5, W, H)), out=cloud)
+    cmsg = convert.cloud_msg(header, buf, H, W, False)
+    assert np.shares_memory(np.frombuffer(cmsg.data, np.uint8), cloud)
+    assert bytes(_wire(cmsg).data) == cloud.tobytes()
+
+    part = convert.message_array((H, W), np.float32)[: H // 2]   # does not cover the field: copied
+    msg3 = convert.depth_image_msg(header, part)
+    assert len(msg3.data) == part.nbytes and not np.shares_memory(np.frombuffer(msg3.data, np.uint8), part)

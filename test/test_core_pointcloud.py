@@ -9,7 +9,7 @@ import pytest
 
 from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.errors import InputError
-from reflector_ros.core.pointcloud import POINT_STEP, backproject, cloud_fields, pack_cloud, ray_table
+from reflector_ros.core.pointcloud import POINT_STEP, backproject, cloud_fields, pack_cloud, ray_lengths, ray_table
 
 INTR = Intrinsics(fx=41.0, fy=39.0, cx=15.3, cy=11.8, width=33, height=25)
 
@@ -123,3 +123,30 @@ def test_all_invalid_is_all_nan():
     depth = np.full((INTR.height, INTR.width), np.nan, np.float32)
     pts = _read(pack_cloud(depth, ray_table(INTR), max_range=math.inf), False)
     assert np.isnan(pts["x"]).all() and np.isnan(pts["z"]).all()
+
+
+def test_cached_lengths_and_input_untouched():
+    """The node passes ray_lengths() cached with the table: same cloud as computing them,
+    the caller's depth is never written (filters mask a copy), and a wrong-sized cache is refused."""
+    depth, conf, _ = _scene(3)
+    before = depth.copy()
+    rays = ray_table(INTR)
+    kw = dict(min_range=1.0, max_range=4.0, confidence=conf, min_confidence=0.3)
+    a = pack_cloud(depth, rays, **kw)
+    b = pack_cloud(depth, rays, lengths=ray_lengths(rays), **kw)
+    assert a.tobytes() == b.tobytes()
+    np.testing.assert_array_equal(depth, before)
+    ex, ey, ez = _expected(depth, 1)
+    np.testing.assert_allclose(ray_lengths(rays) * depth, np.sqrt(ex ** 2 + ey ** 2 + ez ** 2), rtol=1e-6)
+    with pytest.raises(InputError):
+        pack_cloud(depth, rays, lengths=ray_lengths(ray_table(INTR, 2)), **kw)
+
+
+def test_ray_table_planes_are_contiguous():
+    rays = ray_table(INTR, 3)
+    assert rays.shape == (math.ceil(INTR.height / 3), math.ceil(INTR.width / 3), 3)
+    assert all(rays[..., i].flags.c_contiguous for i in range(3))
+    v, u = np.mgrid[0:INTR.height:3, 0:INTR.width:3]
+    np.testing.assert_allclose(rays[..., 0], (u - INTR.cx) / INTR.fx, rtol=1e-6)
+    np.testing.assert_allclose(rays[..., 1], (v - INTR.cy) / INTR.fy, rtol=1e-6)
+    assert np.all(rays[..., 2] == 1.0)

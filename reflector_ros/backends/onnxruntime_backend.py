@@ -42,6 +42,11 @@ def _open_session(path: Path, providers: list, num_threads: int) -> ort.Inferenc
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = num_threads if num_threads > 0 else physical_cores()
     opts.inter_op_num_threads = 1
+    # No busy-waiting between ops: spinning pool threads steal the cores that the camera
+    # driver, DDS and the node's own publishing need, and a preempted thread then stalls a
+    # whole parallel op. On the 2-core VM it cost ~2 ms of median inference but removed
+    # the runs where inference doubled to 30 ms (bench/bench_latency.py, README "Speed").
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)

@@ -22,17 +22,25 @@ FLOAT32 = 7   # sensor_msgs/PointField.FLOAT32
 def ray_table(intr: Intrinsics, stride: int = 1) -> np.ndarray:
     """(h', w', 3) float32 rays ((u - cx)/fx, (v - cy)/fy, 1) for u, v = 0, stride, 2*stride...
 
-    Computed once per (intrinsics, stride) so each frame is a single multiply.
+    Computed once per (intrinsics, stride) so each frame is a single multiply. Stored plane
+    by plane (a transposed view of a (3, h', w') array): each axis is then one contiguous
+    multiply in pack_cloud, ~2x faster than strided reads of interleaved xyz.
     """
     if not isinstance(stride, int) or stride < 1:
         raise InputError(f"stride must be a positive integer, got {stride!r}")
     u = (np.arange(0, intr.width, stride, dtype=np.float64) - intr.cx) / intr.fx
     v = (np.arange(0, intr.height, stride, dtype=np.float64) - intr.cy) / intr.fy
-    rays = np.empty((v.size, u.size, 3), np.float32)
-    rays[..., 0] = u[None, :]
-    rays[..., 1] = v[:, None]
-    rays[..., 2] = 1.0
-    return rays
+    planes = np.empty((3, v.size, u.size), np.float32)
+    planes[0] = u[None, :]
+    planes[1] = v[:, None]
+    planes[2] = 1.0
+    return planes.transpose(1, 2, 0)
+
+
+def ray_lengths(rays: np.ndarray) -> np.ndarray:
+    """|ray| per pixel: a point's Euclidean range is z * |ray|. Cache it with the ray table."""
+    x, y = rays[..., 0], rays[..., 1]
+    return np.sqrt(x * x + y * y + np.float32(1.0), dtype=np.float32)
 
 
 def backproject(depth_decimated: np.ndarray, rays: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -52,18 +60,21 @@ def cloud_fields(with_rgb: bool) -> list[tuple[str, int, int, int]]:
 
 def pack_cloud(depth: np.ndarray, rays: np.ndarray, stride: int = 1, min_range: float = 0.0,
                max_range: float = math.inf, confidence: np.ndarray | None = None, min_confidence: float = 0.0,
-               rgb: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+               rgb: np.ndarray | None = None, out: np.ndarray | None = None,
+               lengths: np.ndarray | None = None) -> np.ndarray:
     """Full-resolution depth -> (h', w', 16) uint8 organised cloud data (one contiguous buffer).
 
     Invalid points (NaN depth, Euclidean range outside [min_range, max_range], confidence
     below ``min_confidence``) get NaN xyz, as depth_image_proc does. ``out`` is an
-    (h', w', 4) float32 buffer reused across frames; the result is a view of it.
+    (h', w', 4) float32 buffer reused across frames (the node passes a message_array, so
+    the message takes it without a copy); the result is a view of it. ``lengths`` is
+    ray_lengths(rays), cached by the caller; computed here when range filters need it.
     """
     if not isinstance(stride, int) or stride < 1:
         raise InputError(f"stride must be a positive integer, got {stride!r}")
     if depth.ndim != 2:
         raise InputError(f"depth must be 2-D, got shape {depth.shape}")
-    z = depth[::stride, ::stride]
+    z = np.ascontiguousarray(depth[::stride, ::stride], dtype=np.float32)
     hw = z.shape
     if rays.shape != (*hw, 3):
         raise InputError(f"ray table {rays.shape} does not match depth {depth.shape} at stride {stride} "
@@ -77,37 +88,42 @@ def pack_cloud(depth: np.ndarray, rays: np.ndarray, stride: int = 1, min_range: 
     if rgb is not None and (rgb.shape != (*depth.shape, 3) or rgb.dtype != np.uint8):
         raise InputError(f"rgb {rgb.shape} {rgb.dtype} must be uint8 of the depth's size {depth.shape} "
                          "(resize colour to the depth first)")
-    # Fold every filter into z first (NaN z -> NaN x, y, z), then one multiply per axis:
-    # per-axis multiplies on contiguous planes are ~6x faster than a broadcast into out[..., :3].
+    # Fold every filter into one mask on z (NaN z -> NaN x, y, z), then one multiply per axis.
     bad = None
     if min_range > 0 or math.isfinite(max_range):
-        r2 = rays[..., 0] ** 2
-        r2 += rays[..., 1] ** 2
-        r2 += rays[..., 2] ** 2
-        r2 *= z
-        r2 *= z                                        # squared Euclidean range of each point
+        if lengths is None:
+            lengths = ray_lengths(rays)
+        elif lengths.shape != hw:
+            raise InputError(f"ray lengths {lengths.shape} do not match the ray table {hw}")
+        dist = lengths * z                                  # Euclidean range of each point
         if min_range > 0:
-            bad = r2 < np.float32(min_range) ** 2
+            bad = dist < np.float32(min_range)
         if math.isfinite(max_range):
-            far = r2 > np.float32(max_range) ** 2
+            far = dist > np.float32(max_range)
             bad = far if bad is None else np.logical_or(bad, far, out=bad)
     if confidence is not None and min_confidence > 0:
         low = ~(confidence[::stride, ::stride] >= np.float32(min_confidence))   # NaN is low too
         bad = low if bad is None else np.logical_or(bad, low, out=bad)
     if bad is not None:
-        z = np.where(bad, np.float32(np.nan), z)
-    for axis in range(3):
-        np.multiply(rays[..., axis], z, out=out[..., axis])
+        # masked copy in OpenCV: ~15x faster than np.where / putmask on a scattered mask
+        if np.shares_memory(z, depth):   # never write into the caller's depth
+            z = z.copy()
+        z = cv2.copyTo(np.full(hw, np.nan, np.float32), bad.view(np.uint8), dst=z)
 
-    as_bytes = out.view(np.uint8).reshape(*hw, POINT_STEP)
-    if rgb is not None:
-        c = rgb[::stride, ::stride]
+    if rgb is None:
+        fourth = np.zeros(hw, np.float32)
+    else:
+        c = np.ascontiguousarray(rgb[::stride, ::stride])
         if sys.byteorder == "little":   # BGRA bytes read as uint32 = 0xAARRGGBB; drop alpha
-            bgra = cv2.cvtColor(c, cv2.COLOR_RGB2BGRA)
-            np.bitwise_and(bgra.view(np.uint32)[..., 0], np.uint32(0x00FFFFFF), out=out.view(np.uint32)[..., 3])
+            packed = cv2.cvtColor(c, cv2.COLOR_RGB2BGRA).view(np.uint32)[..., 0]
+            packed &= np.uint32(0x00FFFFFF)
         else:
             packed = (c[..., 0].astype(np.uint32) << 16) | (c[..., 1].astype(np.uint32) << 8) | c[..., 2]
-            out.view(np.uint32)[..., 3] = packed
-    else:
-        out[..., 3] = 0.0
-    return as_bytes
+        fourth = packed.view(np.float32)   # bits moved, never computed on: cv2.merge copies them as-is
+    # x, y from contiguous ray planes, then one interleaving pass (cv2.merge) into out
+    x = np.multiply(rays[..., 0], z)
+    y = np.multiply(rays[..., 1], z)
+    merged = cv2.merge([x, y, z, np.ascontiguousarray(fourth)], dst=out)
+    if merged is not out and not np.shares_memory(merged, out):   # OpenCV reallocated: keep the contract
+        np.copyto(out, merged)
+    return out.view(np.uint8).reshape(*hw, POINT_STEP)

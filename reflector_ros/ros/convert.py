@@ -3,11 +3,14 @@
 Assigning ``bytes`` or a list to a generated ``uint8[]`` field makes rclpy check every
 element; we fill the field's own ``array.array('B')`` with ``frombytes`` from a
 memoryview of the numpy buffer instead (one memcpy; bench/bench_core.py compares).
+An array made by ``message_array`` already lives in such a field value and goes into
+the message with no copy at all: the node packs its cloud and depth straight into one.
 """
 from __future__ import annotations
 
 import array
 import sys
+from typing import Any
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
@@ -22,8 +25,45 @@ from reflector_ros.core.pointcloud import POINT_STEP, cloud_fields
 _BIGENDIAN = int(sys.byteorder == "big")
 
 
+def message_array(shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
+    """A zeroed C-contiguous array whose memory is a uint8[] field value.
+
+    A message built from it (or from a full view of it) takes that field value without
+    copying, so the caller must not write to it again until the message is published;
+    rclpy serialises during ``publish()``, so reuse for the next frame is safe.
+    """
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return np.frombuffer(array.array("B", bytes(nbytes)), dtype).reshape(shape)
+
+
+def _owning_field(arr: np.ndarray) -> array.array | None:
+    """The array.array('B') that arr covers exactly (a message_array or a full view of one)."""
+    base: object = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    if (isinstance(base, array.array) and base.typecode == "B" and arr.flags.c_contiguous
+            and arr.nbytes == len(base) and arr.ctypes.data == base.buffer_info()[0]):
+        return base
+    return None
+
+
+def _new(cls: type) -> Any:
+    """An empty message that keeps an array.array assigned to its uint8[] field.
+
+    Kilted's generated setters copy it (``array.array('B', value)``) unless the message
+    was built with ``check_fields=True``; Humble's and Jazzy's keep it as is and have no
+    such argument, so ask the class which kind it is.
+    """
+    return cls(check_fields=True) if "_check_fields" in getattr(cls, "__slots__", ()) else cls()
+
+
 def _bytes_field(arr: np.ndarray) -> array.array:
-    """A uint8[] field value holding arr's bytes (one copy, no per-element checks)."""
+    """A uint8[] field value holding arr's bytes: a message_array's own, else one copy."""
+    own = _owning_field(arr)
+    if own is not None:
+        return own
     field = array.array("B")
     field.frombytes(np.ascontiguousarray(arr).data.cast("B"))
     return field
@@ -63,7 +103,7 @@ def _image(header: Header, arr: np.ndarray, encoding: str, channels: int) -> Ima
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != channels):
         raise InputError(f"{encoding} needs an (H, W{', ' + str(channels) if channels > 1 else ''}) array, "
                          f"got {arr.shape}")
-    msg = Image()
+    msg = _new(Image)
     msg.header = header
     msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
     msg.encoding = encoding
@@ -112,7 +152,7 @@ def cloud_msg(header: Header, buffer: np.ndarray, height: int, width: int, with_
     """Organised PointCloud2 around pack_cloud()'s buffer (height x width x 16 bytes)."""
     if buffer.nbytes != height * width * POINT_STEP:
         raise InputError(f"cloud buffer has {buffer.nbytes} bytes, expected {height}x{width}x{POINT_STEP}")
-    msg = PointCloud2()
+    msg = _new(PointCloud2)
     msg.header = header
     msg.height, msg.width = int(height), int(width)
     msg.fields = [PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in cloud_fields(with_rgb)]

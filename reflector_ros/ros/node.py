@@ -9,6 +9,7 @@ and Kilted (only long-standing rclpy APIs).
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import statistics
 import sys
@@ -32,7 +33,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from reflector_ros.core.camera import Intrinsics, intrinsics_from_k, scale_intrinsics
 from reflector_ros.core.depth import colorize, finalize_depth
 from reflector_ros.core.errors import InputError
-from reflector_ros.core.pointcloud import pack_cloud, ray_table
+from reflector_ros.core.pointcloud import pack_cloud, ray_lengths, ray_table
 from reflector_ros.meta import focal_scale
 from reflector_ros.ros import convert
 from reflector_ros.ros.params import DEFAULTS, PARAMS, changed_startup_params, normalize, validate_params
@@ -90,7 +91,8 @@ class DepthNode(Node):
 
         self.backend = self._make_backend()
         self.backend_label = f"{self.backend.name} ({self._backend_why})"
-        self.get_logger().info(f"model input {self.backend.meta.input_width}x{self.backend.meta.input_height}")
+        self.get_logger().info(f"model input {self.backend.meta.input_width}x{self.backend.meta.input_height}; "
+                               f"warm-up {self._warm_up():.0f} ms")
 
         # one-slot mailbox: latest frame wins
         self._slot: tuple[Any, int, float] | None = None
@@ -101,8 +103,8 @@ class DepthNode(Node):
         self._camera_info: CameraInfo | None = None
         self._last_stamp_ns: int | None = None
         self._rays_key: tuple | None = None
-        self._rays: np.ndarray | None = None
-        self._cloud_out: np.ndarray | None = None  # pack_cloud's work buffer; cloud_msg copies out of it
+        self._rays: tuple[np.ndarray, np.ndarray] | None = None
+        self._buffers: dict[str, np.ndarray] = {}  # message_array()s reused frame to frame (no copies)
         self._warned: dict[str, tuple[float, int]] = {}
 
         # statistics (written by worker / callbacks, read by the diagnostics timer)
@@ -158,6 +160,25 @@ class DepthNode(Node):
                                f"{type(exc).__name__}: {exc}") from None
         self._backend_why = str(getattr(backend, "reason", "") or ("requested" if name != "auto" else "auto"))
         return backend
+
+    def _warm_up(self) -> float:
+        """Two throw-away inferences, so the first camera frame does not pay for the
+        runtime's lazy allocations and kernel selection (ORT's first run is several times
+        slower; CUDA graphs and TensorRT contexts are captured here). Returns ms."""
+        meta = self.backend.meta
+        hw = (meta.input_height, meta.input_width)
+        dummy = np.full((*hw, 3), 127, np.uint8)
+        t0 = time.perf_counter()
+        for _ in range(2):
+            self.backend.run(dummy, 1.0, hw)
+        return (time.perf_counter() - t0) * 1e3
+
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 message_array for this output, rebuilt only when its shape changes."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._buffers[name] = convert.message_array(shape, np.float32)
+        return buf
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
         new = {p.name: p.value for p in params if p.name in DEFAULTS}
@@ -284,17 +305,26 @@ class DepthNode(Node):
         for key, val in (res.timings_ms or {}).items():
             t[key if key.endswith("_ms") else f"{key}_ms"] = float(val)
 
+        # depth and its camera_info go out first: they are what most consumers wait for
         t0 = time.perf_counter()
-        depth = finalize_depth(res.depth, res.confidence, p["min_depth"], p["max_depth"], p["min_confidence"])
-        msgs: list[tuple[Any, Any]] = [
-            (self.pub_depth, convert.depth_image_msg(header, depth, p["depth_encoding"])),
-            (self.pub_info, convert.camera_info_msg(header, out_intr)),
-        ]
+        depth = finalize_depth(res.depth, res.confidence, p["min_depth"], p["max_depth"], p["min_confidence"],
+                               out=self._buffer("depth", (out_h, out_w)))
+        first = [(self.pub_depth, convert.depth_image_msg(header, depth, p["depth_encoding"])),
+                 (self.pub_info, convert.camera_info_msg(header, out_intr))]
+        t["depth_msg_ms"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        for pub, out in first:
+            pub.publish(out)
+        publish_s = time.perf_counter() - t0
+        latency_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6
+
+        msgs: list[tuple[Any, Any]] = []
+        t0 = time.perf_counter()
         if want["confidence"]:
             msgs.append((self.pub_conf, convert.confidence_msg(header, res.confidence)))
         if want["colored"]:
             msgs.append((self.pub_colored, convert.colored_msg(header, colorize(depth, p["min_depth"], p["max_depth"]))))
-        t["depth_msg_ms"] = (time.perf_counter() - t0) * 1e3
+        t["depth_msg_ms"] += (time.perf_counter() - t0) * 1e3
 
         if want["points"]:
             t0 = time.perf_counter()
@@ -303,10 +333,11 @@ class DepthNode(Node):
             if p["points_rgb"]:
                 colour = rgb if (out_h, out_w) == (height, width) else cv2.resize(
                     rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
-            rays = self._ray_table(out_intr, stride)  # (re)sizes self._cloud_out with it
+            rays, lengths = self._ray_table(out_intr, stride)
             buf = pack_cloud(depth, rays, stride, p["points_min_range"],
                              p["points_max_range"] if p["points_max_range"] > 0 else math.inf,
-                             res.confidence, p["points_min_confidence"], colour, out=self._cloud_out)
+                             res.confidence, p["points_min_confidence"], colour,
+                             out=self._buffer("cloud", (*rays.shape[:2], 4)), lengths=lengths)
             msgs.append((self.pub_points, convert.cloud_msg(header, buf, buf.shape[0], buf.shape[1], colour is not None)))
             t["points_msg_ms"] = (time.perf_counter() - t0) * 1e3
 
@@ -314,8 +345,7 @@ class DepthNode(Node):
         for pub, out in msgs:
             pub.publish(out)
         done = time.monotonic()
-        t["publish_ms"] = (time.perf_counter() - t0) * 1e3
-        latency_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6
+        t["publish_ms"] = (time.perf_counter() - t0 + publish_s) * 1e3
         with self._stats_lock:
             self._counts["processed"] += 1
             self._out_times.append(done)
@@ -324,14 +354,14 @@ class DepthNode(Node):
                 if key in self._stage_ms:
                     self._stage_ms[key].append(val)
 
-    def _ray_table(self, intr: Intrinsics, stride: int) -> np.ndarray:
-        """Cached: intrinsics change rarely, so back-projection is one multiply per frame."""
+    def _ray_table(self, intr: Intrinsics, stride: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cached rays and their lengths: intrinsics change rarely, so back-projection is
+        one multiply per axis and the range filter one more per frame."""
         key = (intr, stride)
-        if key != self._rays_key:
-            self._rays = ray_table(intr, stride)
-            self._cloud_out = np.empty((*self._rays.shape[:2], 4), np.float32)
+        if key != self._rays_key or self._rays is None:
+            rays = ray_table(intr, stride)
+            self._rays = (rays, ray_lengths(rays))
             self._rays_key = key
-        assert self._rays is not None
         return self._rays
 
     # ------------------------------------------------------------------ logging and diagnostics
@@ -421,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if profile_line:
             node.get_logger().info(profile_line)
+        # Everything loaded so far (rclpy, numpy, the runtime) lives for the whole run:
+        # keep it out of the collector so a full collection cannot stall a frame (~6 ms).
+        gc.collect()
+        gc.freeze()
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         try:
