@@ -2,6 +2,7 @@
 the numpy core, make_backend's choice and its refusals."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -165,6 +166,50 @@ def test_torch_backproject_matches_core() -> None:
     u, v = 100, 20
     assert ours[v, u, 0] == pytest.approx((u - 79.5) * depth[v, u] / 300.0, rel=1e-6)
     assert np.isnan(ours[5, 7]).all()
+
+
+@pytest.mark.parametrize("stride,out_hw,rgb", [(1, (64, 80), True), (3, (64, 80), False), (2, (48, 60), True)])
+def test_backend_cloud_matches_host_build(ort, torch_cpu, stride: int, out_hw: tuple[int, int], rgb: bool) -> None:
+    """The device twin (torch_ops.build_cloud, what CUDA/TensorRT run) packs the same
+    bytes as the host path on the same depth, straight into the caller's buffer."""
+    from reflector_ros.core.camera import Intrinsics
+    from reflector_ros.core.depth import finalize_depth
+    from reflector_ros.core.pointcloud import CloudSpec, build_cloud, ray_lengths, ray_table
+
+    h, w = out_hw
+    rays = ray_table(Intrinsics(fx=70.0, fy=72.0, cx=(w - 1) / 2, cy=(h - 1) / 2, width=w, height=h), stride)
+    out = np.full((*rays.shape[:2], 4), 7.0, np.float32)
+    frame = _frame(64, 80, seed=3)
+    res0 = torch_cpu.run(frame, 1.0, out_hw)
+    d = res0.depth[np.isfinite(res0.depth)]
+    lo, hi = np.quantile(d, [0.1, 0.9])                 # cut both tails so every filter bites
+    spec = CloudSpec(rays, ray_lengths(rays), stride, float(lo), float(hi), 0.01,
+                     float(np.quantile(d, 0.2)), float(np.quantile(d, 0.8) * 1.05), 0.02, rgb, out=out)
+    host_spec = dataclasses.replace(spec, out=None)
+    for backend in (torch_cpu, ort):
+        res = backend.run(frame, 1.0, out_hw, cloud=spec)
+        assert res.cloud is out                     # the one device-to-host copy landed in the caller's buffer
+        got = res.cloud.copy()
+        host = build_cloud(finalize_depth(res.depth, res.confidence, spec.min_depth, spec.max_depth,
+                                          spec.min_confidence), res.confidence, frame, host_spec)
+        valid = ~np.isnan(got[..., 2])
+        assert 0 < valid.sum() < valid.size
+        if rgb and out_hw != frame.shape[:2]:   # colour resized on each side by a different resampler
+            np.testing.assert_array_equal(got[..., :3].view(np.uint32), host[..., :3].view(np.uint32))
+        else:
+            np.testing.assert_array_equal(got.view(np.uint32), host.view(np.uint32))
+
+
+def test_bad_cloud_spec_is_refused(torch_cpu) -> None:
+    from reflector_ros.core.camera import Intrinsics
+    from reflector_ros.core.pointcloud import CloudSpec, ray_lengths, ray_table
+
+    rays = ray_table(Intrinsics(fx=70.0, fy=72.0, cx=39.5, cy=31.5, width=80, height=64), 2)
+    with pytest.raises(InputError, match="stride"):
+        torch_cpu.run(_frame(64, 80), 1.0, (64, 80), cloud=CloudSpec(rays, ray_lengths(rays), 1))
+    with pytest.raises(InputError, match="cloud.out"):
+        torch_cpu.run(_frame(64, 80), 1.0, (64, 80), cloud=CloudSpec(rays, ray_lengths(rays), 2,
+                                                                      out=np.empty((3, 3, 4), np.float32)))
 
 
 # --- make_backend -----------------------------------------------------------------------

@@ -197,6 +197,38 @@ def test_output_scale_and_cloud_is_backprojected_depth(harness: Harness, launch)
     assert np.nanmax(np.abs(xyz - expect)) <= 1e-3
 
 
+def test_cloud_built_by_the_backend_device_path(harness: Harness, launch, model: str) -> None:
+    """torch backends pack the cloud beside the network (torch_ops.build_cloud, the code the
+    GPU runs; here on the CPU): same back-projection of the published depth, with stride,
+    range and confidence filters and rgb, as the host path."""
+    proc, ns = launch(backend="torch-cpu", model=model.replace(".onnx", ".pt"), min_depth=0.5, max_depth=0.9,
+                      points_stride=2, points_rgb=True, points_max_range=0.85, points_min_confidence=0.05)
+    subscribe_all(harness, ns)
+    cam = Cam(harness, ns)
+    cam.prime(topic="points")
+    stamp = cam.send()
+    assert harness.wait_for(lambda: cam.answered(stamp, "points") and cam.answered(stamp, "depth/camera_info")
+                            and cam.answered(stamp, "depth/confidence"), 10)
+    cloud = cam.answered(stamp, "points")
+    assert [f.name for f in cloud.fields] == ["x", "y", "z", "rgb"] and (cloud.height, cloud.width) == (H // 2, W // 2)
+    depth = image_array(cam.answered(stamp))[::2, ::2]
+    conf = image_array(cam.answered(stamp, "depth/confidence"))[::2, ::2]
+    info = cam.answered(stamp, "depth/camera_info")
+    fx, cx, fy, cy = info.p[0], info.p[2], info.p[5], info.p[6]
+    v, u = np.mgrid[0:H:2, 0:W:2]
+    expect = np.stack([(u - cx) * depth / fx, (v - cy) * depth / fy, depth], axis=-1)
+    keep = (np.linalg.norm(expect, axis=-1) <= 0.85) & (conf >= 0.05)      # NaN depth fails the first
+    xyz = cloud_xyz(cloud)
+    assert 0 < keep.sum() < keep.size, "test needs both kept and filtered points"
+    assert np.array_equal(~np.isnan(xyz).any(-1), keep)
+    assert np.nanmax(np.abs(xyz - expect)) <= 1e-3
+    packed = np.frombuffer(bytes(cloud.data), "<u4").reshape(H // 2, W // 2, 4)[..., 3]
+    rgb = RGB[::2, ::2].astype(np.uint32)
+    np.testing.assert_array_equal(packed, (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2])
+    diag = cam.diagnostics()
+    assert diag["backend"].startswith("torch-cpu") and diag["cloud_built_on"] == "torch-cpu"
+
+
 def test_16uc1_millimetres_with_zero_invalid(harness: Harness, launch) -> None:
     proc, ns = launch(min_depth=0.5, max_depth=0.9)
     subscribe_all(harness, ns)
@@ -491,6 +523,7 @@ def test_diagnostics_content(harness: Harness, launch) -> None:
     assert set(keys) <= set(diag), sorted(diag)
     assert diag["_level"] == "0"
     assert diag["backend"].startswith("onnxruntime-cpu (") and "tiny.onnx" in diag["backend"]
+    assert diag["cloud_built_on"] == "host"   # ORT outputs are on the host already
     for k in keys:
         if k != "backend":
             assert math.isfinite(float(diag[k])) and float(diag[k]) >= 0, (k, diag[k])

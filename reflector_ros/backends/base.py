@@ -6,6 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
+from reflector_ros.core.pointcloud import CloudSpec
 from reflector_ros.meta import ModelMeta
 
 
@@ -14,21 +15,24 @@ class DepthResult:
     depth: np.ndarray                 # (h, w) float32 metres along optical Z, NaN invalid
     confidence: np.ndarray            # (h, w) float32 in [0, 1]
     points: np.ndarray | None = None  # (h, w, 3) float32 xyz in the optical frame, if rays given
+    cloud: np.ndarray | None = None   # (h', w', 4) float32 packed cloud (pack_cloud layout), if a CloudSpec given
     timings_ms: dict[str, float] | None = None  # preprocess / inference / postprocess
 
 
 class Backend(Protocol):
     name: str          # "tensorrt", "torch-cuda", "torch-cpu", "onnxruntime-cpu", ...
     meta: ModelMeta
+    builds_cloud: bool  # packs the cloud on its own device: the node then passes a CloudSpec
 
     def run(self, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-            rays: np.ndarray | None = None) -> DepthResult:
+            rays: np.ndarray | None = None, cloud: CloudSpec | None = None) -> DepthResult:
         """rgb: (H, W, 3) uint8 RGB. scale: focal_scale() for this camera.
 
         Pre-processing (resize, normalise), the network, and post-processing (resize
         back to out_hw, canonical de-scaling, confidence, optional back-projection
-        through ``rays`` of shape (out_h, out_w, 3)) all happen on the backend's device,
-        with one device-to-host copy per output.
+        through ``rays`` of shape (out_h, out_w, 3), optional packed cloud per ``cloud``)
+        all happen on the backend's device, with one device-to-host copy per output
+        (the cloud's lands in ``cloud.out``).
         """
         ...
 
@@ -37,7 +41,7 @@ MAX_DIM = 16384  # refuse sizes no camera produces, before allocating anything
 
 
 def check_run_args(rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-                   rays: np.ndarray | None) -> tuple[int, int]:
+                   rays: np.ndarray | None, cloud: CloudSpec | None = None) -> tuple[int, int]:
     """Shared input validation for every backend's run(); returns out_hw as ints.
 
     Raises InputError (the node skips the frame and keeps serving).
@@ -59,4 +63,16 @@ def check_run_args(rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
     if rays is not None and (not isinstance(rays, np.ndarray) or rays.shape != (h, w, 3)):
         got = rays.shape if isinstance(rays, np.ndarray) else type(rays).__name__
         raise InputError(f"rays must have shape ({h}, {w}, 3) to match out_hw, got {got}")
+    if cloud is not None:
+        s = cloud.stride
+        if not isinstance(s, int) or s < 1:
+            raise InputError(f"cloud stride must be a positive integer, got {s!r}")
+        hw = (-(-h // s), -(-w // s))
+        if cloud.rays.shape != (*hw, 3) or cloud.lengths.shape != hw:
+            raise InputError(f"cloud rays {cloud.rays.shape} / lengths {cloud.lengths.shape} do not match "
+                             f"the output {w}x{h} at stride {s} (expected {(*hw, 3)})")
+        if cloud.out is not None and (cloud.out.shape != (*hw, 4) or cloud.out.dtype != np.float32
+                                      or not cloud.out.flags.c_contiguous):
+            raise InputError(f"cloud.out must be a contiguous {(*hw, 4)} float32 array, got "
+                             f"{cloud.out.shape} {cloud.out.dtype}")
     return h, w

@@ -13,6 +13,8 @@ import numpy as np
 import onnxruntime as ort
 
 from reflector_ros.backends.base import DepthResult, check_run_args
+from reflector_ros.core.depth import finalize_depth
+from reflector_ros.core.pointcloud import CloudSpec, build_cloud
 from reflector_ros.meta import ModelMeta
 
 FEATURES = ("rel_depth", "feat0", "feat1", "feat2", "feat3")
@@ -93,6 +95,7 @@ class OnnxRuntimeBackend:
                                    "CUDAExecutionProvider (pip install onnxruntime-gpu)")
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         self.name = "onnxruntime-cuda" if cuda else "onnxruntime-cpu"
+        self.builds_cloud = False   # outputs come back to the host anyway: the node packs there
         self.model_path = path
         backbone, reflector = pair_paths(path)
         self.pair = bool(use_pair and backbone.is_file() and reflector.is_file())
@@ -126,8 +129,8 @@ class OnnxRuntimeBackend:
         return depth, conf
 
     def run(self, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-            rays: np.ndarray | None = None) -> DepthResult:
-        out_hw = check_run_args(rgb, scale, out_hw, rays)
+            rays: np.ndarray | None = None, cloud: CloudSpec | None = None) -> DepthResult:
+        out_hw = check_run_args(rgb, scale, out_hw, rays, cloud)
         t0 = time.perf_counter()
         x = self._preprocess(rgb, self.meta)
         t1 = time.perf_counter()
@@ -138,8 +141,12 @@ class OnnxRuntimeBackend:
         finalize(depth, conf)
         t3 = time.perf_counter()
         points = self._backproject(depth, rays) if rays is not None else None
+        packed = None
+        if cloud is not None:   # host path; the node packs itself with the depth it publishes
+            final = finalize_depth(depth, conf, cloud.min_depth, cloud.max_depth, cloud.min_confidence)
+            packed = build_cloud(final, conf, rgb, cloud)
         t4 = time.perf_counter()
-        return DepthResult(depth=depth, confidence=conf, points=points,
+        return DepthResult(depth=depth, confidence=conf, points=points, cloud=packed,
                            timings_ms={"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1),
                                        "postprocess": 1e3 * (t3 - t2), "points": 1e3 * (t4 - t3)})
 

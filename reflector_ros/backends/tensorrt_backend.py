@@ -20,6 +20,7 @@ import torch
 from reflector_ros.backends import engine_cache
 from reflector_ros.backends.base import DepthResult
 from reflector_ros.backends.torch_ops import DevicePipeline
+from reflector_ros.core.pointcloud import CloudSpec
 from reflector_ros.meta import ModelMeta
 
 LOG = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class TensorRTBackend:
         self.meta = meta_from_onnx(path)
         self.device = torch.device("cuda")
         self.name = "tensorrt"
+        self.builds_cloud = True   # torch_ops.build_cloud, next to the network
         cache_dir = engine_cache.default_cache_dir(engine_dir)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         graphs = graphs_for(path, use_pair)
@@ -155,5 +157,5 @@ class TensorRTBackend:
         return out["depth"], out["confidence"]
 
     def run(self, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-            rays: np.ndarray | None = None) -> DepthResult:
-        return self.pipeline.run(self.infer, rgb, scale, out_hw, rays)
+            rays: np.ndarray | None = None, cloud: CloudSpec | None = None) -> DepthResult:
+        return self.pipeline.run(self.infer, rgb, scale, out_hw, rays, cloud)

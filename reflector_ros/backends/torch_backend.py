@@ -14,6 +14,7 @@ import torch
 
 from reflector_ros.backends.base import DepthResult
 from reflector_ros.backends.torch_ops import DevicePipeline
+from reflector_ros.core.pointcloud import CloudSpec
 
 LOG = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class TorchBackend:
         self.model = model
         self.device = dev
         self.name = "torch-cuda" if dev.type == "cuda" else "torch-cpu"
+        self.builds_cloud = True   # torch_ops.build_cloud, next to the network
         self.pipeline = DevicePipeline(meta, dev, input_dtype=dtype, channels_last=dev.type == "cuda")
         self._graph: torch.cuda.CUDAGraph | None = None
         self._static: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -97,5 +99,5 @@ class TorchBackend:
         return out["depth"], out["confidence"]
 
     def run(self, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-            rays: np.ndarray | None = None) -> DepthResult:
-        return self.pipeline.run(self.infer, rgb, scale, out_hw, rays)
+            rays: np.ndarray | None = None, cloud: CloudSpec | None = None) -> DepthResult:
+        return self.pipeline.run(self.infer, rgb, scale, out_hw, rays, cloud)

@@ -7,6 +7,7 @@ host-to-device copy (the uint8 image) and one device-to-host copy per output.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Callable
 
@@ -15,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from reflector_ros.backends.base import DepthResult, check_run_args
+from reflector_ros.core.errors import InputError
+from reflector_ros.core.pointcloud import CloudSpec
 from reflector_ros.meta import ModelMeta
 
 # network forward: (image [1,3,H,W], focal_scale [1]) -> (depth [1,1,H,W], confidence [1,1,H,W])
@@ -89,15 +92,76 @@ def backproject(depth: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
     return rays * depth.unsqueeze(-1)
 
 
-def download(tensors: list[torch.Tensor]) -> list[np.ndarray]:
-    """One device-to-host copy per tensor; on CUDA all copies are queued, then one sync."""
+def build_cloud(depth: torch.Tensor, confidence: torch.Tensor, img: torch.Tensor | None, spec: CloudSpec,
+                rays: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Device twin of core.depth.finalize_depth + core.pointcloud.build_cloud.
+
+    depth, confidence: (H, W) float32 after finalize(); img: (H0, W0, 3) uint8 colour;
+    rays (h', w', 3) and lengths (h', w') on the device. Returns (h', w', 4) float32 with
+    NaN xyz for every invalid point and, with spec.rgb, the 0x00RRGGBB bits in channel 3.
+    The same float32 comparisons and single multiplies as the host, so the two agree bit
+    for bit on the same depth (test_backends checks it).
+    """
+    s = spec.stride
+    z = depth[::s, ::s]
+    c = confidence[::s, ::s]
+    lo = spec.min_depth if spec.min_depth > 0 else float(np.nextafter(np.float32(0), np.float32(1)))
+    good = z >= lo                                    # NaN compares False
+    if math.isfinite(spec.max_depth):
+        good &= z <= spec.max_depth
+    else:
+        good &= z <= float(np.finfo(np.float32).max)  # +inf is invalid, as on the host
+    if spec.min_confidence > 0:
+        good &= c >= spec.min_confidence
+    if spec.min_range > 0 or math.isfinite(spec.max_range):
+        dist = lengths * z
+        if spec.min_range > 0:
+            good &= ~(dist < spec.min_range)
+        if math.isfinite(spec.max_range):
+            good &= ~(dist > spec.max_range)
+    if spec.min_point_confidence > 0:
+        good &= c >= spec.min_point_confidence
+    z = torch.where(good, z, torch.full_like(z, float("nan")))
+    bits = torch.zeros((*z.shape, 4), dtype=torch.int32, device=z.device)
+    out = bits.view(torch.float32)                    # rgb goes in as integer bits, never as a float
+    out[..., 0] = rays[..., 0] * z
+    out[..., 1] = rays[..., 1] * z
+    out[..., 2] = z
+    if spec.rgb:
+        if img is None:
+            raise InputError("the cloud spec asks for rgb but no colour image was given")
+        h, w = depth.shape
+        col = img
+        if tuple(col.shape[:2]) != (h, w):              # shrink like INTER_AREA: antialiased bilinear
+            col = F.interpolate(col.permute(2, 0, 1).unsqueeze(0).float(), size=(h, w), mode="bilinear",
+                                align_corners=False, antialias=True)[0].permute(1, 2, 0).round().clamp_(0, 255)
+        col = col[::s, ::s].to(torch.int32)
+        bits[..., 3] = (col[..., 0] << 16) | (col[..., 1] << 8) | col[..., 2]
+    return out
+
+
+def download(tensors: list[torch.Tensor], into: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
+    """One device-to-host copy per tensor; on CUDA all copies are queued, then one sync.
+
+    ``into`` maps a tensor's index to a host array (e.g. a message_array) that receives
+    its copy directly, instead of a staging buffer.
+    """
+    into = into or {}
     if not tensors or tensors[0].device.type != "cuda":
-        return [t.detach().contiguous().numpy() for t in tensors]
-    hosts = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
-    for host, t in zip(hosts, tensors):
-        host.copy_(t, non_blocking=True)
+        outs = []
+        for i, t in enumerate(tensors):
+            if i in into:
+                torch.from_numpy(into[i]).copy_(t.detach())
+                outs.append(into[i])
+            else:
+                outs.append(t.detach().contiguous().numpy())
+        return outs
+    hosts = [torch.from_numpy(into[i]) if i in into else torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+             for i, t in enumerate(tensors)]
+    for i, (host, t) in enumerate(zip(hosts, tensors)):
+        host.copy_(t, non_blocking=i not in into)   # pageable destinations copy synchronously
     torch.cuda.current_stream(tensors[0].device).synchronize()
-    return [h.numpy() for h in hosts]
+    return [into[i] if i in into else h.numpy() for i, h in enumerate(hosts)]
 
 
 class DevicePipeline:
@@ -113,6 +177,8 @@ class DevicePipeline:
         self.norm_scale, self.norm_bias = normalisation(meta, device)
         self._rays_src: np.ndarray | None = None
         self._rays_dev: torch.Tensor | None = None
+        self._cloud_src: tuple[np.ndarray, np.ndarray] | None = None
+        self._cloud_dev: tuple[torch.Tensor, torch.Tensor] | None = None
         # a stream of our own: TensorRT's enqueue on the legacy default stream adds syncs
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
@@ -124,9 +190,18 @@ class DevicePipeline:
             self._rays_src = rays
         return self._rays_dev
 
+    def cloud_tables_on_device(self, spec: CloudSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        """The spec's rays and lengths, uploaded once per ray table (as rays_on_device)."""
+        src = self._cloud_src
+        if src is None or src[0] is not spec.rays or src[1] is not spec.lengths or self._cloud_dev is None:
+            self._cloud_dev = (torch.from_numpy(np.ascontiguousarray(spec.rays, dtype=np.float32)).to(self.device),
+                               torch.from_numpy(np.ascontiguousarray(spec.lengths, dtype=np.float32)).to(self.device))
+            self._cloud_src = (spec.rays, spec.lengths)
+        return self._cloud_dev
+
     def run(self, infer: InferFn, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-            rays: np.ndarray | None = None) -> DepthResult:
-        out_hw = check_run_args(rgb, scale, out_hw, rays)
+            rays: np.ndarray | None = None, cloud: CloudSpec | None = None) -> DepthResult:
+        out_hw = check_run_args(rgb, scale, out_hw, rays, cloud)
         cuda = self.device.type == "cuda"
         marks: list[object] = []
 
@@ -151,10 +226,15 @@ class DevicePipeline:
             depth, conf = finalize(resize_map(depth_net, out_hw), resize_map(conf_net, out_hw))
             mark()
             outs = [depth, conf]
+            into: dict[int, np.ndarray] = {}
             if rays is not None:
                 outs.append(backproject(depth, self.rays_on_device(rays)))
+            if cloud is not None:
+                if cloud.out is not None:
+                    into[len(outs)] = cloud.out
+                outs.append(build_cloud(depth, conf, img, cloud, *self.cloud_tables_on_device(cloud)))
             mark()
-            host = download(outs)
+            host = download(outs, into)
             mark()
         if cuda:  # download() synchronised the stream, so every event is complete
             ms = [marks[i].elapsed_time(marks[i + 1]) for i in range(len(marks) - 1)]  # type: ignore[attr-defined]
@@ -163,4 +243,4 @@ class DevicePipeline:
         # the device-to-host copies count as post-processing (they are on every frame)
         timings = {"preprocess": ms[0], "inference": ms[1], "postprocess": ms[2] + ms[4], "points": ms[3]}
         return DepthResult(depth=host[0], confidence=host[1], points=host[2] if rays is not None else None,
-                           timings_ms=timings)
+                           cloud=host[-1] if cloud is not None else None, timings_ms=timings)

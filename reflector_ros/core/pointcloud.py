@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -127,3 +128,40 @@ def pack_cloud(depth: np.ndarray, rays: np.ndarray, stride: int = 1, min_range: 
     if merged is not out and not np.shares_memory(merged, out):   # OpenCV reallocated: keep the contract
         np.copyto(out, merged)
     return out.view(np.uint8).reshape(*hw, POINT_STEP)
+
+
+@dataclass(frozen=True, eq=False)
+class CloudSpec:
+    """Everything the node's PointCloud2 needs besides the frame itself.
+
+    One object so that a GPU backend can build the cloud next to the network (torch_ops
+    has the device twin of build_cloud) with exactly the node's filters: the depth
+    validity of core.depth.finalize_depth, then pack_cloud's range and confidence filters.
+    """
+    rays: np.ndarray                    # ray_table(output intrinsics, stride)
+    lengths: np.ndarray                 # ray_lengths(rays)
+    stride: int = 1
+    min_depth: float = 0.0              # depth validity, as finalize_depth
+    max_depth: float = math.inf
+    min_confidence: float = 0.0
+    min_range: float = 0.0              # point filters, as pack_cloud
+    max_range: float = math.inf
+    min_point_confidence: float = 0.0
+    rgb: bool = False
+    out: np.ndarray | None = None       # (h', w', 4) float32 destination, e.g. a message_array
+
+
+def build_cloud(depth: np.ndarray, confidence: np.ndarray, rgb: np.ndarray | None, spec: CloudSpec) -> np.ndarray:
+    """Host path: finalized depth (NaN invalid) + confidence at the output size ->
+    (h', w', 4) float32 cloud in ``spec.out`` (or a new array). Colour is resized to
+    the depth (INTER_AREA) when the output is smaller than the image."""
+    colour = None
+    if spec.rgb:
+        if rgb is None:
+            raise InputError("the cloud spec asks for rgb but no colour image was given")
+        h, w = depth.shape
+        colour = rgb if rgb.shape[:2] == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    out = spec.out if spec.out is not None else np.empty((*spec.rays.shape[:2], 4), np.float32)
+    pack_cloud(depth, spec.rays, spec.stride, spec.min_range, spec.max_range, confidence,
+               spec.min_point_confidence, colour, out=out, lengths=spec.lengths)
+    return out

@@ -19,7 +19,6 @@ import traceback
 from collections import deque
 from typing import Any
 
-import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -33,7 +32,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from reflector_ros.core.camera import Intrinsics, intrinsics_from_k, scale_intrinsics
 from reflector_ros.core.depth import colorize, finalize_depth
 from reflector_ros.core.errors import InputError
-from reflector_ros.core.pointcloud import pack_cloud, ray_lengths, ray_table
+from reflector_ros.core.pointcloud import CloudSpec, build_cloud, ray_lengths, ray_table
 from reflector_ros.meta import focal_scale
 from reflector_ros.ros import convert
 from reflector_ros.ros.params import DEFAULTS, PARAMS, changed_startup_params, normalize, validate_params
@@ -42,7 +41,8 @@ NODE_NAME = "reflector_depth"
 STATUS_NAME = "reflector_depth: pipeline"
 RESTART_JUMP_S = 3.0       # a stamp this far back is a restarted source (looping bag), not a stale frame
 WARN_PERIOD_S = 5.0        # one line per distinct problem per this many seconds
-STAGES = ("decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "depth_msg_ms", "points_msg_ms", "publish_ms")
+STAGES = ("decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "points_ms", "depth_msg_ms", "points_msg_ms",
+          "publish_ms")
 WINDOW = 100               # frames in the latency / stage-timing windows
 RATE_WINDOW_S = 5.0
 
@@ -301,7 +301,16 @@ class DepthNode(Node):
         out_intr = scale_intrinsics(intr, out_w, out_h)
         scale = focal_scale(intr.fx, intr.fy, width, height, self.backend.meta)
 
-        res = self.backend.run(rgb, scale, (out_h, out_w))
+        spec = None
+        if want["points"]:
+            rays, lengths = self._ray_table(out_intr, p["points_stride"])
+            spec = CloudSpec(rays, lengths, p["points_stride"], p["min_depth"], p["max_depth"], p["min_confidence"],
+                             p["points_min_range"], p["points_max_range"] if p["points_max_range"] > 0 else math.inf,
+                             p["points_min_confidence"], bool(p["points_rgb"]),
+                             out=self._buffer("cloud", (*rays.shape[:2], 4)))
+        # GPU backends pack the cloud beside the network, straight into the message buffer
+        res = self.backend.run(rgb, scale, (out_h, out_w),
+                               cloud=spec if getattr(self.backend, "builds_cloud", False) else None)
         for key, val in (res.timings_ms or {}).items():
             t[key if key.endswith("_ms") else f"{key}_ms"] = float(val)
 
@@ -326,19 +335,10 @@ class DepthNode(Node):
             msgs.append((self.pub_colored, convert.colored_msg(header, colorize(depth, p["min_depth"], p["max_depth"]))))
         t["depth_msg_ms"] += (time.perf_counter() - t0) * 1e3
 
-        if want["points"]:
+        if spec is not None:
             t0 = time.perf_counter()
-            stride = p["points_stride"]
-            colour = None
-            if p["points_rgb"]:
-                colour = rgb if (out_h, out_w) == (height, width) else cv2.resize(
-                    rgb, (out_w, out_h), interpolation=cv2.INTER_AREA)
-            rays, lengths = self._ray_table(out_intr, stride)
-            buf = pack_cloud(depth, rays, stride, p["points_min_range"],
-                             p["points_max_range"] if p["points_max_range"] > 0 else math.inf,
-                             res.confidence, p["points_min_confidence"], colour,
-                             out=self._buffer("cloud", (*rays.shape[:2], 4)), lengths=lengths)
-            msgs.append((self.pub_points, convert.cloud_msg(header, buf, buf.shape[0], buf.shape[1], colour is not None)))
+            buf = res.cloud if res.cloud is not None else build_cloud(depth, res.confidence, rgb, spec)
+            msgs.append((self.pub_points, convert.cloud_msg(header, buf, buf.shape[0], buf.shape[1], spec.rgb)))
             t["points_msg_ms"] = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()
@@ -400,6 +400,7 @@ class DepthNode(Node):
             "received_frames": str(counts["received"]), "processed_frames": str(counts["processed"]),
             "dropped_frames": str(counts["dropped"]), "skipped_bad_frames": str(counts["skipped_bad"]),
             "idle_frames": str(counts["idle"]), "backend": self.backend_label,
+            "cloud_built_on": self.backend.name if getattr(self.backend, "builds_cloud", False) else "host",
             "waiting_for_camera_info": str(self._camera_info is None and self._p["fallback_fx"] <= 0).lower(),
             **{k: f"{v:.2f}" for k, v in stages.items()},
         }
