@@ -26,7 +26,8 @@ demo: $(STAMP)
 	$(VPY) -m reflector_ros.cli demo
 
 typecheck: $(STAMP)
-	$(VPY) -m mypy --config-file mypy.ini reflector_ros/backends/tensorrt_backend.py
+	$(VPY) -m mypy --config-file mypy.ini reflector_ros/backends/tensorrt_backend.py \
+		reflector_ros/backends/tensorrt_pycuda.py reflector_ros/backends/engine_build.py
 
 test: $(STAMP) typecheck
 	$(VPY) -m pytest -q -rs $(PYTEST_ARGS) test

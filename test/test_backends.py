@@ -132,7 +132,7 @@ def test_torch_resize_and_finalize_match_core(out_hw: tuple[int, int]) -> None:
     import torch
 
     from reflector_ros.backends import torch_ops
-    from reflector_ros.backends.onnxruntime_backend import finalize
+    from reflector_ros.core.depth import finalize_outputs as finalize
     from reflector_ros.core.preprocess import resize_to
 
     rng = np.random.default_rng(0)

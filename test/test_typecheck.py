@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CHECKED = ["reflector_ros/backends/tensorrt_backend.py", "reflector_ros/backends/engine_build.py"]
+CHECKED = ["reflector_ros/backends/tensorrt_backend.py", "reflector_ros/backends/tensorrt_pycuda.py",
+           "reflector_ros/backends/engine_build.py"]
 
 BAD = '''\
 import tensorrt as trt

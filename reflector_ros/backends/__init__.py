@@ -6,6 +6,7 @@ ONNX Runtime path (and `auto` on a machine without a GPU) never imports torch.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -101,9 +102,10 @@ def _choose(path: Path | None, why: list[str]) -> str:
     wants_pt = path is not None and path.suffix == ".pt" and not path.with_suffix(".onnx").is_file()
     try:
         trt_runtime_version()
-        if n_cuda and not wants_pt:
+        buffers = _torch_has_cuda() is True or importlib.util.find_spec("pycuda") is not None
+        if n_cuda and not wants_pt and buffers:
             return "tensorrt"
-        why.append(f"tensorrt importable but {no_cuda or 'model is a .pt checkpoint'}")
+        why.append(f"tensorrt importable but {no_cuda or ('model is a .pt checkpoint' if wants_pt else 'no device buffers: neither torch with CUDA nor pycuda')}")
     except ImportError as err:
         why.append(f"tensorrt not importable ({err})")
     except Exception as err:  # a broken install raises other errors at import
@@ -150,9 +152,31 @@ def _build(name: str, path: Path | None, engine_dir: str | os.PathLike[str] | No
                             precision="fp32" if precision == "fp32" or name == "torch-cpu" else "fp16",
                             num_threads=num_threads)
     trt_runtime_version()  # a clear ImportError when only the stubs (or nothing) are installed
-    from reflector_ros.backends.tensorrt_backend import TensorRTBackend
-
     model = path if path else _default(".onnx")
     if model.suffix == ".pt":
         model = _with_suffix(model, ".onnx")
-    return TensorRTBackend(model, engine_dir=engine_dir, precision=precision, use_pair=use_pair)
+    torch_cuda = _torch_has_cuda()
+    if torch_cuda is True:   # buffers, stream and pre/post-processing on the GPU through torch
+        from reflector_ros.backends.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(model, engine_dir=engine_dir, precision=precision, use_pair=use_pair)
+    try:
+        import pycuda.driver  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError(f"the TensorRT backend needs device buffers from torch with CUDA ({torch_cuda}) "
+                           f"or from pycuda ({err}); on Jetson install NVIDIA's torch wheel for your "
+                           "JetPack, or `pip install pycuda`") from None
+    from reflector_ros.backends.tensorrt_pycuda import TensorRTPycudaBackend
+
+    return TensorRTPycudaBackend(model, engine_dir=engine_dir, precision=precision, use_pair=use_pair)
+
+
+def _torch_has_cuda() -> bool | str:
+    """True, or why not (torch missing, or a CPU build, or no device)."""
+    try:
+        import torch
+    except ImportError as err:
+        return f"torch not importable: {err}"
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} has no CUDA device"
+    return True

@@ -76,3 +76,30 @@ def check_run_args(rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
             raise InputError(f"cloud.out must be a contiguous {(*hw, 4)} float32 array, got "
                              f"{cloud.out.shape} {cloud.out.dtype}")
     return h, w
+
+
+def host_postprocess(depth_net: np.ndarray, conf_net: np.ndarray, out_hw: tuple[int, int], rgb: np.ndarray,
+                     rays: np.ndarray | None, cloud: CloudSpec | None, timings: dict[str, float]) -> DepthResult:
+    """Network outputs on the host -> DepthResult: resize back, finalize, optional points
+    and packed cloud. Shared by the backends whose outputs land on the host anyway (ONNX
+    Runtime, TensorRT on pycuda); adds "postprocess" and "points" to ``timings``."""
+    import time
+
+    from reflector_ros.core.depth import finalize_depth, finalize_outputs
+    from reflector_ros.core.pointcloud import backproject, build_cloud
+    from reflector_ros.core.preprocess import resize_to
+
+    t0 = time.perf_counter()
+    # the outputs are the caller's fresh arrays (or resized copies), so finalizing in place is safe
+    depth = resize_to(np.asarray(depth_net, np.float32).reshape(depth_net.shape[-2:]), out_hw)
+    conf = resize_to(np.asarray(conf_net, np.float32).reshape(conf_net.shape[-2:]), out_hw)
+    finalize_outputs(depth, conf)
+    t1 = time.perf_counter()
+    points = backproject(depth, rays) if rays is not None else None
+    packed = None
+    if cloud is not None:
+        final = finalize_depth(depth, conf, cloud.min_depth, cloud.max_depth, cloud.min_confidence)
+        packed = build_cloud(final, conf, rgb, cloud)
+    t2 = time.perf_counter()
+    timings.update(postprocess=1e3 * (t1 - t0), points=1e3 * (t2 - t1))
+    return DepthResult(depth=depth, confidence=conf, points=points, cloud=packed, timings_ms=timings)

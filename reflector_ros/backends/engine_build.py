@@ -22,6 +22,7 @@ except ImportError:  # `reflector build-engine --help` still works and run() say
     trt = None  # type: ignore[assignment]
 
 from reflector_ros.backends import engine_cache
+from reflector_ros.meta import ModelMeta
 
 LOG = logging.getLogger(__name__)
 
@@ -160,6 +161,57 @@ def input_shape_of(onnx_path: Path) -> tuple[int, ...]:
 def engine_key(onnx_path: Path, precision: str) -> engine_cache.EngineKey:
     name, cc = gpu_identity()
     return engine_cache.make_key(onnx_path, trt.__version__, name, cc, precision, input_shape_of(onnx_path))
+
+
+def meta_from_onnx(path: Path) -> ModelMeta:
+    """The model metadata an engine set runs with (the engine itself does not carry it)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable ONNX model ({err})") from None
+    try:
+        return ModelMeta.from_props({p.key: p.value for p in model.metadata_props})
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def load_engines(model_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None,
+                 precision: str, use_pair: bool,
+                 workspace_mb: int | None) -> tuple[list[tuple[trt.ICudaEngine, str]], Path, bool, ModelMeta]:
+    """Deserialise the cached engines for ``model_path`` (X.onnx), building any that are
+    missing or stale. Returns ([(engine, file name)], cache dir, built any now, metadata);
+    shared by the torch-buffer and pycuda-buffer TensorRT backends."""
+    path = Path(model_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    meta = meta_from_onnx(path)
+    cache_dir = engine_cache.default_cache_dir(engine_dir)
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engines: list[tuple[trt.ICudaEngine, str]] = []
+    built_any = False
+    for i, g in enumerate(graphs_for(path, use_pair)):
+        if not g.is_file():
+            raise FileNotFoundError(f"ONNX graph not found: {g}")
+        # same convention as build-engine: with int8 only the image-fed graph is INT8
+        prec = precision if (i == 0 or precision != "int8") else "fp16"
+        key = engine_key(g, prec)
+
+        def build(g: Path = g, prec: str = prec) -> bytes:
+            if prec == "int8":
+                raise ValueError(f"no cached INT8 engine for {g.name} in {cache_dir}: INT8 needs "
+                                 f"calibration, build it first with `reflector build-engine --onnx "
+                                 f"{path} --precision int8 --calib DIR`")
+            return build_serialized(g, prec, workspace_mb, cache_dir / "timing.cache")
+
+        def load(data: bytes) -> trt.ICudaEngine | None:
+            return runtime.deserialize_cuda_engine(data)
+
+        engine, epath, built = engine_cache.get_or_build(cache_dir, g.stem, key, build, load)
+        built_any |= built
+        engines.append((engine, epath.name))
+    return engines, cache_dir, built_any, meta
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from reflector_ros.backends.base import DepthResult, check_run_args
-from reflector_ros.core.depth import finalize_depth
-from reflector_ros.core.pointcloud import CloudSpec, build_cloud
+from reflector_ros.backends.base import DepthResult, check_run_args, host_postprocess
+from reflector_ros.core.pointcloud import CloudSpec
 from reflector_ros.meta import ModelMeta
 
 FEATURES = ("rel_depth", "feat0", "feat1", "feat2", "feat3")
@@ -82,11 +81,9 @@ class OnnxRuntimeBackend:
 
     def __init__(self, model_path: str | os.PathLike[str], use_pair: bool = False, cuda: bool = False,
                  num_threads: int = 0) -> None:
-        from reflector_ros.core import pointcloud, preprocess  # numpy/OpenCV only
+        from reflector_ros.core import preprocess  # numpy/OpenCV only
 
         self._preprocess = preprocess.preprocess
-        self._resize_to = preprocess.resize_to
-        self._backproject = pointcloud.backproject
         path = Path(model_path).expanduser()
         providers: list = ["CPUExecutionProvider"]
         if cuda:
@@ -136,25 +133,5 @@ class OnnxRuntimeBackend:
         t1 = time.perf_counter()
         depth_net, conf_net = self.infer(x, scale)
         t2 = time.perf_counter()
-        depth = np.asarray(self._resize_to(np.asarray(depth_net, np.float32)[0, 0], out_hw), np.float32)
-        conf = np.asarray(self._resize_to(np.asarray(conf_net, np.float32)[0, 0], out_hw), np.float32)
-        finalize(depth, conf)
-        t3 = time.perf_counter()
-        points = self._backproject(depth, rays) if rays is not None else None
-        packed = None
-        if cloud is not None:   # host path; the node packs itself with the depth it publishes
-            final = finalize_depth(depth, conf, cloud.min_depth, cloud.max_depth, cloud.min_confidence)
-            packed = build_cloud(final, conf, rgb, cloud)
-        t4 = time.perf_counter()
-        return DepthResult(depth=depth, confidence=conf, points=points, cloud=packed,
-                           timings_ms={"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1),
-                                       "postprocess": 1e3 * (t3 - t2), "points": 1e3 * (t4 - t3)})
-
-
-def finalize(depth: np.ndarray, confidence: np.ndarray) -> None:
-    """In place: NaN where depth is non-finite or <= 0 (never 0.0); confidence in [0, 1]."""
-    with np.errstate(invalid="ignore"):
-        bad = ~(depth > 0) | ~np.isfinite(depth)
-    depth[bad] = np.nan
-    np.nan_to_num(confidence, copy=False, nan=0.0)
-    np.clip(confidence, 0.0, 1.0, out=confidence)
+        timings = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1)}
+        return host_postprocess(depth_net, conf_net, out_hw, rgb, rays, cloud, timings)

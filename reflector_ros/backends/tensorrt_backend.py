@@ -5,7 +5,8 @@ with (and tested through) the torch backend.
 Only named-tensor APIs that exist in TensorRT 8.5, 10.3 and desktop 10.x are used:
 num_io_tensors, get_tensor_name/mode/shape/dtype, set_input_shape,
 set_tensor_address and execute_async_v3. Buffers and the stream are torch's (CUDA
-tensors' data_ptr(), torch.cuda.current_stream()), so torch with CUDA is required.
+tensors' data_ptr(), torch.cuda.current_stream()); where torch has no CUDA (a Jetson
+without NVIDIA's torch wheel) tensorrt_pycuda runs the same engines on pycuda buffers.
 """
 from __future__ import annotations
 
@@ -17,11 +18,9 @@ import numpy as np
 import tensorrt as trt
 import torch
 
-from reflector_ros.backends import engine_cache
 from reflector_ros.backends.base import DepthResult
 from reflector_ros.backends.torch_ops import DevicePipeline
 from reflector_ros.core.pointcloud import CloudSpec
-from reflector_ros.meta import ModelMeta
 
 LOG = logging.getLogger(__name__)
 
@@ -84,65 +83,26 @@ class TrtGraph:
         return self.outputs
 
 
-def meta_from_onnx(path: Path) -> ModelMeta:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable ONNX model ({err})") from None
-    try:
-        return ModelMeta.from_props({p.key: p.value for p in model.metadata_props})
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
-
-
 class TensorRTBackend:
     """Backend protocol on TensorRT engines built from ``model_path`` (X.onnx), cached
     under engine_dir and rebuilt when TensorRT, the GPU, the ONNX bytes or precision change."""
 
     def __init__(self, model_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None = None,
                  precision: str = "fp16", use_pair: bool = False, workspace_mb: int | None = None) -> None:
-        from reflector_ros.backends.engine_build import build_serialized, engine_key, graphs_for
+        from reflector_ros.backends.engine_build import load_engines
 
-        path = Path(model_path).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {path}")
         if not torch.cuda.is_available():
-            raise RuntimeError("the TensorRT backend needs torch with CUDA for its buffers and "
-                               "pre/post-processing (on Jetson: NVIDIA's torch wheel for your JetPack)")
-        self.meta = meta_from_onnx(path)
+            raise RuntimeError("the TensorRT backend with torch buffers needs torch with CUDA "
+                               "(tensorrt_pycuda covers machines with pycuda and no CUDA torch)")
+        engines, cache_dir, built_any, self.meta = load_engines(model_path, engine_dir, precision, use_pair,
+                                                                workspace_mb)
         self.device = torch.device("cuda")
         self.name = "tensorrt"
         self.builds_cloud = True   # torch_ops.build_cloud, next to the network
-        cache_dir = engine_cache.default_cache_dir(engine_dir)
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        graphs = graphs_for(path, use_pair)
-        self.graphs: list[TrtGraph] = []
-        built_any = False
-        for i, g in enumerate(graphs):
-            if not g.is_file():
-                raise FileNotFoundError(f"ONNX graph not found: {g}")
-            # same convention as build-engine: with int8 only the image-fed graph is INT8
-            prec = precision if (i == 0 or precision != "int8") else "fp16"
-            key = engine_key(g, prec)
-
-            def build(g: Path = g, prec: str = prec) -> bytes:
-                if prec == "int8":
-                    raise ValueError(f"no cached INT8 engine for {g.name} in {cache_dir}: INT8 needs "
-                                     f"calibration, build it first with `reflector build-engine --onnx "
-                                     f"{path} --precision int8 --calib DIR`")
-                return build_serialized(g, prec, workspace_mb, cache_dir / "timing.cache")
-
-            def load(data: bytes) -> trt.ICudaEngine | None:
-                return runtime.deserialize_cuda_engine(data)
-
-            engine, epath, built = engine_cache.get_or_build(cache_dir, g.stem, key, build, load)
-            built_any |= built
-            self.graphs.append(TrtGraph(engine, self.device, epath.name))
+        self.graphs = [TrtGraph(engine, self.device, label) for engine, label in engines]
         image_dtype = self.graphs[0].inputs["image"][1]
         self.pipeline = DevicePipeline(self.meta, self.device, input_dtype=image_dtype)
-        self.reason = (f"tensorrt {trt.__version__} {precision} on {torch.cuda.get_device_name()}, "
+        self.reason = (f"tensorrt {trt.__version__} {precision} on {torch.cuda.get_device_name()}, torch buffers, "
                        f"{'pair' if use_pair else 'fused'} engine(s) "
                        f"{'built now' if built_any else 'from cache'} in {cache_dir}")
 

@@ -47,6 +47,16 @@ def finalize_depth(depth: np.ndarray, confidence: np.ndarray | None, min_depth: 
     return out
 
 
+def finalize_outputs(depth: np.ndarray, confidence: np.ndarray) -> None:
+    """In place, on the network's resized outputs: NaN where depth is non-finite or <= 0
+    (REP 118: never 0.0); confidence in [0, 1] with NaN as 0. torch_ops.finalize is its twin."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(depth > 0) | ~np.isfinite(depth)
+    depth[bad] = np.nan
+    np.nan_to_num(confidence, copy=False, nan=0.0)
+    np.clip(confidence, 0.0, 1.0, out=confidence)
+
+
 def to_millimetres(depth: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Metres -> 16UC1 millimetres (rounded), 0 = invalid per REP 118.
 

@@ -1,0 +1,146 @@
+"""TensorRT on pycuda buffers, for machines where torch has no CUDA (typically a Jetson
+without NVIDIA's torch wheel): the same cached engines as tensorrt_backend, with device
+memory, pinned host buffers and the stream from pycuda, and core/'s numpy pre- and
+post-processing on the host (there is no torch to run torch_ops on the GPU).
+
+A pair's backbone outputs stay on the device: they are bound straight as the
+Reflector engine's inputs. TensorRT calls are the same named-tensor set as
+tensorrt_backend (set_input_shape, set_tensor_address, execute_async_v3).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pycuda.driver as cuda
+import tensorrt as trt
+
+from reflector_ros.backends.base import DepthResult, check_run_args, host_postprocess
+from reflector_ros.core.pointcloud import CloudSpec
+from reflector_ros.core.preprocess import preprocess
+
+
+def numpy_dtype(dt: trt.DataType) -> np.dtype:
+    """TensorRT tensor dtype -> numpy dtype (the ones our graphs use)."""
+    table: dict[trt.DataType, np.dtype] = {
+        trt.DataType.FLOAT: np.dtype(np.float32), trt.DataType.HALF: np.dtype(np.float16),
+        trt.DataType.INT32: np.dtype(np.int32), trt.DataType.INT8: np.dtype(np.int8),
+        trt.DataType.BOOL: np.dtype(np.bool_),
+    }
+    if dt not in table:
+        raise ValueError(f"unsupported TensorRT I/O dtype {dt}")
+    return table[dt]
+
+
+class PycudaGraph:
+    """One engine + execution context; a device buffer per I/O tensor, allocated once."""
+
+    def __init__(self, engine: trt.ICudaEngine, label: str) -> None:
+        self.label = label
+        context = engine.create_execution_context()
+        if context is None:
+            raise RuntimeError(f"{label}: could not create an execution context (GPU memory?)")
+        self.context: trt.IExecutionContext = context
+        self.inputs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self.outputs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self.buffers: dict[str, Any] = {}   # name -> pycuda DeviceAllocation
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            dims = engine.get_tensor_shape(name)
+            shape = tuple(int(dims[k]) for k in range(len(dims)))
+            dtype = numpy_dtype(engine.get_tensor_dtype(name))
+            if any(d < 0 for d in shape):
+                raise RuntimeError(f"{label}: tensor {name} has a dynamic shape {shape}; "
+                                   f"export with static shapes (batch 1, the model's input size)")
+            self.buffers[name] = cuda.mem_alloc(max(1, int(np.prod(shape)) * dtype.itemsize))
+            self.bind(name, self.buffers[name])
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                self.inputs[name] = (shape, dtype)
+                if not self.context.set_input_shape(name, shape):
+                    raise RuntimeError(f"{label}: set_input_shape({name}, {shape}) refused")
+            else:
+                self.outputs[name] = (shape, dtype)
+
+    def bind(self, name: str, allocation: Any) -> None:
+        """Point a tensor at device memory (another graph's output, for a pair)."""
+        if not self.context.set_tensor_address(name, int(allocation)):
+            raise RuntimeError(f"{self.label}: set_tensor_address({name}) refused")
+
+    def enqueue(self, stream: Any) -> None:
+        if not self.context.execute_async_v3(int(stream.handle)):
+            raise RuntimeError(f"{self.label}: execute_async_v3 failed")
+
+
+class TensorRTPycudaBackend:
+    """Backend protocol on TensorRT engines with pycuda memory; see the module docstring."""
+
+    def __init__(self, model_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None = None,
+                 precision: str = "fp16", use_pair: bool = False, workspace_mb: int | None = None) -> None:
+        from reflector_ros.backends.engine_build import load_engines
+
+        cuda.init()
+        device = cuda.Device(0)
+        # the runtime API (and so TensorRT) works in the primary context; the node calls
+        # run() from its worker thread, so every call pushes it and pops it again
+        self._ctx = device.retain_primary_context()
+        self._ctx.push()
+        try:
+            engines, cache_dir, built_any, self.meta = load_engines(model_path, engine_dir, precision, use_pair,
+                                                                    workspace_mb)
+            self.graphs = [PycudaGraph(engine, label) for engine, label in engines]
+            if len(self.graphs) == 2:       # backbone features never leave the device
+                backbone, reflector = self.graphs
+                for name in backbone.outputs:
+                    if name in reflector.inputs:
+                        reflector.bind(name, backbone.buffers[name])
+            self.stream = cuda.Stream()
+            first = self.graphs[0]
+            self._image = cuda.pagelocked_empty(*first.inputs["image"])
+            # pinned host memory for every copy: the asynchronous copies read it later
+            self._scales = [cuda.pagelocked_empty((1,), g.inputs["focal_scale"][1])
+                            if "focal_scale" in g.inputs else None for g in self.graphs]
+            last = self.graphs[-1]
+            self._host_out = {n: cuda.pagelocked_empty(shape, dtype)
+                              for n, (shape, dtype) in last.outputs.items() if n in ("depth", "confidence")}
+        finally:
+            self._ctx.pop()
+        self.name = "tensorrt"
+        self.builds_cloud = False   # no torch on the device: post-processing is core's numpy
+        self.reason = (f"tensorrt {trt.__version__} {precision} on {device.name()}, pycuda buffers "
+                       f"(torch has no CUDA), {'pair' if use_pair else 'fused'} engine(s) "
+                       f"{'built now' if built_any else 'from cache'} in {cache_dir}")
+
+    def infer(self, x: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """(1,3,H,W) float32 on the host -> network-size depth, confidence on the host."""
+        first, last = self.graphs[0], self.graphs[-1]
+        self._image[...] = x.reshape(self._image.shape)   # casts to the engine's input dtype
+        cuda.memcpy_htod_async(first.buffers["image"], self._image, self.stream)
+        if len(self.graphs) == 2 and "image" in last.inputs:
+            last.bind("image", first.buffers["image"])
+        for graph, host in zip(self.graphs, self._scales):
+            if host is not None:
+                host[0] = scale
+                cuda.memcpy_htod_async(graph.buffers["focal_scale"], host, self.stream)
+            graph.enqueue(self.stream)
+        for name, host in self._host_out.items():
+            cuda.memcpy_dtoh_async(host, last.buffers[name], self.stream)
+        self.stream.synchronize()
+        return (self._host_out["depth"].astype(np.float32, copy=True),
+                self._host_out["confidence"].astype(np.float32, copy=True))
+
+    def run(self, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
+            rays: np.ndarray | None = None, cloud: CloudSpec | None = None) -> DepthResult:
+        out_hw = check_run_args(rgb, scale, out_hw, rays, cloud)
+        t0 = time.perf_counter()
+        x = preprocess(rgb, self.meta)
+        t1 = time.perf_counter()
+        self._ctx.push()
+        try:
+            depth_net, conf_net = self.infer(x, scale)
+        finally:
+            self._ctx.pop()
+        t2 = time.perf_counter()
+        timings = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1)}
+        return host_postprocess(depth_net, conf_net, out_hw, rgb, rays, cloud, timings)
