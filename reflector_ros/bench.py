@@ -1,6 +1,7 @@
 """`reflector bench`: per-stage median latency of every backend that runs here.
 
-Times a 640x480 frame end to end (preprocess, inference, postprocess, points) at the
+Times a 640x480 frame end to end (preprocess, inference, postprocess, and the packed
+xyz+rgb cloud with the node's default filters, on the device where the backend can) at the
 model's input size, so "pure inference" can be set against what a frame really costs.
 """
 from __future__ import annotations
@@ -73,22 +74,25 @@ def bench_backend(backend: Any, size: tuple[int, int], reps: int, warmup: int) -
     from tqdm import tqdm
 
     from reflector_ros.core.camera import Intrinsics
-    from reflector_ros.core.pointcloud import ray_table
+    from reflector_ros.core.pointcloud import CloudSpec, ray_lengths, ray_table
     from reflector_ros.meta import focal_scale
 
     w, h = size
     intr = Intrinsics(fx=0.9 * w, fy=0.9 * w, cx=(w - 1) / 2, cy=(h - 1) / 2, width=w, height=h)
     rays = ray_table(intr)
+    # the node's cloud with its default filters and rgb, into one reused buffer as the node does
+    cloud = CloudSpec(rays, ray_lengths(rays), 1, min_depth=0.2, max_depth=10.0, rgb=True,
+                      out=np.empty((h, w, 4), np.float32))
     scale = focal_scale(intr.fx, intr.fy, w, h, backend.meta)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(4)]
     for i in range(warmup):
-        backend.run(frames[i % 4], scale, (h, w), rays)
+        backend.run(frames[i % 4], scale, (h, w), cloud=cloud)
     per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
     totals: list[float] = []
     for i in tqdm(range(reps), desc=backend.name, unit="frame", leave=False):
         t0 = time.perf_counter()
-        res = backend.run(frames[i % 4], scale, (h, w), rays)
+        res = backend.run(frames[i % 4], scale, (h, w), cloud=cloud)
         totals.append(1e3 * (time.perf_counter() - t0))
         for s in STAGES:
             per_stage[s].append((res.timings_ms or {}).get(s, 0.0))
