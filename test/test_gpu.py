@@ -1,0 +1,92 @@
+"""GPU paths: torch CUDA (fp32, fp16, CUDA graphs), the device-side cloud, ONNX Runtime's
+CUDA provider. Skipped where torch has no CUDA device (CI, the development VM); run them
+on a lent GPU machine with `python -m pytest test/test_gpu.py` (README "Speed").
+
+The CPU suite already checks the same torch_ops code on the CPU; these check that CUDA
+gives the same answers, that static CUDA-graph buffers never leak into returned results,
+and that the cloud lands in the caller's buffer with one device-to-host copy.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="no CUDA device here (GPU tests run where a GPU is lent)")
+
+from reflector_ros.backends import make_backend  # noqa: E402
+from reflector_ros.core.camera import Intrinsics  # noqa: E402
+from reflector_ros.core.depth import finalize_depth  # noqa: E402
+from reflector_ros.core.pointcloud import CloudSpec, build_cloud, ray_lengths, ray_table  # noqa: E402
+
+
+def _frame(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([255 * xx / w, 255 * yy / h, 128 + 60 * np.sin(xx / 7 + yy / 11 + seed)], -1)
+    img[rng.integers(0, h // 2):, rng.integers(0, w // 2):] *= 0.5
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def cpu(tiny_model_dir: Path):
+    return make_backend("torch-cpu", tiny_model_dir / "tiny.pt")
+
+
+@pytest.mark.parametrize("precision,graph", [("fp32", False), ("fp32", True), ("fp16", True)])
+def test_cuda_agrees_with_cpu(tiny_model_dir: Path, cpu, precision: str, graph: bool) -> None:
+    from reflector_ros.backends.torch_backend import TorchBackend
+
+    gpu = TorchBackend(tiny_model_dir / "tiny.pt", device="cuda", precision=precision, cuda_graph=graph)
+    assert ("CUDA graph" in gpu.reason) == graph
+    tol = 2e-3 if precision == "fp32" else 3e-2
+    for seed, out_hw in ((0, (120, 160)), (1, (64, 80)), (2, (97, 131))):
+        frame = _frame(120, 160, seed)
+        a, b = gpu.run(frame, 1.3, out_hw), cpu.run(frame, 1.3, out_hw)
+        assert a.depth.shape == out_hw and a.depth.dtype == np.float32
+        rel = np.abs(a.depth - b.depth) / b.depth
+        assert np.nanmedian(rel) < tol and np.nanmax(rel) < 10 * tol, (precision, graph, np.nanmax(rel))
+        assert np.nanmax(np.abs(a.confidence - b.confidence)) < 10 * tol
+
+
+def test_results_do_not_alias_static_buffers(tiny_model_dir: Path) -> None:
+    gpu = make_backend("torch-cuda", tiny_model_dir / "tiny.pt")
+    first = gpu.run(_frame(120, 160, 0), 1.0, (120, 160))
+    kept = first.depth.copy()
+    gpu.run(_frame(120, 160, 5), 2.0, (120, 160))      # replays the graph into the same buffers
+    np.testing.assert_array_equal(first.depth, kept)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_device_cloud_matches_host_bit_for_bit(tiny_model_dir: Path, stride: int) -> None:
+    gpu = make_backend("torch-cuda", tiny_model_dir / "tiny.pt")
+    h, w = 120, 160
+    rays = ray_table(Intrinsics(150.0, 150.0, (w - 1) / 2, (h - 1) / 2, w, h), stride)
+    out = np.zeros((*rays.shape[:2], 4), np.float32)
+    frame = _frame(h, w, 3)
+    probe = gpu.run(frame, 1.0, (h, w)).depth
+    lo, hi = np.nanquantile(probe, [0.1, 0.9])
+    spec = CloudSpec(rays, ray_lengths(rays), stride, float(lo), float(hi), 0.01, 0.0,
+                     float(np.nanquantile(probe, 0.8)), 0.02, True, out=out)
+    res = gpu.run(frame, 1.0, (h, w), cloud=spec)
+    assert res.cloud is out
+    host = build_cloud(finalize_depth(res.depth, res.confidence, spec.min_depth, spec.max_depth,
+                                      spec.min_confidence), res.confidence, frame, dataclasses.replace(spec, out=None))
+    valid = ~np.isnan(out[..., 2])
+    assert 0 < valid.sum() < valid.size
+    np.testing.assert_array_equal(out.view(np.uint32), host.view(np.uint32))
+
+
+def test_onnxruntime_cuda_provider(tiny_model_dir: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDAExecutionProvider")
+    gpu = make_backend("onnxruntime-cuda", tiny_model_dir / "tiny.onnx")
+    cpu = make_backend("onnxruntime", tiny_model_dir / "tiny.onnx")
+    frame = _frame(120, 160, 4)
+    a, b = gpu.run(frame, 1.0, (120, 160)), cpu.run(frame, 1.0, (120, 160))
+    assert np.nanmax(np.abs(a.depth - b.depth) / b.depth) < 1e-3
