@@ -92,7 +92,7 @@ class TensorRTPycudaBackend:
             self.graphs = [PycudaGraph(engine, label) for engine, label in engines]
             if len(self.graphs) == 2:       # backbone features never leave the device
                 backbone, reflector = self.graphs
-                for name in backbone.outputs:
+                for name in ("image", *backbone.outputs):   # the image is shared, features passed on
                     if name in reflector.inputs:
                         reflector.bind(name, backbone.buffers[name])
             self.stream = cuda.Stream()
@@ -117,8 +117,6 @@ class TensorRTPycudaBackend:
         first, last = self.graphs[0], self.graphs[-1]
         self._image[...] = x.reshape(self._image.shape)   # casts to the engine's input dtype
         cuda.memcpy_htod_async(first.buffers["image"], self._image, self.stream)
-        if len(self.graphs) == 2 and "image" in last.inputs:
-            last.bind("image", first.buffers["image"])
         for graph, host in zip(self.graphs, self._scales):
             if host is not None:
                 host[0] = scale
