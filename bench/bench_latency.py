@@ -113,9 +113,11 @@ def bench(args: argparse.Namespace) -> dict:
     pub_info = node.create_publisher(CameraInfo, "camera_info", reliable)
 
     def spin_until(pred, timeout: float) -> bool:
+        # block in the wait set until a message or the deadline: a 2 ms poll loop here woke
+        # this process 500 times a second and stole the cores the node infers on
         end = time.monotonic() + timeout
         while time.monotonic() < end and not pred():
-            executor.spin_once(timeout_sec=0.002)
+            executor.spin_once(timeout_sec=max(0.0, min(0.05, end - time.monotonic())))
         return pred()
 
     try:
