@@ -43,10 +43,11 @@ def _open_session(path: Path, providers: list, num_threads: int) -> ort.Inferenc
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = num_threads if num_threads > 0 else physical_cores()
     opts.inter_op_num_threads = 1
-    # No busy-waiting between ops: spinning pool threads steal the cores that the camera
-    # driver, DDS and the node's own publishing need, and a preempted thread then stalls a
-    # whole parallel op. On the 2-core VM it cost ~2 ms of median inference but removed
-    # the runs where inference doubled to 30 ms (bench/bench_latency.py, README "Speed").
+    # No busy-waiting: spinning pool threads steal the cores that the camera driver, DDS
+    # and the node's publishing need, and a preempted thread then stalls a whole parallel
+    # op. With spinning (even stopped after each run) the end-to-end bench on the 2-core VM
+    # had p50 24-60 ms; without, 26-28 ms. The price, when the node has the CPU to itself:
+    # inference 18.5 vs 16 ms at 30 Hz, 29 vs 17-20 ms at 5 Hz (README "Speed").
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     try:
