@@ -169,8 +169,12 @@ class DepthNode(Node):
         hw = (meta.input_height, meta.input_width)
         dummy = np.full((*hw, 3), 127, np.uint8)
         t0 = time.perf_counter()
-        for _ in range(2):
-            self.backend.run(dummy, 1.0, hw)
+        try:
+            for _ in range(2):
+                self.backend.run(dummy, 1.0, hw)
+        except Exception as exc:  # noqa: BLE001  (runtimes raise their own types)
+            raise StartupError(f"backend {self.backend.name} failed its warm-up inference: "
+                               f"{type(exc).__name__}: {exc}") from None
         return (time.perf_counter() - t0) * 1e3
 
     def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
