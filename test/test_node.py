@@ -448,6 +448,15 @@ def test_latest_frame_wins_under_a_burst(harness: Harness, launch) -> None:
 def test_invalid_parameters_refused_at_startup(model: str, tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"this is not a protobuf" * 10)
+    # loads fine, but its metadata promises another input size than the graph takes:
+    # the first inference fails, which the start-up warm-up turns into a refusal
+    import onnx
+
+    lying = onnx.load(model)
+    for prop in lying.metadata_props:
+        if prop.key == "reflector.input_height":
+            prop.value = str(int(prop.value) // 2)
+    onnx.save(lying, str(tmp_path / "lying.onnx"))
     runs = [
         ({"min_depth": 5.0, "max_depth": 1.0, "points_stride": 0, "backend": "warp-drive", "output_scale": 1.5,
           "input_qos": "fastest", "depth_encoding": "8UC1"},
@@ -455,6 +464,7 @@ def test_invalid_parameters_refused_at_startup(model: str, tmp_path: Path) -> No
           "output_scale must be in (0, 1]", "input_qos 'fastest'", "depth_encoding '8UC1'"]),
         ({"model": str(tmp_path / "missing.onnx")}, ["does not exist"]),
         ({"model": str(corrupt)}, ["could not start", "corrupt.onnx"]),
+        ({"model": str(tmp_path / "lying.onnx")}, ["failed its warm-up inference"]),
     ]
     procs = [start_node({"backend": "onnxruntime", "model": model, **params}) for params, _ in runs]
     for proc, (_, needles) in zip(procs, runs):
