@@ -38,8 +38,12 @@ def _augment(s: Sample, seed: int, flip: bool = True) -> Sample:
 
 
 def _mirrored(a: Sample) -> bool:
-    """Whether the crop's left edge came from further right in the original than its right edge."""
-    _, xs = _source(a.depth[0, [0, -1]])
+    """Whether the crop's left edge came from further right in the original than its right
+    edge (edges of the valid region: a padded crop has depth 0 around it)."""
+    rows, cols = np.nonzero(a.depth)
+    r = rows[0]
+    row_cols = cols[rows == r]
+    _, xs = _source(a.depth[r, [row_cols.min(), row_cols.max()]])
     return bool(xs[0] > xs[1])
 
 
@@ -114,3 +118,22 @@ def test_crop_set_focal_scale_matches_augmented_intrinsics() -> None:
     fixed = make_crop_set([s], META, dict(aug, scale_range=[1.0, 1.0]))
     want = 0.5 * (s.fx * META.input_width / W0 + s.fy * META.input_height / H0) / META.focal_canonical
     assert float(fixed[(0, 5)]["focal_scale"]) == pytest.approx(want, rel=1e-6)
+
+
+def test_zoom_out_below_the_crop_pads_with_invalid_depth() -> None:
+    """A zoom that leaves the frame smaller than the crop pads it (depth 0 = invalid) at a
+    random offset; every crop keeps the configured size (a batch must collate) and points
+    still land on their depth through the shifted principal point."""
+    s = _labelled()
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        a = random_view(random_rescale(to_network_scale(s, META), rng, (0.5, 0.55)), rng, CROP, True, color=False)
+        assert a.depth.shape == CROP and a.image.shape == (*CROP, 3)
+        pad = a.depth == 0
+        assert pad.any() and not pad.all()
+        dx, dy = _landing_errors(s, a)
+        tol = 1.5 + 1.5 + 0.5 / 0.5 + 0.01
+        assert np.abs(dx).max() <= tol and np.abs(dy).max() <= tol, seed
+        assert np.isin(a.depth[~pad], s.depth).all()
+    cs = make_crop_set([s], META, {"crop_hw": list(CROP), "scale_range": [0.5, 0.55], "flip": True, "color": True})
+    assert all(cs[(0, seed)]["image"].shape == (3, *CROP) for seed in range(4))

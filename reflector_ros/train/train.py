@@ -160,12 +160,25 @@ def random_view(sample: Any, rng: np.random.Generator, crop_hw: tuple[int, int],
     """Random crop (focal unchanged, principal point shifted), mirror, and colour jitter.
 
     Geometry stays exact: a crop never rescales, so depth / focal_scale is still the
-    right canonical target; a mirror only moves cx.
+    right canonical target; a mirror only moves cx. A frame zoomed out below the crop
+    size is padded at a random offset (mean colour, depth 0 = invalid, which every loss
+    ignores), so every crop of a batch has the same size.
     """
     from reflector_ros.data.sample import Sample
 
     h, w = sample.depth.shape
-    ch, cw = min(crop_hw[0], h), min(crop_hw[1], w)
+    ch, cw = int(crop_hw[0]), int(crop_hw[1])
+    if h < ch or w < cw:
+        py, px = max(0, ch - h), max(0, cw - w)
+        top, left = int(rng.integers(0, py + 1)), int(rng.integers(0, px + 1))
+        pads = ((top, py - top), (left, px - left))
+        fill = sample.image.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+        image = np.empty((h + py, w + px, 3), np.uint8)
+        image[:] = fill
+        image[top:top + h, left:left + w] = sample.image
+        sample = Sample(image, np.pad(sample.depth, pads), sample.fx, sample.fy, sample.cx + left,
+                        sample.cy + top, sample.name)
+        h, w = sample.depth.shape
     y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
     img = sample.image[y0:y0 + ch, x0:x0 + cw]
     depth = sample.depth[y0:y0 + ch, x0:x0 + cw]
