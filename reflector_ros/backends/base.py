@@ -1,12 +1,15 @@
 """The one interface every inference backend implements."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from reflector_ros.core.pointcloud import CloudSpec
+from reflector_ros.core.depth import finalize_depth, finalize_outputs
+from reflector_ros.core.pointcloud import CloudSpec, backproject, build_cloud
+from reflector_ros.core.preprocess import resize_to
 from reflector_ros.meta import ModelMeta
 
 
@@ -83,12 +86,6 @@ def host_postprocess(depth_net: np.ndarray, conf_net: np.ndarray, out_hw: tuple[
     """Network outputs on the host -> DepthResult: resize back, finalize, optional points
     and packed cloud. Shared by the backends whose outputs land on the host anyway (ONNX
     Runtime, TensorRT on pycuda); adds "postprocess" and "points" to ``timings``."""
-    import time
-
-    from reflector_ros.core.depth import finalize_depth, finalize_outputs
-    from reflector_ros.core.pointcloud import backproject, build_cloud
-    from reflector_ros.core.preprocess import resize_to
-
     t0 = time.perf_counter()
     # the outputs are the caller's fresh arrays (or resized copies), so finalizing in place is safe
     depth = resize_to(np.asarray(depth_net, np.float32).reshape(depth_net.shape[-2:]), out_hw)
