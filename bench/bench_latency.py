@@ -7,6 +7,7 @@ process times the image hop alone, which is the floor under the node's latency. 
 prints the node's per-stage medians from /diagnostics.
 
     .venv/bin/python bench/bench_latency.py --model path.onnx [--frames 150 --rate 30 --json]
+    .venv/bin/python bench/bench_latency.py --node-param cpu_spin_wait:=true   # compare a setting
 """
 from __future__ import annotations
 
@@ -79,6 +80,8 @@ def bench(args: argparse.Namespace) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     node_cmd = [sys.executable, "-m", "reflector_ros.cli", "node", "--ros-args", "-r", f"__ns:=/{NAMESPACE}",
                 "-p", f"model:={model.resolve()}", "-p", f"backend:={args.backend}", "-p", "diagnostics_period:=0.5"]
+    for param in args.node_param:
+        node_cmd += ["-p", param]
     node_log = tempfile.NamedTemporaryFile(prefix="reflector_bench_node_", suffix=".log", delete=False)
     node_proc = subprocess.Popen(node_cmd, cwd=str(REPO), env=env, stdout=node_log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
@@ -202,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--startup-timeout", type=float, default=90.0)
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    p.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="extra node parameter, e.g. cpu_spin_wait:=true (repeatable)")
     p.add_argument("--hop-listener", metavar="TOPIC", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not (1 <= args.frames <= 100_000 and 0 < args.rate <= 1000 and 8 <= args.width <= 8192

@@ -68,6 +68,14 @@ def test_depth_doubles_with_focal_scale(ort) -> None:
     np.testing.assert_allclose(b, 2.0 * a, rtol=1e-5)
 
 
+def test_cpu_spin_wait_is_an_ort_session_option(tiny_model_dir: Path, ort) -> None:
+    spinning = make_backend("onnxruntime", tiny_model_dir / "tiny.onnx", num_threads=2, cpu_spin_wait=True)
+    assert "spin-waiting" in spinning.reason and "spin-waiting" not in ort.reason
+    frame = _frame(64, 80)
+    np.testing.assert_allclose(spinning.run(frame, 1.0, (64, 80)).depth, ort.run(frame, 1.0, (64, 80)).depth,
+                               rtol=1e-5)
+
+
 def test_fused_and_pair_agree(tiny_model_dir: Path, ort) -> None:
     pair = make_backend("onnxruntime", tiny_model_dir / "tiny.onnx", num_threads=1, use_pair=True)
     assert "pair" in pair.reason

@@ -73,7 +73,7 @@ def _default(suffix: str) -> Path:
 def make_backend(name: str = "auto", model_path: str | os.PathLike[str] | None = None,
                  engine_dir: str | os.PathLike[str] | None = None, precision: str = "fp16",
                  num_threads: int = 0, logger: Any | Callable[[str], None] | None = None,
-                 use_pair: bool = False) -> Backend:
+                 use_pair: bool = False, cpu_spin_wait: bool = False) -> Backend:
     """Build a backend. ``model_path`` None = the embedded default model (.onnx or .pt as
     the backend needs); an .onnx and a .pt with the same stem are interchangeable.
 
@@ -89,7 +89,7 @@ def make_backend(name: str = "auto", model_path: str | os.PathLike[str] | None =
     why: list[str] = []
     if name == "auto":
         name = _choose(path, why)
-    backend = _build(name, path, engine_dir, precision, num_threads, use_pair)
+    backend = _build(name, path, engine_dir, precision, num_threads, use_pair, cpu_spin_wait)
     if why:
         backend.reason = f"auto: {'; '.join(why)}; using {backend.name} ({backend.reason})"
     _say(logger, f"backend {backend.name}: {backend.reason}")
@@ -131,7 +131,7 @@ def _choose(path: Path | None, why: list[str]) -> str:
 
 
 def _build(name: str, path: Path | None, engine_dir: str | os.PathLike[str] | None, precision: str,
-           num_threads: int, use_pair: bool) -> Any:
+           num_threads: int, use_pair: bool, cpu_spin_wait: bool = False) -> Any:
     if name in ("onnxruntime", "onnxruntime-cuda"):
         from reflector_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 
@@ -139,7 +139,7 @@ def _build(name: str, path: Path | None, engine_dir: str | os.PathLike[str] | No
         if onnx.suffix != ".onnx":
             raise ValueError(f"{onnx}: onnxruntime needs an .onnx model (none beside this file)")
         return OnnxRuntimeBackend(onnx, use_pair=use_pair, cuda=name == "onnxruntime-cuda",
-                                  num_threads=num_threads)
+                                  num_threads=num_threads, spin_wait=cpu_spin_wait)
     if name in ("torch", "torch-cuda", "torch-cpu"):
         from reflector_ros.backends.torch_backend import TorchBackend
 

@@ -36,19 +36,18 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def _open_session(path: Path, providers: list, num_threads: int) -> ort.InferenceSession:
+def _open_session(path: Path, providers: list, num_threads: int, spin_wait: bool = False) -> ort.InferenceSession:
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = num_threads if num_threads > 0 else physical_cores()
     opts.inter_op_num_threads = 1
-    # No busy-waiting: spinning pool threads steal the cores that the camera driver, DDS
-    # and the node's publishing need, and a preempted thread then stalls a whole parallel
-    # op. With spinning (even stopped after each run) the end-to-end bench on the 2-core VM
-    # had p50 24-60 ms; without, 26-28 ms. The price, when the node has the CPU to itself:
-    # inference 18.5 vs 16 ms at 30 Hz, 29 vs 17-20 ms at 5 Hz (README "Speed").
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # By default no busy-waiting: spinning pool threads steal the cores that the camera
+    # driver, DDS and the node's publishing need, and a preempted thread then stalls a
+    # whole parallel op. On cores of its own, spinning is faster, most at low frame rates
+    # (bench/bench_ort_spinning.py; README "Speed").
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
     opts.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
@@ -81,7 +80,7 @@ class OnnxRuntimeBackend:
     """Backend protocol implementation on ONNX Runtime (CPU, or CUDA when installed)."""
 
     def __init__(self, model_path: str | os.PathLike[str], use_pair: bool = False, cuda: bool = False,
-                 num_threads: int = 0) -> None:
+                 num_threads: int = 0, spin_wait: bool = False) -> None:
         from reflector_ros.core import preprocess  # numpy/OpenCV only
 
         self._preprocess = preprocess.preprocess
@@ -100,18 +99,18 @@ class OnnxRuntimeBackend:
         if use_pair and not self.pair:
             raise FileNotFoundError(f"use_pair: {backbone} and {reflector} must exist beside {path}")
         if self.pair:
-            self._backbone = _open_session(backbone, providers, num_threads)
-            self._reflector = _open_session(reflector, providers, num_threads)
+            self._backbone = _open_session(backbone, providers, num_threads, spin_wait)
+            self._reflector = _open_session(reflector, providers, num_threads, spin_wait)
             _require(self._backbone, backbone, {"image"}, set(FEATURES))
             self._reflector_inputs = {i.name for i in self._reflector.get_inputs()}
             _require(self._reflector, reflector, {"focal_scale"}, {"depth", "confidence"})  # image is optional: unused inputs may be pruned
             self.meta = _meta_of(self._backbone, backbone)
         else:
-            self._session = _open_session(path, providers, num_threads)
+            self._session = _open_session(path, providers, num_threads, spin_wait)
             _require(self._session, path, {"image", "focal_scale"}, {"depth", "confidence"})
             self.meta = _meta_of(self._session, path)
         threads = num_threads if num_threads > 0 else physical_cores()
-        self.reason = (f"{self.name} with {threads} intra-op thread(s), "
+        self.reason = (f"{self.name} with {threads} intra-op thread(s){' (spin-waiting)' if spin_wait else ''}, "
                        f"{'backbone+reflector pair' if self.pair else 'fused graph'} {path.name}")
 
     def infer(self, x: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:

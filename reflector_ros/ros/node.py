@@ -152,6 +152,7 @@ class DepthNode(Node):
         try:
             backend = make_backend(name, model, engine_dir=self._p["engine_dir"] or None,
                                    precision=self._p["precision"], num_threads=self._p["num_threads"],
+                                   cpu_spin_wait=self._p["cpu_spin_wait"],
                                    logger=self.get_logger().info)
         except InputError as exc:
             raise StartupError(f"cannot load the model: {exc}") from None

@@ -23,6 +23,7 @@ PARAMS: dict[str, tuple[Any, str]] = {
     "engine_dir": ("", "Where TensorRT engines are cached; empty = the backend's default (start-up only)."),
     "precision": ("fp16", "TensorRT precision: fp16 | fp32 | int8 (start-up only)."),
     "num_threads": (0, "CPU threads for CPU backends; 0 = automatic (start-up only)."),
+    "cpu_spin_wait": (False, "ONNX Runtime threads busy-wait between operators: faster when the node has its CPU cores to itself, slower when it shares them with the camera driver and DDS (start-up only)."),
     "compressed_input": (False, "Subscribe image/compressed (CompressedImage) instead of image (start-up only)."),
     "input_qos": ("sensor_data", "Input QoS: sensor_data (best effort, accepts every camera) | reliable | best_effort (start-up only)."),
     "output_qos": ("reliable", "Output QoS: reliable (RViz, depth_image_proc) | best_effort (start-up only)."),
@@ -44,7 +45,7 @@ PARAMS: dict[str, tuple[Any, str]] = {
 }
 
 DEFAULTS: dict[str, Any] = {k: v[0] for k, v in PARAMS.items()}
-STARTUP_ONLY = frozenset({"backend", "model", "engine_dir", "precision", "num_threads",
+STARTUP_ONLY = frozenset({"backend", "model", "engine_dir", "precision", "num_threads", "cpu_spin_wait",
                           "compressed_input", "input_qos", "output_qos"})
 
 
