@@ -163,6 +163,29 @@ def engine_key(onnx_path: Path, precision: str) -> engine_cache.EngineKey:
     return engine_cache.make_key(onnx_path, trt.__version__, name, cc, precision, input_shape_of(onnx_path))
 
 
+def open_context(engine: trt.ICudaEngine,
+                 label: str) -> tuple[trt.IExecutionContext, list[tuple[str, tuple[int, ...], trt.DataType, bool]]]:
+    """An execution context with every input's static shape set, and the engine's I/O
+    tensors as (name, shape, dtype, is_input). Shared by the torch- and pycuda-buffer
+    backends, which differ only in where the buffers come from."""
+    context = engine.create_execution_context()
+    if context is None:
+        raise RuntimeError(f"{label}: could not create an execution context (GPU memory?)")
+    tensors: list[tuple[str, tuple[int, ...], trt.DataType, bool]] = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        dims = engine.get_tensor_shape(name)
+        shape = tuple(int(dims[k]) for k in range(len(dims)))
+        if any(d < 0 for d in shape):
+            raise RuntimeError(f"{label}: tensor {name} has a dynamic shape {shape}; "
+                               f"export with static shapes (batch 1, the model's input size)")
+        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        if is_input and not context.set_input_shape(name, shape):
+            raise RuntimeError(f"{label}: set_input_shape({name}, {shape}) refused")
+        tensors.append((name, shape, engine.get_tensor_dtype(name), is_input))
+    return context, tensors
+
+
 def meta_from_onnx(path: Path) -> ModelMeta:
     """The model metadata an engine set runs with (the engine itself does not carry it)."""
     import onnx

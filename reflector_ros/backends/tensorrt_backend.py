@@ -40,26 +40,17 @@ class TrtGraph:
     """One engine + execution context with named I/O and static output buffers."""
 
     def __init__(self, engine: trt.ICudaEngine, device: torch.device, label: str) -> None:
+        from reflector_ros.backends.engine_build import open_context
+
         self.engine = engine
         self.label = label
-        context = engine.create_execution_context()
-        if context is None:
-            raise RuntimeError(f"{label}: could not create an execution context (GPU memory?)")
-        self.context: trt.IExecutionContext = context
+        self.context, tensors = open_context(engine, label)
         self.inputs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         self.outputs: dict[str, torch.Tensor] = {}
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            dims = engine.get_tensor_shape(name)
-            shape = tuple(int(dims[k]) for k in range(len(dims)))
-            dtype = torch_dtype(engine.get_tensor_dtype(name))
-            if any(d < 0 for d in shape):
-                raise RuntimeError(f"{label}: tensor {name} has a dynamic shape {shape}; "
-                                   f"export with static shapes (batch 1, the model's input size)")
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+        for name, shape, trt_dtype, is_input in tensors:
+            dtype = torch_dtype(trt_dtype)
+            if is_input:
                 self.inputs[name] = (shape, dtype)
-                if not self.context.set_input_shape(name, shape):
-                    raise RuntimeError(f"{label}: set_input_shape({name}, {shape}) refused")
             else:
                 out = torch.empty(shape, dtype=dtype, device=device)
                 self.outputs[name] = out

@@ -38,30 +38,18 @@ class PycudaGraph:
     """One engine + execution context; a device buffer per I/O tensor, allocated once."""
 
     def __init__(self, engine: trt.ICudaEngine, label: str) -> None:
+        from reflector_ros.backends.engine_build import open_context
+
         self.label = label
-        context = engine.create_execution_context()
-        if context is None:
-            raise RuntimeError(f"{label}: could not create an execution context (GPU memory?)")
-        self.context: trt.IExecutionContext = context
+        self.context, tensors = open_context(engine, label)
         self.inputs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         self.outputs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         self.buffers: dict[str, Any] = {}   # name -> pycuda DeviceAllocation
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            dims = engine.get_tensor_shape(name)
-            shape = tuple(int(dims[k]) for k in range(len(dims)))
-            dtype = numpy_dtype(engine.get_tensor_dtype(name))
-            if any(d < 0 for d in shape):
-                raise RuntimeError(f"{label}: tensor {name} has a dynamic shape {shape}; "
-                                   f"export with static shapes (batch 1, the model's input size)")
+        for name, shape, trt_dtype, is_input in tensors:
+            dtype = numpy_dtype(trt_dtype)
             self.buffers[name] = cuda.mem_alloc(max(1, int(np.prod(shape)) * dtype.itemsize))
             self.bind(name, self.buffers[name])
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                self.inputs[name] = (shape, dtype)
-                if not self.context.set_input_shape(name, shape):
-                    raise RuntimeError(f"{label}: set_input_shape({name}, {shape}) refused")
-            else:
-                self.outputs[name] = (shape, dtype)
+            (self.inputs if is_input else self.outputs)[name] = (shape, dtype)
 
     def bind(self, name: str, allocation: Any) -> None:
         """Point a tensor at device memory (another graph's output, for a pair)."""
