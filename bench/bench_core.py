@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "decode rgb8": lambda: decode_image(rgb_bytes, "rgb8", W, H, W * 3, 0),
         "decode bgr8": lambda: decode_image(bgr_bytes, "bgr8", W, H, W * 3, 0),
         "decode yuyv": lambda: decode_image(yuyv_bytes, "yuyv", W, H, W * 2, 0),
+        "decode bayer_rggb8": lambda: decode_image(yuyv_bytes, "bayer_rggb8", W, H, W, 0),
         "decode rgb8 padded step": lambda: decode_image(padded_bytes, "rgb8", W, H, W * 3 + 64, 0),
         "decode jpeg": lambda: decode_compressed(jpeg, "rgb8; jpeg compressed bgr8"),
         "preprocess 640x480 -> 256x320": lambda: preprocess(rgb, meta, out=x_in),

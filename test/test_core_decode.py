@@ -96,6 +96,43 @@ def test_yuv_alias_order_differs(rgb):
     assert np.abs(wrong.astype(int) - expected.astype(int)).mean() > 20
 
 
+def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """Sample a Bayer mosaic by hand: ``pattern`` names the colours of the top-left 2x2 cell
+    in reading order (ROS image_encodings), e.g. rggb = R G / G B."""
+    chan = {"r": 0, "g": 1, "b": 2}
+    out = np.empty(rgb.shape[:2], np.uint8)
+    for k, c in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        out[dy::2, dx::2] = rgb[dy::2, dx::2, chan[c]]
+    return out
+
+
+@pytest.mark.parametrize("pad", [0, 5])
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_encodings(pattern, pad):
+    """Flat colour patches survive demosaicing; a wrong pattern map swaps red and blue or
+    mixes green in, which moves a saturated patch by ~100 codes."""
+    blocks = np.array([[[200, 30, 40], [20, 180, 60]], [[30, 50, 210], [120, 120, 120]]], np.uint8)
+    rgb = np.repeat(np.repeat(blocks, H // 2, axis=0), W // 2, axis=1)
+    data, step = _pad_rows(_mosaic(rgb, pattern), pad)
+    out = decode_image(data, f"bayer_{pattern}8", W, H, step, 0)
+    assert out.shape == (H, W, 3)
+    inner = (slice(2, H // 2 - 2), slice(2, W // 2 - 2))   # away from patch edges and the border
+    for by in range(2):
+        for bx in range(2):
+            ys = slice(by * H // 2 + inner[0].start, by * H // 2 + inner[0].stop)
+            xs = slice(bx * W // 2 + inner[1].start, bx * W // 2 + inner[1].stop)
+            err = np.abs(out[ys, xs].astype(int) - blocks[by, bx].astype(int)).max()
+            assert err <= 2, (pattern, by, bx, err)
+
+
+def test_bayer_pattern_matters():
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 0] = 220
+    out = decode_image(_mosaic(rgb, "rggb").tobytes(), "bayer_bggr8", W, H, W, 0)
+    assert out[4:-4, 4:-4, 2].mean() > 150 and out[4:-4, 4:-4, 0].mean() < 50  # red read as blue
+
+
 @pytest.mark.parametrize("kind", ["bytes", "bytearray", "memoryview", "array", "ndarray"])
 def test_buffer_types(rgb, kind):
     raw = rgb.tobytes()
@@ -111,7 +148,8 @@ def test_rgb8_is_zero_copy(rgb):
 
 
 @pytest.mark.parametrize("kwargs,needle", [
-    (dict(encoding="bayer_rggb8"), "unsupported image encoding 'bayer_rggb8'"),
+    (dict(encoding="bayer_rggb16"), "not camera colour input"),
+    (dict(encoding="bayer_xyzw8"), "unsupported image encoding 'bayer_xyzw8'"),
     (dict(encoding="nv12"), "supported: rgb8"),
     (dict(encoding="mono16"), "not camera colour input"),
     (dict(encoding="16UC1"), "not camera colour input"),
@@ -145,7 +183,8 @@ def test_absurd_size_refused_before_allocation():
 
 def test_supported_list_is_complete():
     assert set(SUPPORTED_ENCODINGS) == {"rgb8", "bgr8", "rgba8", "bgra8", "mono8",
-                                        "uyvy", "yuv422", "yuyv", "yuv422_yuy2"}
+                                        "uyvy", "yuv422", "yuyv", "yuv422_yuy2",
+                                        "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8"}
 
 
 # ---------------------------------------------------------------- compressed

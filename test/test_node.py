@@ -279,7 +279,7 @@ def test_bad_inputs_are_skipped_with_a_warning(harness: Harness, launch) -> None
     good = make_image_msg(RGB, "rgb8", 0.0)
     short = raw("rgb8", W, H, W * 3, bytes(good.data)[: W * 3 * H - 10])
     cases = [
-        (raw("bayer_rggb8", W, H, W, b"\0" * W * H), "unsupported image encoding 'bayer_rggb8'"),
+        (raw("nv21", W, H, W, b"\0" * W * H * 2), "unsupported image encoding 'nv21'"),
         (short, f"image data has {W * 3 * H - 10} bytes"),
         (raw("rgb8", W, H, W * 3 - 1, b"\0" * W * 3 * H), f"step {W * 3 - 1} is shorter than one row"),
         (raw("rgb8", 0, H, 0, b""), "width is 0"),

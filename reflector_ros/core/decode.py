@@ -33,6 +33,12 @@ _ENCODINGS: dict[str, tuple[int, int | None]] = {
     "yuv422": (2, cv2.COLOR_YUV2RGB_UYVY),       # ROS alias of UYVY (image_encodings.hpp)
     "yuyv": (2, cv2.COLOR_YUV2RGB_YUY2),
     "yuv422_yuy2": (2, cv2.COLOR_YUV2RGB_YUY2),  # ROS alias of YUYV
+    # Raw sensor mosaics (machine-vision drivers publish these by default). OpenCV names a
+    # pattern by the second row's 2nd and 3rd pixels, so ROS's rggb is OpenCV's BG, etc.
+    "bayer_rggb8": (1, cv2.COLOR_BayerBG2RGB),
+    "bayer_bggr8": (1, cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg8": (1, cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg8": (1, cv2.COLOR_BayerGB2RGB),
 }
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
 _YUV422 = ("uyvy", "yuv422", "yuyv", "yuv422_yuy2")
