@@ -34,6 +34,25 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def tail_bursts(frames: list[tuple[int, float]], factor: float = 2.0) -> dict:
+    """Frames slower than factor x p50, grouped into runs of consecutive frame numbers.
+
+    Why: a tail made of one long run is the machine slowing down for a while (every frame
+    then waits behind a slow inference); scattered single frames are the node's own jitter.
+    """
+    if not frames:
+        return {"threshold_ms": None, "frames": 0, "bursts": 0, "longest": 0}
+    thr = factor * float(np.median([lat for _, lat in frames]))
+    slow = sorted(i for i, lat in frames if lat > thr)
+    runs: list[int] = []
+    for k, i in enumerate(slow):
+        if k and i <= slow[k - 1] + 2:   # a dropped frame between two slow ones is one run
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    return {"threshold_ms": thr, "frames": len(slow), "bursts": len(runs), "longest": max(runs, default=0)}
+
+
 def hop_listener(topic: str, count: int, timeout: float) -> int:
     """Plain rclpy subscriber process: stamp -> callback time of each image, as JSON on exit."""
     import rclpy
@@ -97,12 +116,14 @@ def bench(args: argparse.Namespace) -> dict:
     reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
     sent_ns: dict[int, int] = {}
     latency: list[float] = []
+    per_frame: list[tuple[int, float]] = []   # (frame number, ms) in arrival order
     diag: dict[str, str] = {}
 
     def on_depth(msg: Image) -> None:
         st = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         if st in sent_ns:
             latency.append((time.time_ns() - st) / 1e6)
+            per_frame.append((sent_ns[st], latency[-1]))
 
     def on_diag(msg: DiagnosticArray) -> None:
         for s in msg.status:
@@ -167,11 +188,15 @@ def bench(args: argparse.Namespace) -> dict:
         stop_process(node_proc)
         os.unlink(node_log.name)
     stages = {k: float(v) for k, v in diag.items() if k.endswith("_ms") and not k.startswith("latency")}
+    if args.trace:
+        with open(args.trace, "w") as f:
+            f.write("frame,latency_ms\n" + "".join(f"{i},{lat:.3f}\n" for i, lat in sorted(per_frame)))
     return {
         "frames_published": args.frames, "rate_hz": args.rate, "size": [args.width, args.height],
         "model": str(model), "backend": diag.get("backend", args.backend),
         "depth_received": len(latency), "node_dropped": int(diag.get("dropped_frames", "0") or 0),
         "end_to_end_ms": {"p50": _pct(latency, 50), "p99": _pct(latency, 99)},
+        "over_2x_p50": tail_bursts(per_frame),
         "image_hop_received": len(hops), "image_hop_ms": {"p50": _pct(hops, 50), "p99": _pct(hops, 99)},
         "node_stage_median_ms": stages,
     }
@@ -188,6 +213,10 @@ def print_table(r: dict) -> None:
           f"{f(r['end_to_end_ms']['p50']):>10}{f(r['end_to_end_ms']['p99']):>10}")
     print(f"{'image stamp -> plain rclpy subscriber':<38}{r['image_hop_received']:>10}"
           f"{f(r['image_hop_ms']['p50']):>10}{f(r['image_hop_ms']['p99']):>10}")
+    b = r["over_2x_p50"]
+    if b["frames"]:
+        print(f"{b['frames']} frames over 2 x p50 ({b['threshold_ms']:.1f} ms), in {b['bursts']} bursts, "
+              f"the longest {b['longest']} frames")
     print(f"node dropped {r['node_dropped']} frames (it keeps only the newest frame while busy)")
     if r["node_stage_median_ms"]:
         print("node per-stage medians (/diagnostics):")
@@ -207,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra node parameter, e.g. cpu_spin_wait:=true (repeatable)")
+    p.add_argument("--trace", metavar="CSV", help="write each frame's end-to-end latency to this CSV file")
     p.add_argument("--hop-listener", metavar="TOPIC", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not (1 <= args.frames <= 100_000 and 0 < args.rate <= 1000 and 8 <= args.width <= 8192
