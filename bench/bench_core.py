@@ -24,6 +24,7 @@ from reflector_ros.core.decode import decode_compressed, decode_image
 from reflector_ros.core.depth import colorize, finalize_depth, to_millimetres
 from reflector_ros.core.pointcloud import backproject, cloud_fields, pack_cloud, ray_lengths, ray_table
 from reflector_ros.core.preprocess import preprocess, resize_to
+from reflector_ros.core.rectify import calibration, rectify, undistort_maps
 from reflector_ros.meta import ModelMeta
 
 H, W = 480, 640
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     rays = ray_table(intr, 1)
     lengths = ray_lengths(rays)   # cached with the ray table, as the node does
     cloud_out = convert.message_array((H, W, 4), np.float32)   # the node's reused, zero-copy buffers
+    lens = calibration([525.0, 0, 319.5, 0, 525.0, 239.5, 0, 0, 1], [-0.3, 0.1, 0.001, 0.001, 0.0],
+                       [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0], [420.0, 0, 320.0, 0, 0, 420.0, 240.0, 0, 0, 0, 1, 0],
+                       "plumb_bob", W, H)
+    rect_maps = undistort_maps(lens)[:2]   # built once per calibration, as the node does
     fin_out = convert.message_array((H, W), np.float32)
     colored = colorize(final, 0.1, 10.0)
     header = Header(frame_id="camera_optical_frame")
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "decode bayer_rggb8": lambda: decode_image(yuyv_bytes, "bayer_rggb8", W, H, W, 0),
         "decode rgb8 padded step": lambda: decode_image(padded_bytes, "rgb8", W, H, W * 3 + 64, 0),
         "decode jpeg": lambda: decode_compressed(jpeg, "rgb8; jpeg compressed bgr8"),
+        "rectify 640x480 (a lens with distortion, rectify: true)": lambda: rectify(rgb, *rect_maps),
         "preprocess 640x480 -> 256x320": lambda: preprocess(rgb, meta, out=x_in),
         "resize back (one map)": lambda: resize_to(net_depth, (H, W)),
         "finalize_depth": lambda: finalize_depth(depth, conf, 0.1, 10.0, 0.2, out=fin_out),

@@ -96,6 +96,30 @@ def test_intrinsics_roi_and_binning():
         convert.intrinsics_from_camera_info(info, 320, 240)
 
 
+def test_calibration_scales_and_crops_p_like_k():
+    """P goes through the same resize and roi as K (P = [K | 0] stays so), D and R unchanged."""
+    k = [500.0, 0, 319.5, 0, 480.0, 239.5, 0, 0, 1]
+    info = _info(k, 640, 480)
+    info.p = [450.0, 0, 330.0, 0, 0, 440.0, 230.0, 0, 0, 0, 1, 0]
+    info.d = [-0.2, 0.05, 0.0, 0.0, 0.0]
+    info.r = [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]
+    info.distortion_model = "plumb_bob"
+    for roi in ((0, 0, 0, 0), (100, 40, 320, 240)):
+        info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = roi
+        cal = convert.calibration_from_camera_info(info, 160, 120)
+        intr = convert.intrinsics_from_camera_info(info, 160, 120)
+        assert (cal.k[0], cal.k[2], cal.k[4], cal.k[5]) == pytest.approx((intr.fx, intr.cx, intr.fy, intr.cy))
+        pk = _info([450.0, 0, 330.0, 0, 440.0, 230.0, 0, 0, 1], 640, 480)
+        pk.roi = info.roi
+        want = convert.intrinsics_from_camera_info(pk, 160, 120)     # P's 3x3 as if it were a K
+        assert (cal.p[0], cal.p[2], cal.p[5], cal.p[6]) == pytest.approx((want.fx, want.cx, want.fy, want.cy))
+        assert cal.p[3] == 0.0 and cal.p[8:] == (0.0, 0.0, 1.0, 0.0)
+        assert cal.d == tuple(info.d) and (cal.width, cal.height) == (160, 120)
+    info.p = [1.0] * 9
+    with pytest.raises(InputError, match="P must have 12"):
+        convert.calibration_from_camera_info(info, 160, 120)
+
+
 def test_depth_messages(header):
     depth = np.random.default_rng(2).uniform(0.2, 9, (H, W)).astype(np.float32)
     depth[0, 0] = np.nan

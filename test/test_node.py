@@ -197,6 +197,75 @@ def test_output_scale_and_cloud_is_backprojected_depth(harness: Harness, launch)
     assert np.nanmax(np.abs(xyz - expect)) <= 1e-3
 
 
+def _cloud_rgb(msg: Any) -> np.ndarray:
+    """(h, w, 3) uint8 RGB of an organized xyz+rgb cloud (rgb packed as 0x00RRGGBB)."""
+    off = {f.name: f.offset for f in msg.fields}["rgb"]
+    raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, msg.point_step)
+    return raw[..., off:off + 3][..., ::-1]
+
+
+def test_raw_frames_are_rectified_into_p(harness: Harness, launch) -> None:
+    """A barrel lens with a wider P: the cloud's colours are the rectified frame, depth/camera_info
+    is P, and pixels the lens never saw are invalid. rectify:=false passes the frame as it is."""
+    import cv2
+
+    proc, ns = launch()
+    subscribe_all(harness, ns)
+    cam = Cam(harness, ns)
+    cam.prime(topic="points")
+    info = make_camera_info(W, H, FX)
+    info.d = [-0.3, 0.1, 0.002, -0.001, 0.0]
+    pfx, pcx, pcy = 0.8 * FX, W / 2 + 2.0, H / 2 - 3.0
+    info.p = [pfx, 0.0, pcx, 0.0, 0.0, pfx, pcy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    k = np.asarray(info.k).reshape(3, 3)
+    map_x, map_y = cv2.initUndistortRectifyMap(k, np.asarray(info.d), None, np.asarray(info.p).reshape(3, 4)[:, :3],
+                                               (W, H), cv2.CV_32FC1)
+    expected = cv2.remap(RGB, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    unseen = (map_x < 0) | (map_x > W - 1) | (map_y < 0) | (map_y > H - 1)
+
+    def frame() -> Any:
+        harness.publish(f"{ns}/camera_info", info)
+        harness.spin(0.3)                  # the node caches the newest camera_info
+        stamp = cam.send(with_info=False)
+        assert harness.wait_for(lambda: all(cam.answered(stamp, t) for t in
+                                            ("points", "depth/camera_info", "depth/confidence")), 10)
+        return stamp
+
+    stamp = frame()
+    out = cam.answered(stamp, "depth/camera_info")
+    assert list(out.k) == pytest.approx([pfx, 0, pcx, 0, pfx, pcy, 0, 0, 1]) and not any(out.d)
+    rgb = _cloud_rgb(cam.answered(stamp, "points"))
+    inner = ~cv2.dilate(unseen.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    err = np.abs(rgb.astype(int) - expected.astype(int))[inner]
+    assert err.mean() < 1.0 and err.max() <= 12, (err.mean(), err.max())     # 1/32-pixel maps vs float maps
+    assert np.abs(rgb.astype(int) - RGB.astype(int))[inner].mean() > 10 * err.mean()
+    depth, conf = image_array(cam.answered(stamp)), image_array(cam.answered(stamp, "depth/confidence"))
+    far_unseen = (map_x < -1) | (map_x > W) | (map_y < -1) | (map_y > H)    # a pixel clear of the border
+    assert far_unseen.sum() > 20, "the test lens must leave some pixels unseen"
+    assert np.isnan(depth[far_unseen]).all(), np.argwhere(far_unseen & ~np.isnan(depth))[:20]
+    assert (conf[far_unseen] == 0).all(), (np.argwhere(far_unseen & (conf != 0))[:20], conf[far_unseen & (conf != 0)][:5])
+    assert np.isnan(cloud_xyz(cam.answered(stamp, "points"))[far_unseen]).all()
+    assert np.isfinite(depth[inner]).mean() > 0.5
+    diag = cam.diagnostics(lambda d: float(d.get("rectify_ms", "nan")) > 0)
+    assert float(diag["rectify_ms"]) < 50
+
+    assert all(r.successful for r in harness.set_parameters(f"{ns}/reflector_depth", rectify=False))
+    stamp = frame()
+    out = cam.answered(stamp, "depth/camera_info")
+    assert list(out.k) == pytest.approx([pfx, 0, pcx, 0, pfx, pcy, 0, 0, 1])   # image_rect lives in P
+    np.testing.assert_array_equal(_cloud_rgb(cam.answered(stamp, "points")), RGB)
+
+    info.distortion_model = "kannala_brandt_8"                # a model the node cannot undistort
+    info.d = [0.1] * 8
+    assert all(r.successful for r in harness.set_parameters(f"{ns}/reflector_depth", rectify=True))
+    harness.publish(f"{ns}/camera_info", info)
+    harness.spin(0.3)
+    bad = cam.send(with_info=False)
+    assert harness.wait_log(proc, "distortion_model 'kannala_brandt_8'"), read_log(proc)
+    cam.roundtrip()                                           # a plain camera_info again: answered
+    assert cam.answered(bad) is None and proc.poll() is None
+
+
 def test_cloud_built_by_the_backend_device_path(harness: Harness, launch, model: str) -> None:
     """torch backends pack the cloud beside the network (torch_ops.build_cloud, the code the
     GPU runs; here on the CPU): same back-projection of the published depth, with stride,

@@ -25,6 +25,18 @@ def test_config_yaml_lists_every_parameter_with_its_default() -> None:
     assert validate_params(params) == []
 
 
+def test_readme_table_documents_every_parameter_with_its_default() -> None:
+    rows = {}
+    for line in (REPO / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].startswith("`") and cells[1].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1].strip("`")
+    for key, default in DEFAULTS.items():
+        assert key in rows, f"README parameter table lacks {key}"
+        shown = str(default).lower() if isinstance(default, bool) else '""' if default == "" else str(default)
+        assert rows[key] == shown, (key, rows[key], shown)
+
+
 @pytest.mark.parametrize("bad, needle", [
     ({"min_depth": 5.0, "max_depth": 5.0}, "min_depth (5.0) must be smaller than max_depth"),
     ({"min_depth": 12.0}, "must be smaller than max_depth"),

@@ -23,7 +23,7 @@ class Intrinsics:
     height: int
 
 
-def _check_size(width: int, height: int) -> None:
+def check_size(width: int, height: int) -> None:
     for name, val in (("width", width), ("height", height)):
         if not isinstance(val, int) or isinstance(val, bool) or val <= 0 or val >= MAX_DIM:
             raise InputError(f"camera {name} {val!r} is not a usable image size (1..{MAX_DIM - 1})")
@@ -34,7 +34,7 @@ def intrinsics_from_k(k: Sequence[float], width: int, height: int) -> Intrinsics
     vals = [float(v) for v in k]
     if len(vals) != 9:
         raise InputError(f"K must have 9 values (row-major 3x3), got {len(vals)}")
-    _check_size(int(width), int(height))
+    check_size(int(width), int(height))
     if not all(math.isfinite(v) for v in vals):
         raise InputError(f"K contains NaN or inf: {vals}")
     if all(v == 0.0 for v in vals):
@@ -52,7 +52,7 @@ def scale_intrinsics(intr: Intrinsics, width: int, height: int) -> Intrinsics:
     Uses the pixel-centre convention of cv2.resize: pixel u' samples source
     (u' + 0.5)/s - 0.5, so cx' = (cx + 0.5)*s - 0.5.
     """
-    _check_size(int(width), int(height))
+    check_size(int(width), int(height))
     if (width, height) == (intr.width, intr.height):
         return intr
     sx, sy = width / intr.width, height / intr.height

@@ -19,6 +19,7 @@ import traceback
 from collections import deque
 from typing import Any
 
+import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -29,10 +30,11 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from reflector_ros.core.camera import Intrinsics, intrinsics_from_k, scale_intrinsics
+from reflector_ros.core.camera import Intrinsics, scale_intrinsics
 from reflector_ros.core.depth import colorize, finalize_depth
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.pointcloud import CloudSpec, build_cloud, ray_lengths, ray_table
+from reflector_ros.core.rectify import Calibration, is_identity, rectified_intrinsics, rectify, undistort_maps
 from reflector_ros.meta import focal_scale
 from reflector_ros.ros import convert
 from reflector_ros.ros.params import DEFAULTS, PARAMS, changed_startup_params, normalize, validate_params
@@ -41,7 +43,7 @@ NODE_NAME = "reflector_depth"
 STATUS_NAME = "reflector_depth: pipeline"
 RESTART_JUMP_S = 3.0       # a stamp this far back is a restarted source (looping bag), not a stale frame
 WARN_PERIOD_S = 5.0        # one line per distinct problem per this many seconds
-STAGES = ("decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "points_ms", "depth_msg_ms", "points_msg_ms",
+STAGES = ("decode_ms", "rectify_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "points_ms", "depth_msg_ms", "points_msg_ms",
           "publish_ms")
 WINDOW = 100               # frames in the latency / stage-timing windows
 RATE_WINDOW_S = 5.0
@@ -104,6 +106,8 @@ class DepthNode(Node):
         self._last_stamp_ns: int | None = None
         self._rays_key: tuple | None = None
         self._rays: tuple[np.ndarray, np.ndarray] | None = None
+        self._maps: tuple[Calibration, np.ndarray, np.ndarray, np.ndarray | None] | None = None
+        self._unseen: tuple[tuple, np.ndarray] | None = None   # (key, mask at the depth size)
         self._buffers: dict[str, np.ndarray] = {}  # message_array()s reused frame to frame (no copies)
         self._warned: dict[str, tuple[float, int]] = {}
 
@@ -221,7 +225,8 @@ class DepthNode(Node):
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
-            intrinsics_from_k(msg.k, int(msg.width) or 1, int(msg.height) or 1)  # 0 = "as the image"
+            w, h = int(msg.width) or 1, int(msg.height) or 1   # 0 = "as the image"
+            convert.calibration_from_camera_info(msg, w, h)
         except InputError as exc:
             self._warn(f"camera_info:{exc}", f"ignoring camera_info ({exc}); keeping the previous good one")
             return
@@ -259,14 +264,33 @@ class DepthNode(Node):
         points = p["publish_points"] and self.pub_points.get_subscription_count() > 0
         return {"depth": depth or info, "confidence": conf, "colored": colored, "points": points}
 
-    def _intrinsics(self, p: dict[str, Any], width: int, height: int) -> Intrinsics | None:
+    def _camera(self, p: dict[str, Any], width: int, height: int) -> tuple[Intrinsics, Calibration | None] | None:
+        """The pinhole camera the network will see, and the calibration to rectify with
+        (None: use the frame as it is). Rectified frames live in P's camera, raw ones
+        without distortion too (P = K there), which is what depth/camera_info states."""
         info = self._camera_info
         if info is not None:
-            return convert.intrinsics_from_camera_info(info, width, height)
+            cal = convert.calibration_from_camera_info(info, width, height)
+            return rectified_intrinsics(cal), (cal if p["rectify"] and not is_identity(cal) else None)
         if p["fallback_fx"] > 0:
             f = p["fallback_fx"]
-            return Intrinsics(fx=f, fy=f, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0, width=width, height=height)
+            return Intrinsics(fx=f, fy=f, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0, width=width, height=height), None
         return None
+
+    def _rectify(self, rgb: np.ndarray, cal: Calibration) -> tuple[np.ndarray, np.ndarray | None]:
+        """The frame in P's camera; maps are built once per calibration (a few ms at VGA)."""
+        if self._maps is None or self._maps[0] != cal:
+            self._maps = (cal, *undistort_maps(cal))
+        _, map1, map2, seen = self._maps
+        return rectify(rgb, map1, map2), seen
+
+    def _unseen_mask(self, cal: Calibration, seen: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+        """Depth pixels the lens never saw, at the depth's resolution (cached)."""
+        key = (cal, out_hw)
+        if self._unseen is None or self._unseen[0] != key:
+            small = cv2.resize(seen.astype(np.uint8), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_NEAREST)
+            self._unseen = (key, small == 0)
+        return self._unseen[1]
 
     def _process(self, msg: Any) -> None:
         p = self._p
@@ -291,8 +315,8 @@ class DepthNode(Node):
         t["decode_ms"] = (time.perf_counter() - t0) * 1e3
         height, width = rgb.shape[:2]
 
-        intr = self._intrinsics(p, width, height)
-        if intr is None:
+        camera = self._camera(p, width, height)
+        if camera is None:
             self._waiting_info = True
             self._warn("no_info", "waiting for camera_info on "
                        f"{self.resolve_topic_name('camera_info')} (no metric scale without a focal length); "
@@ -300,9 +324,16 @@ class DepthNode(Node):
             return
         self._waiting_info = False
         self._last_stamp_ns = stamp
+        intr, cal = camera
 
         out_w = max(1, int(round(width * p["output_scale"])))
         out_h = max(1, int(round(height * p["output_scale"])))
+        unseen = None
+        if cal is not None:
+            t0 = time.perf_counter()
+            rgb, seen = self._rectify(rgb, cal)
+            unseen = None if seen is None else self._unseen_mask(cal, seen, (out_h, out_w))
+            t["rectify_ms"] = (time.perf_counter() - t0) * 1e3
         out_intr = scale_intrinsics(intr, out_w, out_h)
         scale = focal_scale(intr.fx, intr.fy, width, height, self.backend.meta)
 
@@ -314,8 +345,9 @@ class DepthNode(Node):
                              p["points_min_confidence"], bool(p["points_rgb"]),
                              out=self._buffer("cloud", (*rays.shape[:2], 4)))
         # GPU backends pack the cloud beside the network, straight into the message buffer
+        # (not where the lens leaves pixels unseen: those are masked on the host below)
         res = self.backend.run(rgb, scale, (out_h, out_w),
-                               cloud=spec if getattr(self.backend, "builds_cloud", False) else None)
+                               cloud=spec if getattr(self.backend, "builds_cloud", False) and unseen is None else None)
         for key, val in (res.timings_ms or {}).items():
             t[key if key.endswith("_ms") else f"{key}_ms"] = float(val)
 
@@ -323,6 +355,10 @@ class DepthNode(Node):
         t0 = time.perf_counter()
         depth = finalize_depth(res.depth, res.confidence, p["min_depth"], p["max_depth"], p["min_confidence"],
                                out=self._buffer("depth", (out_h, out_w)))
+        confidence = res.confidence
+        if unseen is not None:   # rectified pixels outside the raw frame: no depth, no confidence
+            depth[unseen] = np.nan
+            confidence = np.where(unseen, np.float32(0.0), confidence)
         first = [(self.pub_depth, convert.depth_image_msg(header, depth, p["depth_encoding"])),
                  (self.pub_info, convert.camera_info_msg(header, out_intr))]
         t["depth_msg_ms"] = (time.perf_counter() - t0) * 1e3
@@ -335,14 +371,14 @@ class DepthNode(Node):
         msgs: list[tuple[Any, Any]] = []
         t0 = time.perf_counter()
         if want["confidence"]:
-            msgs.append((self.pub_conf, convert.confidence_msg(header, res.confidence)))
+            msgs.append((self.pub_conf, convert.confidence_msg(header, confidence)))
         if want["colored"]:
             msgs.append((self.pub_colored, convert.colored_msg(header, colorize(depth, p["min_depth"], p["max_depth"]))))
         t["depth_msg_ms"] += (time.perf_counter() - t0) * 1e3
 
         if spec is not None:
             t0 = time.perf_counter()
-            buf = res.cloud if res.cloud is not None else build_cloud(depth, res.confidence, rgb, spec)
+            buf = res.cloud if res.cloud is not None else build_cloud(depth, confidence, rgb, spec)
             msgs.append((self.pub_points, convert.cloud_msg(header, buf, buf.shape[0], buf.shape[1], spec.rgb)))
             t["points_msg_ms"] = (time.perf_counter() - t0) * 1e3
 

@@ -40,6 +40,7 @@ PARAMS: dict[str, tuple[Any, str]] = {
     "points_min_confidence": (0.0, "Points with confidence below this are NaN, 0..1."),
     "publish_colored": (True, "Publish a colour-mapped depth (bgr8) on depth/colored."),
     "publish_confidence": (True, "Publish the per-pixel confidence (32FC1, 0..1) on depth/confidence."),
+    "rectify": (True, "Undistort the image with camera_info's D, R and P before inference, as image_proc does (plumb_bob, rational_polynomial, equidistant); set false when the input is already rectified (image_rect)."),
     "fallback_fx": (0.0, "Without camera_info, assume fx = fy = this (pixels, cx, cy = image centre); 0 = wait for camera_info."),
     "diagnostics_period": (1.0, "Seconds between /diagnostics messages."),
 }

@@ -1,0 +1,116 @@
+"""Raw camera frames undistorted into the camera's rectified pinhole model (P), as image_proc does.
+
+Why: the network, depth/camera_info and every consumer of the depth (depth_image_proc, the
+cloud, Nav2) assume a pinhole camera. A raw frame through a lens with distortion breaks that
+towards the edges, where a wide-angle webcam is off by several per cent. The maps depend
+only on the calibration, so they are built once and each frame is one ``cv2.remap``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from reflector_ros.core.camera import Intrinsics, intrinsics_from_k
+from reflector_ros.core.errors import InputError
+
+# ROS distortion_model names (sensor_msgs/distortion_models) -> OpenCV model
+SUPPORTED_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
+_D_LENGTHS = {"plumb_bob": (4, 5, 8), "rational_polynomial": (8,), "equidistant": (4,)}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The CameraInfo fields rectification reads, already expressed at the image's size."""
+    k: tuple[float, ...]   # 3x3 row-major
+    d: tuple[float, ...]
+    r: tuple[float, ...]   # 3x3 row-major; all zeros (an unfilled field) means identity
+    p: tuple[float, ...]   # 3x4 row-major; fx or fy <= 0 (unfilled) means "use K"
+    model: str
+    width: int
+    height: int
+
+
+def calibration(k: Sequence[float], d: Sequence[float], r: Sequence[float], p: Sequence[float],
+                model: str, width: int, height: int) -> Calibration:
+    """A checked Calibration; a bad field is an InputError naming it."""
+    intrinsics_from_k(k, width, height)          # K: 9 finite values, positive focal lengths
+    for name, vals, n in (("R", r, 9), ("P", p, 12)):
+        if len(vals) != n or not all(math.isfinite(float(v)) for v in vals):
+            raise InputError(f"camera_info {name} must be {n} finite numbers, got {list(vals)}")
+    if not all(math.isfinite(float(v)) for v in d):
+        raise InputError(f"camera_info D contains NaN or inf: {list(d)}")
+    return Calibration(tuple(float(v) for v in k), tuple(float(v) for v in d), tuple(float(v) for v in r),
+                       tuple(float(v) for v in p), str(model), int(width), int(height))
+
+
+def _new_camera(cal: Calibration) -> np.ndarray:
+    p = np.asarray(cal.p, np.float64).reshape(3, 4)
+    return p[:, :3].copy() if p[0, 0] > 0 and p[1, 1] > 0 else np.asarray(cal.k, np.float64).reshape(3, 3)
+
+
+def _rotation(cal: Calibration) -> np.ndarray:
+    r = np.asarray(cal.r, np.float64).reshape(3, 3)
+    return np.eye(3) if not r.any() else r
+
+
+def rectified_intrinsics(cal: Calibration) -> Intrinsics:
+    """The pinhole camera of the rectified image: P's left 3x3 (K where P is unfilled)."""
+    return intrinsics_from_k(_new_camera(cal).reshape(-1).tolist(), cal.width, cal.height)
+
+
+def is_identity(cal: Calibration) -> bool:
+    """True when rectifying would not move a pixel: no distortion, R = I and P's 3x3 = K."""
+    return (not any(cal.d) and np.allclose(_rotation(cal), np.eye(3))
+            and np.allclose(_new_camera(cal), np.asarray(cal.k).reshape(3, 3)))
+
+
+def undistort_maps(cal: Calibration) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(map1, map2, valid) for ``rectify``; valid marks the rectified pixels that see the
+    raw image (None when all do), so depth outside the lens's view is not invented."""
+    distorted = any(cal.d)   # without D only R and P move pixels, and any model name will do
+    if distorted and cal.model not in SUPPORTED_MODELS:
+        raise InputError(f"camera_info distortion_model '{cal.model}' is not one the node can undistort "
+                         f"({', '.join(SUPPORTED_MODELS)}); if the image is already rectified, set rectify:=false")
+    if distorted and len(cal.d) not in _D_LENGTHS[cal.model]:
+        raise InputError(f"camera_info D has {len(cal.d)} coefficients; {cal.model} takes "
+                         f"{' or '.join(map(str, _D_LENGTHS[cal.model]))}")
+    fisheye = distorted and cal.model == "equidistant"
+    init = cv2.fisheye.initUndistortRectifyMap if fisheye else cv2.initUndistortRectifyMap
+    k, d = np.asarray(cal.k, np.float64).reshape(3, 3), np.asarray(cal.d, np.float64) if distorted else np.zeros(5)
+    args = (k, d, _rotation(cal), _new_camera(cal), (cal.width, cal.height))
+    m1, m2 = init(*args, cv2.CV_16SC2)
+    return m1, m2, _seen(args, init(*args, cv2.CV_32FC1), fisheye)
+
+
+def _seen(args: tuple, maps: tuple[np.ndarray, np.ndarray], fisheye: bool) -> np.ndarray | None:
+    """Rectified pixels whose source lies inside the raw frame and maps back to them.
+
+    The second test matters: a lens polynomial folds back beyond the field it was fitted
+    on, so far-off rays land inside the frame on pixels that show something else. OpenCV's
+    iterative inverse (undistortPoints) returns the in-field solution, which exposes them.
+    """
+    mx, my = maps
+    h, w = mx.shape
+    inside = (mx >= -0.5) & (mx <= w - 0.5) & (my >= -0.5) & (my <= h - 0.5)
+    v, u = np.nonzero(inside)
+    raw = np.stack([mx[v, u], my[v, u]], axis=-1).reshape(-1, 1, 2).astype(np.float64)
+    k, d, r, p, _ = args
+    inverse = cv2.fisheye.undistortPoints if fisheye else cv2.undistortPoints
+    back = inverse(raw, k, d, R=r, P=p, criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 1e-9))
+    back = back.reshape(-1, 2)
+    ok = np.hypot(back[:, 0] - u, back[:, 1] - v) < 0.5
+    seen = np.zeros((h, w), bool)
+    seen[v[ok], u[ok]] = True
+    return None if seen.all() else seen
+
+
+def rectify(rgb: np.ndarray, map1: np.ndarray, map2: np.ndarray) -> np.ndarray:
+    """One bilinear remap; pixels the lens did not see come out black."""
+    if rgb.shape[:2] != map1.shape[:2]:
+        raise InputError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but the rectification maps are for "
+                         f"{map1.shape[1]}x{map1.shape[0]}")
+    return cv2.remap(rgb, map1, map2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
