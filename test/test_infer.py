@@ -9,7 +9,7 @@ import pytest
 
 from reflector_ros.cli import main
 from reflector_ros.core.errors import InputError
-from reflector_ros.train.camera_yaml import Pinhole, load_camera_yaml
+from reflector_ros.train.camera_yaml import Pinhole, load_camera_yaml, load_lens_yaml
 
 CAMERA_YAML = """\
 image_width: 160
@@ -111,6 +111,41 @@ def test_flags_and_yaml_rescaled(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert _infer([str(img), "-o", str(b), "--fx", "200", "--fy", "202", "--cx", "159.5", "--cy", "119.5", "--npy"],
                   model) == 0
     np.testing.assert_allclose(np.load(a / "big.npy"), np.load(b / "big.npy"), rtol=1e-6)
+
+
+LENS_YAML = (CAMERA_YAML.replace("data: [0.0, 0.0, 0.0, 0.0, 0.0]", "data: [-0.3, 0.1, 0.002, -0.001, 0.0]")
+             .replace("data: [100.0, 0.0, 79.5, 0.0, 0.0, 101.0, 59.5, 0.0, 0.0, 0.0, 1.0, 0.0]",
+                      "data: [80.0, 0.0, 82.0, 0.0, 0.0, 80.0, 57.0, 0.0, 0.0, 0.0, 1.0, 0.0]"))
+
+
+def test_camera_yaml_distortion_is_taken_out(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A barrel lens with a wider P: depth and PLY live in P's camera, unseen pixels are NaN."""
+    img = tmp_path / "raw.png"
+    cv2.imwrite(str(img), _scene())
+    cam = tmp_path / "lens.yaml"
+    cam.write_text(LENS_YAML)
+    model = tiny_model_dir / "tiny.onnx"
+    assert _infer([str(img), "-o", str(tmp_path / "r"), "--camera-info", str(cam), "--npy", "--ply"], model) == 0
+    assert _infer([str(img), "-o", str(tmp_path / "n"), "--camera-info", str(cam), "--npy", "--no-rectify"],
+                  model) == 0
+    rect, plain = np.load(tmp_path / "r" / "raw.npy"), np.load(tmp_path / "n" / "raw.npy")
+    k = np.array([[100.0, 0, 79.5], [0, 101.0, 59.5], [0, 0, 1]])
+    mx, my = cv2.initUndistortRectifyMap(k, np.array([-0.3, 0.1, 0.002, -0.001, 0.0]), None,
+                                         np.array([[80.0, 0, 82.0], [0, 80.0, 57.0], [0, 0, 1]]), (160, 120),
+                                         cv2.CV_32FC1)
+    unseen = (mx < -1) | (mx > 160) | (my < -1) | (my > 120)
+    assert unseen.sum() > 20 and np.isnan(rect[unseen]).all()
+    assert np.isfinite(plain[unseen]).mean() > 0.9           # not rectified: nothing masked
+    assert np.isfinite(rect[~unseen]).mean() > 0.9
+    raw = (tmp_path / "r" / "raw.ply").read_bytes()
+    head, body = raw.split(b"end_header\n", 1)
+    rec = np.frombuffer(body, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
+    v, u = np.nonzero(np.isfinite(rect) & (rect > 0))
+    assert np.allclose(rec["x"], (u - 82.0) * rect[v, u] / 80.0, atol=1e-4)   # P, not K
+    assert np.allclose(rec["y"], (v - 57.0) * rect[v, u] / 80.0, atol=1e-4)
+    cam.write_text(LENS_YAML.replace("data: [-0.3, 0.1, 0.002, -0.001, 0.0]", "data: [-0.3, oops]"))
+    with pytest.raises(InputError, match="distortion_coefficients"):
+        load_lens_yaml(cam)
 
 
 def test_video(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from reflector_ros.core.camera import Intrinsics, intrinsics_from_k
+from reflector_ros.core.camera import Intrinsics, check_size, intrinsics_from_k
 from reflector_ros.core.errors import InputError
 
 # ROS distortion_model names (sensor_msgs/distortion_models) -> OpenCV model
@@ -45,6 +45,36 @@ def calibration(k: Sequence[float], d: Sequence[float], r: Sequence[float], p: S
         raise InputError(f"camera_info D contains NaN or inf: {list(d)}")
     return Calibration(tuple(float(v) for v in k), tuple(float(v) for v in d), tuple(float(v) for v in r),
                        tuple(float(v) for v in p), str(model), int(width), int(height))
+
+
+def calibration_at(k: Sequence[float], d: Sequence[float], r: Sequence[float], p: Sequence[float], model: str,
+                   calibrated_wh: tuple[int, int], image_wh: tuple[int, int],
+                   roi: tuple[int, int, int, int] | None = None) -> Calibration:
+    """A calibration made at ``calibrated_wh`` expressed for frames of ``image_wh``.
+
+    A region of interest (x, y, w, h) shifts the principal points first, as
+    image_geometry does; a different size is then a plain resize (pixel centres as
+    cv2.resize). Both are pixel maps applied on the left of K and P; D is in normalised
+    coordinates, so neither changes it. A crop without roi cannot be detected.
+    """
+    cw, ch = (int(v) for v in calibrated_wh)
+    intrinsics_from_k(k, cw, ch)   # K and the calibrated size are usable
+    w, h = (int(v) for v in image_wh)
+    check_size(w, h)
+    if len(p) != 12:
+        raise InputError(f"camera_info P must have 12 values (row-major 3x4), got {len(p)}")
+    to_image = np.eye(3)
+    if roi is not None and roi[2] > 0 and roi[3] > 0 and tuple(roi) != (0, 0, cw, ch):
+        x0, y0, rw, rh = (int(v) for v in roi)
+        if x0 + rw > cw or y0 + rh > ch:
+            raise InputError(f"camera_info roi {x0},{y0} {rw}x{rh} lies outside the calibrated {cw}x{ch} image")
+        to_image = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
+        cw, ch = rw, rh
+    sx, sy = w / cw, h / ch
+    to_image = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]]) @ to_image
+    k_img = to_image @ np.asarray(k, np.float64).reshape(3, 3)
+    p_img = to_image @ np.asarray(p, np.float64).reshape(3, 4)
+    return calibration(k_img.ravel().tolist(), list(d), list(r), p_img.ravel().tolist(), model, w, h)
 
 
 def _new_camera(cal: Calibration) -> np.ndarray:

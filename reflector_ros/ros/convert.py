@@ -16,12 +16,12 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from reflector_ros.core.camera import Intrinsics, check_size, intrinsics_from_k, k_matrix, p_matrix
+from reflector_ros.core.camera import Intrinsics, intrinsics_from_k, k_matrix, p_matrix
 from reflector_ros.core.decode import decode_compressed, decode_image
 from reflector_ros.core.depth import to_millimetres
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.pointcloud import POINT_STEP, cloud_fields
-from reflector_ros.core.rectify import Calibration, calibration
+from reflector_ros.core.rectify import Calibration, calibration_at
 
 _BIGENDIAN = int(sys.byteorder == "big")
 
@@ -79,36 +79,17 @@ def rgb_from_compressed(msg: CompressedImage) -> np.ndarray:
 
 
 def calibration_from_camera_info(msg: CameraInfo, image_width: int, image_height: int) -> Calibration:
-    """K, D, R, P of this camera_info, expressed at the image's resolution.
+    """K, D, R, P of this camera_info at the image's resolution (core.rectify.calibration_at).
 
     camera_info for another resolution than the image (full-sensor calibration with
-    binned or resized frames) is scaled, not refused; width/height 0 means "same as the
-    image". A region of interest (roi) shifts the principal points first, as
-    image_geometry does. A crop without roi cannot be detected and is treated as a resize.
-    D is in normalised coordinates, so neither changes it.
+    binned or resized frames) is scaled, not refused; width/height 0 means "same as the image".
     """
     cw, ch = int(msg.width), int(msg.height)
     if cw == 0 or ch == 0:
         cw, ch = int(image_width), int(image_height)
-    intrinsics_from_k(msg.k, cw, ch)    # K and the calibrated size are usable
-    check_size(int(image_width), int(image_height))
-    if len(msg.p) != 12:
-        raise InputError(f"camera_info P must have 12 values (row-major 3x4), got {len(msg.p)}")
-    # both steps are pixel-coordinate maps applied on the left of K and of P
-    to_image = np.eye(3)
     roi = msg.roi
-    if roi.width > 0 and roi.height > 0 and (roi.x_offset, roi.y_offset, roi.width, roi.height) != (0, 0, cw, ch):
-        if roi.x_offset + roi.width > cw or roi.y_offset + roi.height > ch:
-            raise InputError(f"camera_info roi {roi.x_offset},{roi.y_offset} {roi.width}x{roi.height} "
-                             f"lies outside the calibrated {cw}x{ch} image")
-        to_image = np.array([[1.0, 0.0, -roi.x_offset], [0.0, 1.0, -roi.y_offset], [0.0, 0.0, 1.0]])
-        cw, ch = int(roi.width), int(roi.height)
-    sx, sy = image_width / cw, image_height / ch   # a plain resize, pixel centres as cv2.resize
-    to_image = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]]) @ to_image
-    k = to_image @ np.asarray(msg.k, np.float64).reshape(3, 3)
-    p = to_image @ np.asarray(msg.p, np.float64).reshape(3, 4)
-    return calibration(k.ravel().tolist(), list(msg.d), list(msg.r), p.ravel().tolist(), msg.distortion_model,
-                       int(image_width), int(image_height))
+    return calibration_at(list(msg.k), list(msg.d), list(msg.r), list(msg.p), msg.distortion_model, (cw, ch),
+                          (int(image_width), int(image_height)), (roi.x_offset, roi.y_offset, roi.width, roi.height))
 
 
 def intrinsics_from_camera_info(msg: CameraInfo, image_width: int, image_height: int) -> Intrinsics:

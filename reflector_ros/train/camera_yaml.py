@@ -13,6 +13,7 @@ import yaml
 
 from reflector_ros.core.camera import Intrinsics, scale_intrinsics
 from reflector_ros.core.errors import InputError
+from reflector_ros.core.rectify import Calibration, calibration
 
 MAX_SIDE = 16384
 
@@ -62,13 +63,7 @@ def _matrix(doc: dict, key: str, rows: int, cols: int, path: Path) -> list[float
         raise InputError(f"{path}: {key}.data holds a non-number ({exc})") from None
 
 
-def load_camera_yaml(path: str | Path) -> Pinhole:
-    """Read fx, fy, cx, cy and the calibrated size from camera_matrix (K).
-
-    K describes the raw image; callers pass rectified or low-distortion images.
-    Falls back to projection_matrix (P) when K is absent.
-    """
-    path = Path(path)
+def _read(path: Path) -> tuple[dict, int, int]:
     try:
         doc = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -78,9 +73,19 @@ def load_camera_yaml(path: str | Path) -> Pinhole:
     if not isinstance(doc, dict):
         raise InputError(f"{path}: expected a camera_calibration mapping (image_width, camera_matrix, ...)")
     try:
-        width, height = int(doc["image_width"]), int(doc["image_height"])
+        return doc, int(doc["image_width"]), int(doc["image_height"])
     except (KeyError, TypeError, ValueError):
         raise InputError(f"{path}: image_width and image_height are required integers") from None
+
+
+def load_camera_yaml(path: str | Path) -> Pinhole:
+    """Read fx, fy, cx, cy and the calibrated size from camera_matrix (K).
+
+    K describes the raw image; `reflector infer` rectifies with load_lens_yaml first.
+    Falls back to projection_matrix (P) when K is absent.
+    """
+    path = Path(path)
+    doc, width, height = _read(path)
     k = _matrix(doc, "camera_matrix", 3, 3, path)
     if k is not None:
         fx, cx, fy, cy = k[0], k[2], k[4], k[5]
@@ -90,3 +95,23 @@ def load_camera_yaml(path: str | Path) -> Pinhole:
             raise InputError(f"{path}: neither camera_matrix nor projection_matrix is present")
         fx, cx, fy, cy = p[0], p[2], p[5], p[6]
     return check_pinhole(Pinhole(fx, fy, cx, cy, width, height))
+
+
+def load_lens_yaml(path: str | Path) -> Calibration | None:
+    """K, D, R, P of the file at its calibrated size, for rectification (None without K)."""
+    path = Path(path)
+    doc, width, height = _read(path)
+    k = _matrix(doc, "camera_matrix", 3, 3, path)
+    if k is None:
+        return None
+    d = doc.get("distortion_coefficients")
+    d_data = d.get("data") if isinstance(d, dict) else [] if d is None else None
+    if not isinstance(d_data, list):
+        raise InputError(f"{path}: distortion_coefficients.data must be a list of numbers")
+    try:
+        d_vals = [float(x) for x in d_data]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path}: distortion_coefficients.data holds a non-number ({exc})") from None
+    r = _matrix(doc, "rectification_matrix", 3, 3, path) or [0.0] * 9
+    p = _matrix(doc, "projection_matrix", 3, 4, path) or [0.0] * 12
+    return calibration(k, d_vals, r, p, str(doc.get("distortion_model") or "plumb_bob"), width, height)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from dataclasses import astuple
 from pathlib import Path
 
 import cv2
@@ -15,7 +16,9 @@ import numpy as np
 
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.pointcloud import backproject, ray_table
-from reflector_ros.train.camera_yaml import MAX_SIDE, Pinhole, check_pinhole, load_camera_yaml
+from reflector_ros.core.rectify import (Calibration, calibration_at, is_identity, rectified_intrinsics, rectify,
+                                        undistort_maps)
+from reflector_ros.train.camera_yaml import MAX_SIDE, Pinhole, check_pinhole, load_camera_yaml, load_lens_yaml
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_EXT = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -29,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="image files, folders of images, videos, or ROS 2 bags (folder with metadata.yaml, .mcap, .db3)")
     p.add_argument("--output", "-o", required=True, help="output folder")
     p.add_argument("--camera-info", help="ROS camera_calibration YAML with the intrinsics")
+    p.add_argument("--no-rectify", dest="rectify", action="store_false",
+                   help="the images are already rectified: skip undistorting them with the --camera-info "
+                        "file's distortion (the depth is in its projection_matrix camera either way)")
     p.add_argument("--fx", type=float)
     p.add_argument("--fy", type=float)
     p.add_argument("--cx", type=float)
@@ -219,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         given = intrinsics_from_args(args)
+        lens = load_lens_yaml(args.camera_info) if args.camera_info else None
+        maps: dict[Calibration, tuple] = {}
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         backend = make_backend(args.backend, args.model)
@@ -228,12 +236,23 @@ def run(args: argparse.Namespace) -> int:
                                    desc="infer", unit="frame"):
             h, w = rgb.shape[:2]
             pin = resolve_intrinsics(given, src, w, h, stem)
+            seen = None
+            if lens is not None:   # the depth lives in P's camera, as with the node's rectify
+                cal = calibration_at(lens.k, lens.d, lens.r, lens.p, lens.model, (lens.width, lens.height), (w, h))
+                if args.rectify and not is_identity(cal):
+                    if cal not in maps:
+                        maps[cal] = undistort_maps(cal)
+                    map1, map2, seen = maps[cal]
+                    rgb = rectify(rgb, map1, map2)
+                pin = check_pinhole(Pinhole(*astuple(rectified_intrinsics(cal))))
             name, k = stem, 1
             while name in used:
                 name, k = f"{stem}_{k}", k + 1
             used.add(name)
             res = backend.run(rgb, focal_scale(pin.fx, pin.fy, w, h, backend.meta), (h, w))
             depth = res.depth.astype(np.float32)
+            if seen is not None:
+                depth[~seen] = np.nan   # the lens never saw these rectified pixels
             cv2.imwrite(str(out / f"{name}.png"), depth_to_png_mm(depth))
             if args.npy:
                 np.save(out / f"{name}.npy", depth)
