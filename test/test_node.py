@@ -468,7 +468,7 @@ def test_lazy_until_someone_subscribes(harness: Harness, launch) -> None:
         harness.spin(0.05)
     diag = cam.diagnostics(lambda d: int(d["received_frames"]) >= 5)
     assert diag["processed_frames"] == "0" and int(diag["idle_frames"]) >= 1
-    assert diag["decode_ms"] == "nan"       # nothing decoded either
+    assert "decode_ms" not in diag          # nothing decoded either: a stage is listed once it ran
     harness.subscribe(f"{ns}/depth/image", Image)
     cam.prime()
     cam.diagnostics(lambda d: int(d["processed_frames"]) >= 1)

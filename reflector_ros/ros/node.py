@@ -425,7 +425,7 @@ class DepthNode(Node):
             counts = dict(self._counts)
             in_hz, out_hz = _rate(self._in_times, now), _rate(self._out_times, now)
             lat = list(self._latency_ms)
-            stages = {k: _median(v) for k, v in self._stage_ms.items()}
+            stages = {k: _median(v) for k, v in self._stage_ms.items() if v}   # stages that ran
             silent_s = now - self._last_arrival
         period = self._p["diagnostics_period"]
         level, message = DiagnosticStatus.OK, "ok"
