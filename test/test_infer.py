@@ -173,7 +173,8 @@ def test_mp4_video(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert len(list(out.glob("clip_*.png"))) == 3
 
 
-def _write_bag(path: Path, n: int = 3) -> None:
+def _write_bag(path: Path, n: int = 3, d: tuple[float, ...] = (0.0,) * 5,
+               p: tuple[float, ...] = (100, 0, 79.5, 0, 0, 101, 59.5, 0, 0, 0, 1, 0)) -> None:
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -187,9 +188,9 @@ def _write_bag(path: Path, n: int = 3) -> None:
         for i in range(n):
             stamp = 1_000_000_000 + i * 100_000_000
             hdr = Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")
-            info = Info(header=hdr, height=120, width=160, distortion_model="plumb_bob", d=np.zeros(5),
+            info = Info(header=hdr, height=120, width=160, distortion_model="plumb_bob", d=np.array(d, float),
                         k=np.array([100, 0, 79.5, 0, 101, 59.5, 0, 0, 1], float), r=np.eye(3).ravel(),
-                        p=np.array([100, 0, 79.5, 0, 0, 101, 59.5, 0, 0, 0, 1, 0], float), binning_x=0,
+                        p=np.array(p, float), binning_x=0,
                         binning_y=0, roi=ROI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
             rgb = _scene(seed=i)
             img = Image(header=hdr, height=120, width=160, encoding="rgb8", is_bigendian=0, step=480,
@@ -212,6 +213,25 @@ def test_bag_uses_its_camera_info(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert _infer([str(img), "-o", str(ref), "--npy", "--fx", "100", "--fy", "101", "--cx", "79.5", "--cy", "59.5"],
                   model) == 0
     np.testing.assert_allclose(np.load(out / "rec_1000000000.npy"), np.load(ref / "f.npy"), rtol=1e-6)
+
+
+def test_bag_of_a_raw_camera_is_rectified_like_the_yaml(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The bag's camera_info D and P do what the same calibration as a YAML file does."""
+    bag = tmp_path / "raw"
+    _write_bag(bag, n=1, d=(-0.3, 0.1, 0.002, -0.001, 0.0), p=(80.0, 0, 82.0, 0, 0, 80.0, 57.0, 0, 0, 0, 1, 0))
+    model = tiny_model_dir / "tiny.onnx"
+    assert _infer([str(bag), "-o", str(tmp_path / "b"), "--npy"], model) == 0
+    assert _infer([str(bag), "-o", str(tmp_path / "n"), "--npy", "--no-rectify"], model) == 0
+    img = tmp_path / "f.png"
+    cv2.imwrite(str(img), cv2.cvtColor(_scene(seed=0), cv2.COLOR_RGB2BGR))
+    cam = tmp_path / "lens.yaml"
+    cam.write_text(LENS_YAML)
+    assert _infer([str(img), "-o", str(tmp_path / "y"), "--npy", "--camera-info", str(cam)], model) == 0
+    from_bag, from_yaml = np.load(tmp_path / "b" / "raw_1000000000.npy"), np.load(tmp_path / "y" / "f.npy")
+    np.testing.assert_allclose(from_bag, from_yaml, rtol=1e-6)
+    assert np.isnan(from_bag).mean() > 0.02                       # corners the lens never saw
+    plain = np.load(tmp_path / "n" / "raw_1000000000.npy")
+    assert np.isfinite(plain).all() and not np.allclose(plain, np.nan_to_num(from_bag))
 
 
 @pytest.mark.parametrize("case", ["missing", "not_image", "no_intrinsics", "unknown_ext", "empty_dir", "both"])

@@ -100,9 +100,10 @@ def _scaled_k2() -> tuple[float, float, float, float]:
     return fx / 2, fy / 2, (cx + 0.5) / 2 - 0.5, (cy + 0.5) / 2 - 0.5
 
 
-def _k(intr: tuple[float, float, float, float] | None) -> np.ndarray:
-    assert intr is not None
-    return np.asarray(intr)
+def _k(cal) -> np.ndarray:
+    """(fx, fy, cx, cy) of iter_bag_images' calibration (K at the image's size)."""
+    assert cal is not None
+    return np.asarray([cal.k[0], cal.k[4], cal.k[2], cal.k[5]])
 
 
 def _expected_k(frame: int) -> tuple[float, float, float, float]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from reflector_ros.core.errors import InputError
+from reflector_ros.core.rectify import Calibration, calibration_at
 from reflector_ros.data.sample import Sample
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -116,6 +117,28 @@ def _scaled(cal: tuple[float, float, float, float, int, int], width: int, height
         return fx, fy, cx, cy
     sx, sy = width / cw, height / ch
     return fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5
+
+
+def _calibration_from_info(msg: Any, width: int, height: int) -> Calibration | None:
+    """K, D, R, P of a camera_info at the image's size (for rectification, as the node does).
+
+    An info whose K is unusable but whose P is set is taken as already rectified (K = P).
+    None for an uncalibrated camera or fields the node would refuse too.
+    """
+    base = _intrinsics_from_info(msg)
+    if base is None:
+        return None
+    fx, fy, cx, cy, cw, ch = base
+    k, d, r = [float(v) for v in msg.k], [float(v) for v in msg.d], [float(v) for v in msg.r]
+    if not (len(k) == 9 and (fx, fy, cx, cy) == (k[0], k[4], k[2], k[5])):   # base came from P
+        k, d, r = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0], [], [0.0] * 9
+    roi = msg.roi
+    try:
+        return calibration_at(k, d, r, [float(v) for v in msg.p], str(msg.distortion_model),
+                              (cw or width, ch or height), (width, height),
+                              (roi.x_offset, roi.y_offset, roi.width, roi.height))
+    except InputError:
+        return None
 
 
 def _pick_info(stamps: np.ndarray, stamp: int) -> int:
@@ -288,11 +311,11 @@ class BagDataset(Sequence[Sample]):
 
 
 def iter_bag_images(path: str | Path, image_topic: str, camera_info_topic: str | None = None,
-                    max_pending: int = 64) -> Iterator[tuple[int, np.ndarray, tuple[float, float, float, float] | None]]:
-    """Yield (header stamp ns, RGB uint8, (fx, fy, cx, cy) or None) in recording order.
+                    max_pending: int = 64) -> Iterator[tuple[int, np.ndarray, Calibration | None]]:
+    """Yield (header stamp ns, RGB uint8, calibration or None) in recording order.
 
-    Streams the bag once (offline inference, INT8 calibration). Intrinsics are the
-    latest valid CameraInfo received so far, scaled to the image if its size differs.
+    Streams the bag once (offline inference, INT8 calibration). The calibration is the
+    latest valid CameraInfo received so far, at the image's size (core.rectify).
     Drivers often publish the first info just after the first image, so up to
     ``max_pending`` images before the first info wait for it; None only when no info
     topic is given or none arrives in time.
@@ -304,12 +327,12 @@ def iter_bag_images(path: str | Path, image_topic: str, camera_info_topic: str |
         if camera_info_topic:
             _check_topic(reader, path, camera_info_topic, (CAMERA_INFO,))
         conns = [c for c in reader.connections if c.topic in (image_topic, camera_info_topic)]
-        cal = None
+        info = None   # the latest usable camera_info message
         pending: list[tuple[int, Any, str]] = []
 
-        def emit(stamp: int, msg: Any, msgtype: str) -> tuple[int, np.ndarray, tuple[float, float, float, float] | None]:
+        def emit(stamp: int, msg: Any, msgtype: str) -> tuple[int, np.ndarray, Calibration | None]:
             rgb = decode_rgb(msg, msgtype)
-            return stamp, rgb, (_scaled(cal, rgb.shape[1], rgb.shape[0]) if cal is not None else None)
+            return stamp, rgb, (None if info is None else _calibration_from_info(info, rgb.shape[1], rgb.shape[0]))
 
         for conn, _, raw in reader.messages(connections=conns):
             try:
@@ -317,12 +340,12 @@ def iter_bag_images(path: str | Path, image_topic: str, camera_info_topic: str |
             except Exception as err:
                 raise InputError(f"{path}: cannot decode a {conn.topic} message: {err}") from None
             if conn.topic == camera_info_topic:
-                cal = _intrinsics_from_info(msg) or cal
-                if cal is not None:
+                info = msg if _intrinsics_from_info(msg) is not None else info
+                if info is not None:
                     for item in pending:
                         yield emit(*item)
                     pending.clear()
-            elif camera_info_topic and cal is None and len(pending) < max_pending:
+            elif camera_info_topic and info is None and len(pending) < max_pending:
                 pending.append((_stamp_ns(raw), msg, conn.msgtype))
             else:
                 for item in pending:

@@ -24,7 +24,7 @@ IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", 
 VIDEO_EXT = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 BAG_EXT = {".mcap", ".db3"}
 
-Frame = tuple[str, np.ndarray, Pinhole | None]  # stem, RGB uint8, intrinsics if the source has them
+Frame = tuple[str, np.ndarray, Calibration | None]  # stem, RGB uint8, the source's calibration (bags)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,9 +65,9 @@ def intrinsics_from_args(args: argparse.Namespace) -> Pinhole | None:
     return None
 
 
-def resolve_intrinsics(given: Pinhole | None, source: Pinhole | None, w: int, h: int, what: str) -> Pinhole:
-    """User intrinsics win over the source's; a YAML of another size is rescaled."""
-    p = given if given is not None else source
+def resolve_intrinsics(given: Pinhole | None, w: int, h: int, what: str) -> Pinhole:
+    """The user's intrinsics at this frame's size; a YAML of another size is rescaled."""
+    p = given
     if p is None:
         raise InputError(f"{what}: no intrinsics; pass --camera-info FILE.yaml or --fx/--fy/--cx/--cy "
                          "(bags carry them on their camera_info topic)")
@@ -79,6 +79,22 @@ def resolve_intrinsics(given: Pinhole | None, source: Pinhole | None, w: int, h:
                   "scaling anyway", file=sys.stderr)
         p = p.scaled_to(w, h)
     return check_pinhole(p)
+
+
+def frame_camera(given: Pinhole | None, lens: Calibration | None, source: Calibration | None, w: int, h: int,
+                 rectify: bool, what: str) -> tuple[Pinhole, Calibration | None]:
+    """The pinhole camera the depth lives in, and the calibration to rectify the frame with
+    (None: use it as it is). The user's --camera-info or flags win over a bag's camera_info;
+    a calibration puts the depth in its P camera, as the node's rectify does."""
+    if lens is not None:
+        resolve_intrinsics(given, w, h, what)   # the same checks and aspect warning as K alone
+        cal = calibration_at(lens.k, lens.d, lens.r, lens.p, lens.model, (lens.width, lens.height), (w, h))
+    elif given is not None or source is None:
+        return resolve_intrinsics(given, w, h, what), None
+    else:
+        cal = source
+    pin = check_pinhole(Pinhole(*astuple(rectified_intrinsics(cal))))
+    return pin, (cal if rectify and not is_identity(cal) else None)
 
 
 def _check_size(w: int, h: int, what: str) -> None:
@@ -147,11 +163,9 @@ def iter_bag(path: Path, image_topic: str | None, info_topic: str | None, every:
     from reflector_ros.data.rosbag import iter_bag_images
 
     image_topic, info_topic = bag_topics(path, image_topic, info_topic)
-    for i, (stamp_ns, rgb, intr) in enumerate(iter_bag_images(path, image_topic, info_topic)):
-        if i % every:
-            continue
-        pin = None if intr is None else Pinhole(*intr, rgb.shape[1], rgb.shape[0])
-        yield f"{path.stem}_{stamp_ns}", rgb, pin
+    for i, (stamp_ns, rgb, cal) in enumerate(iter_bag_images(path, image_topic, info_topic)):
+        if i % every == 0:
+            yield f"{path.stem}_{stamp_ns}", rgb, cal
 
 
 def iter_inputs(inputs: list[str], every: int = 1, image_topic: str | None = None,
@@ -235,16 +249,13 @@ def run(args: argparse.Namespace) -> int:
         for stem, rgb, src in tqdm(iter_inputs(args.inputs, args.every, args.image_topic, args.camera_info_topic),
                                    desc="infer", unit="frame"):
             h, w = rgb.shape[:2]
-            pin = resolve_intrinsics(given, src, w, h, stem)
+            pin, cal = frame_camera(given, lens, src, w, h, args.rectify, stem)
             seen = None
-            if lens is not None:   # the depth lives in P's camera, as with the node's rectify
-                cal = calibration_at(lens.k, lens.d, lens.r, lens.p, lens.model, (lens.width, lens.height), (w, h))
-                if args.rectify and not is_identity(cal):
-                    if cal not in maps:
-                        maps[cal] = undistort_maps(cal)
-                    map1, map2, seen = maps[cal]
-                    rgb = rectify(rgb, map1, map2)
-                pin = check_pinhole(Pinhole(*astuple(rectified_intrinsics(cal))))
+            if cal is not None:
+                if cal not in maps:
+                    maps[cal] = undistort_maps(cal)
+                map1, map2, seen = maps[cal]
+                rgb = rectify(rgb, map1, map2)
             name, k = stem, 1
             while name in used:
                 name, k = f"{stem}_{k}", k + 1
