@@ -1,6 +1,10 @@
 """Does the confidence output rank pixels by error? AbsRel of all valid pixels vs of the
 most confident half, per frame, averaged; and the per-frame 10-90 % confidence spread.
 
+Also: how steady is the metric scale over a sequence? Per frame, the median ratio of
+predicted to true depth; printed are its 10/50/90 % spread and how much it changes from
+one evaluated frame to the next (users see that change as the scene "breathing").
+
     .venv/bin/python tools/confidence_check.py [MODEL.onnx] [--data DIR] [--frames 250:373] [--every 3]
 """
 from __future__ import annotations
@@ -32,7 +36,7 @@ def main() -> int:
     except (OSError, ValueError) as exc:  # InputError is a ValueError
         print(f"confidence_check: {exc}", file=sys.stderr)
         return 2
-    every_px, confident, spread = [], [], []
+    every_px, confident, spread, scale = [], [], [], []
     for i in range(0, len(ds), max(1, a.every)):
         s = ds[i]
         h, w = s.depth.shape
@@ -43,9 +47,14 @@ def main() -> int:
         every_px.append(err.mean())
         confident.append(err[conf >= np.median(conf)].mean())
         spread.append(np.percentile(conf, 90) - np.percentile(conf, 10))
+        scale.append(np.median(r.depth[ok] / s.depth[ok]))
     print(f"{a.model or 'embedded model'} on {a.data} [{a.frames}] every {a.every}: AbsRel all pixels "
           f"{np.mean(every_px):.3f}, most confident half {np.mean(confident):.3f}, "
           f"confidence p90-p10 {np.mean(spread):.4f}")
+    step = 100 * (np.exp(np.abs(np.diff(np.log(scale)))) - 1) if len(scale) > 1 else np.zeros(1)
+    print("scale (median predicted / true depth per frame): p10 {:.3f}, p50 {:.3f}, p90 {:.3f}; change from one "
+          "evaluated frame to the next: median {:.1f} %, p90 {:.1f} %, max {:.1f} %".format(
+              *np.percentile(scale, [10, 50, 90]), *np.percentile(step, [50, 90, 100])))
     return 0
 
 
