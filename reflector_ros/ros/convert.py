@@ -78,6 +78,15 @@ def rgb_from_compressed(msg: CompressedImage) -> np.ndarray:
     return decode_compressed(msg.data, msg.format)
 
 
+def camera_info_key(msg: CameraInfo) -> tuple:
+    """What the calibration of a camera_info depends on, cheap to compare (~1 us): drivers
+    republish the same calibration with every frame."""
+    roi = msg.roi
+    return (np.asarray(msg.k, np.float64).tobytes(), np.asarray(msg.d, np.float64).tobytes(),
+            np.asarray(msg.r, np.float64).tobytes(), np.asarray(msg.p, np.float64).tobytes(),
+            msg.distortion_model, msg.width, msg.height, roi.x_offset, roi.y_offset, roi.width, roi.height)
+
+
 def calibration_from_camera_info(msg: CameraInfo, image_width: int, image_height: int) -> Calibration:
     """K, D, R, P of this camera_info at the image's resolution (core.rectify.calibration_at).
 

@@ -107,6 +107,7 @@ class DepthNode(Node):
         self._rays_key: tuple | None = None
         self._rays: tuple[np.ndarray, np.ndarray] | None = None
         self._maps: tuple[Calibration, np.ndarray, np.ndarray, np.ndarray | None] | None = None
+        self._camera_cache: tuple[tuple, tuple[Intrinsics, Calibration | None]] | None = None
         self._unseen: tuple[tuple, np.ndarray] | None = None   # (key, mask at the depth size)
         self._buffers: dict[str, np.ndarray] = {}  # message_array()s reused frame to frame (no copies)
         self._warned: dict[str, tuple[float, int]] = {}
@@ -270,8 +271,12 @@ class DepthNode(Node):
         without distortion too (P = K there), which is what depth/camera_info states."""
         info = self._camera_info
         if info is not None:
-            cal = convert.calibration_from_camera_info(info, width, height)
-            return rectified_intrinsics(cal), (cal if p["rectify"] and not is_identity(cal) else None)
+            key = (convert.camera_info_key(info), width, height, p["rectify"])
+            if self._camera_cache is None or self._camera_cache[0] != key:
+                cal = convert.calibration_from_camera_info(info, width, height)
+                self._camera_cache = (key, (rectified_intrinsics(cal),
+                                            cal if p["rectify"] and not is_identity(cal) else None))
+            return self._camera_cache[1]
         if p["fallback_fx"] > 0:
             f = p["fallback_fx"]
             return Intrinsics(fx=f, fy=f, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0, width=width, height=height), None
