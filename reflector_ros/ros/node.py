@@ -43,8 +43,8 @@ NODE_NAME = "reflector_depth"
 STATUS_NAME = "reflector_depth: pipeline"
 RESTART_JUMP_S = 3.0       # a stamp this far back is a restarted source (looping bag), not a stale frame
 WARN_PERIOD_S = 5.0        # one line per distinct problem per this many seconds
-STAGES = ("decode_ms", "rectify_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "points_ms", "depth_msg_ms", "points_msg_ms",
-          "publish_ms")
+STAGES = ("decode_ms", "rectify_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "points_ms", "depth_msg_ms",
+          "points_msg_ms", "publish_ms")
 WINDOW = 100               # frames in the latency / stage-timing windows
 RATE_WINDOW_S = 5.0
 
@@ -283,7 +283,7 @@ class DepthNode(Node):
         return None
 
     def _rectify(self, rgb: np.ndarray, cal: Calibration) -> tuple[np.ndarray, np.ndarray | None]:
-        """The frame in P's camera; maps are built once per calibration (a few ms at VGA)."""
+        """The frame in P's camera; maps are built once per calibration (~0.1 s at VGA)."""
         if self._maps is None or self._maps[0] != cal:
             self._maps = (cal, *undistort_maps(cal))
         _, map1, map2, seen = self._maps
