@@ -250,3 +250,47 @@ def test_bag_topic_types(bag_path: Path) -> None:
         "/cam/image": "sensor_msgs/msg/Image", "/cam/image/compressed": "sensor_msgs/msg/CompressedImage",
         "/cam/depth16": "sensor_msgs/msg/Image", "/cam/depth32": "sensor_msgs/msg/Image",
         "/cam/info": "sensor_msgs/msg/CameraInfo"}
+
+
+def test_raw_camera_bag_is_rectified_for_training(tmp_path: Path) -> None:
+    """Colour and depth of a camera with distortion land in P's camera together, as the node
+    will feed it; rectify=false leaves both as recorded. Depth values are labels of their
+    raw pixel, so a depth pixel that came from the wrong place is caught."""
+    h, w, f = 48, 64, 50.0
+    k = np.array([f, 0, 31.5, 0, f, 23.5, 0, 0, 1.0])
+    d = np.array([-0.25, 0.06, 0.001, -0.001, 0.0])
+    p = np.array([0.85 * f, 0, 33.0, 0, 0, 0.85 * f, 22.0, 0, 0, 0, 1.0, 0])
+    yy, xx = np.mgrid[0:h, 0:w]
+    label_mm = (1000 + yy * w + xx).astype(np.uint16)            # depth names its own raw pixel
+    rgb = np.stack([yy * 5, xx * 4, np.full_like(xx, 90)], -1).astype(np.uint8)
+    Roi = TS.types["sensor_msgs/msg/RegionOfInterest"]
+    info = TS.types["sensor_msgs/msg/CameraInfo"](
+        header=_header(T0), height=h, width=w, distortion_model="plumb_bob", d=d, k=k, r=np.eye(3).reshape(-1),
+        p=p, binning_x=0, binning_y=0, roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+    path = tmp_path / "raw_cam"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as bag:
+        c_rgb = bag.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=TS)
+        c_dep = bag.add_connection("/cam/depth", "sensor_msgs/msg/Image", typestore=TS)
+        c_inf = bag.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=TS)
+        bag.write(c_inf, T0, TS.serialize_cdr(info, c_inf.msgtype))
+        bag.write(c_rgb, T0 + 1, TS.serialize_cdr(_image(T0, rgb, "rgb8"), c_rgb.msgtype))
+        bag.write(c_dep, T0 + 2, TS.serialize_cdr(_image(T0, label_mm, "16UC1"), c_dep.msgtype))
+
+    s = BagDataset(path, "/cam/image_raw", "/cam/depth", "/cam/camera_info")[0]
+    assert (s.fx, s.fy, s.cx, s.cy) == pytest.approx((0.85 * f, 0.85 * f, 33.0, 22.0))   # P, not K
+    mx, my = cv2.initUndistortRectifyMap(k.reshape(3, 3), d, None, p.reshape(3, 4)[:, :3], (w, h), cv2.CV_32FC1)
+    valid = s.depth > 0
+    assert 0.5 < valid.mean() < 1.0                       # the corners the lens never saw are invalid
+    idx = np.rint(s.depth[valid] * 1000).astype(int) - 1000
+    src_y, src_x = idx // w, idx % w
+    # nearest raw pixel (maps hold 1/32 px): a depth from a neighbouring pixel is off by more
+    assert np.abs(src_x - mx[valid]).max() <= 0.53 and np.abs(src_y - my[valid]).max() <= 0.53
+    want = cv2.remap(rgb, mx, my, cv2.INTER_LINEAR)
+    inner = cv2.erode(valid.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    assert np.abs(s.image.astype(int) - want.astype(int))[inner].max() <= 3
+
+    plain = BagDataset(path, "/cam/image_raw", "/cam/depth", "/cam/camera_info", rectify=False)[0]
+    np.testing.assert_array_equal(plain.image, rgb)
+    np.testing.assert_allclose(plain.depth, label_mm / 1000.0, rtol=1e-6)
+    again = pickle.loads(pickle.dumps(BagDataset(path, "/cam/image_raw", "/cam/depth", "/cam/camera_info")))
+    np.testing.assert_array_equal(again[0].depth, s.depth)

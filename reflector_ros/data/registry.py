@@ -6,7 +6,7 @@ Specs look like ``TYPE:PATH?key=value&key=value``:
 - ``nyu_mat:FILE[?split=FILE]`` (official labelled .mat, optional test indices)
 - ``nyu_sync:ROOT?split=FILE`` (BTS/AdaBins "sync" layout + Eigen split file)
 - ``kitti:DATA_ROOT?gt=GT_ROOT&split=FILE[&skip_missing=1]``
-- ``bag:PATH?image=TOPIC[&depth=TOPIC][&info=TOPIC][&max_dt=0.02][&intrinsics=fx,fy,cx,cy]``
+- ``bag:PATH?image=TOPIC[&depth=TOPIC][&info=TOPIC][&max_dt=0.02][&intrinsics=fx,fy,cx,cy][&rectify=false]``
 
 Every type also takes ``frames=START:STOP[:STEP]`` (Python slice semantics) so a
 config can hold out frames. The dict form is ``{"type": ..., "path": ..., key: value}``.
@@ -40,7 +40,7 @@ _OPTIONS: dict[str, frozenset[str]] = {
     "nyu_mat": frozenset({"split"}),
     "nyu_sync": frozenset({"split"}),
     "kitti": frozenset({"gt", "split", "skip_missing"}),
-    "bag": frozenset({"image", "depth", "info", "max_dt", "intrinsics"}),
+    "bag": frozenset({"image", "depth", "info", "max_dt", "intrinsics", "rectify"}),
 }
 
 
@@ -108,7 +108,8 @@ def open_dataset(spec: str | Mapping[str, Any]) -> Sequence[Sample]:
         ds = BagDataset(path, str(cfg["image"]), depth_topic=cfg.get("depth") or None,
                         camera_info_topic=cfg.get("info") or None,
                         max_dt=_float(cfg.get("max_dt", 0.02), "max_dt"),
-                        intrinsics=_intrinsics(cfg.get("intrinsics")))
+                        intrinsics=_intrinsics(cfg.get("intrinsics")),
+                        rectify=_bool(cfg.get("rectify", True), "rectify"))
     if cfg.get("frames") not in (None, ""):
         ds = Subset(ds, frame_range(str(cfg["frames"]), len(ds)))
     return ds

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from reflector_ros.core.errors import InputError
-from reflector_ros.core.rectify import Calibration, calibration_at
+from reflector_ros.core.rectify import (Calibration, calibration_at, is_identity, rectified_intrinsics, rectify,
+                                        undistort_maps)
 from reflector_ros.data.sample import Sample
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -110,35 +112,38 @@ def _intrinsics_from_info(msg: Any) -> tuple[float, float, float, float, int, in
     return None
 
 
-def _scaled(cal: tuple[float, float, float, float, int, int], width: int, height: int) -> tuple[float, float, float, float]:
-    """Intrinsics of a camera_info for another resolution of the same image (plain resize)."""
-    fx, fy, cx, cy, cw, ch = cal
-    if cw <= 0 or ch <= 0 or (cw == width and ch == height):
-        return fx, fy, cx, cy
-    sx, sy = width / cw, height / ch
-    return fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5
+_InfoFields = tuple  # (k, d, r, p, model, width, height, roi): a camera_info, picklable
 
 
-def _calibration_from_info(msg: Any, width: int, height: int) -> Calibration | None:
-    """K, D, R, P of a camera_info at the image's size (for rectification, as the node does).
+def _info_fields(msg: Any) -> _InfoFields | None:
+    """What rectification needs from a camera_info; None for an uncalibrated camera.
 
     An info whose K is unusable but whose P is set is taken as already rectified (K = P).
-    None for an uncalibrated camera or fields the node would refuse too.
     """
     base = _intrinsics_from_info(msg)
     if base is None:
         return None
     fx, fy, cx, cy, cw, ch = base
-    k, d, r = [float(v) for v in msg.k], [float(v) for v in msg.d], [float(v) for v in msg.r]
+    k, d, r = tuple(float(v) for v in msg.k), tuple(float(v) for v in msg.d), tuple(float(v) for v in msg.r)
     if not (len(k) == 9 and (fx, fy, cx, cy) == (k[0], k[4], k[2], k[5])):   # base came from P
-        k, d, r = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0], [], [0.0] * 9
+        k, d, r = (fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0), (), (0.0,) * 9
     roi = msg.roi
+    return (k, d, r, tuple(float(v) for v in msg.p), str(msg.distortion_model), cw, ch,
+            (roi.x_offset, roi.y_offset, roi.width, roi.height))
+
+
+def _calibration(fields: _InfoFields, width: int, height: int) -> Calibration | None:
+    """The camera_info's K, D, R, P at the image's size; None where the node would refuse it."""
+    k, d, r, p, model, cw, ch, roi = fields
     try:
-        return calibration_at(k, d, r, [float(v) for v in msg.p], str(msg.distortion_model),
-                              (cw or width, ch or height), (width, height),
-                              (roi.x_offset, roi.y_offset, roi.width, roi.height))
+        return calibration_at(k, d, r, p, model, (cw or width, ch or height), (width, height), roi)
     except InputError:
         return None
+
+
+def _calibration_from_info(msg: Any, width: int, height: int) -> Calibration | None:
+    fields = _info_fields(msg)
+    return None if fields is None else _calibration(fields, width, height)
 
 
 def _pick_info(stamps: np.ndarray, stamp: int) -> int:
@@ -218,12 +223,19 @@ class BagDataset(Sequence[Sample]):
     sets, not for training. Intrinsics come from ``camera_info_topic`` or, failing
     that, from ``intrinsics=(fx, fy, cx, cy)``. Colour frames with no depth within
     ``max_dt`` seconds are left out (``self.unmatched`` counts them).
+
+    With ``rectify`` (the default, as in the node) a camera_info with distortion
+    rectifies colour and depth alike into P's camera, so the network trains on the
+    frames the node will feed it; depth the lens never saw becomes 0 (invalid). Set it
+    false for topics that are already rectified (image_rect and depth registered to it).
     """
 
     def __init__(self, path: str | Path, image_topic: str, depth_topic: str | None = None,
                  camera_info_topic: str | None = None, max_dt: float = 0.02,
-                 intrinsics: tuple[float, float, float, float] | None = None) -> None:
+                 intrinsics: tuple[float, float, float, float] | None = None, rectify: bool = True) -> None:
         self.path = Path(path)
+        self.rectify = bool(rectify)
+        self._maps: dict[Calibration, tuple] = {}   # per calibration: fixed-point and float maps, seen mask
         if camera_info_topic is None and intrinsics is None:
             raise InputError(f"bag {self.path}: give camera_info_topic or intrinsics=(fx, fy, cx, cy)")
         if not max_dt >= 0:
@@ -271,13 +283,16 @@ class BagDataset(Sequence[Sample]):
         self.unmatched = len(images) - len(self._pairs)
         self._bag = _LazyBag(self.path)
 
-    def _read_infos(self, reader: Any) -> list[tuple[int, tuple[float, float, float, float, int, int]]]:
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_maps": {}}   # maps are rebuilt per worker, not pickled
+
+    def _read_infos(self, reader: Any) -> list[tuple[int, _InfoFields]]:
         conns = [c for c in reader.connections if c.topic == self.info_topic]
         out = []
         for conn, _, raw in reader.messages(connections=conns):
-            cal = _intrinsics_from_info(reader.deserialize(raw, conn.msgtype))
-            if cal is not None:
-                out.append((_stamp_ns(raw), cal))
+            fields = _info_fields(reader.deserialize(raw, conn.msgtype))
+            if fields is not None:
+                out.append((_stamp_ns(raw), fields))
         out.sort(key=lambda x: x[0])
         return out
 
@@ -302,8 +317,24 @@ class BagDataset(Sequence[Sample]):
                                  f"is not registered to the {w}x{h} colour image on {self.image_topic}")
         else:
             depth = np.zeros((h, w), np.float32)
-        if self._infos:
-            fx, fy, cx, cy = _scaled(self._infos[_pick_info(self._info_stamps, img_ref.stamp_ns)], w, h)
+        cal = _calibration(self._infos[_pick_info(self._info_stamps, img_ref.stamp_ns)], w, h) if self._infos else None
+        if cal is not None:
+            if self.rectify and not is_identity(cal):
+                if cal not in self._maps:
+                    map1, map2, seen = undistort_maps(cal)
+                    # nearest depth needs float maps: OpenCV's nearest on fixed-point maps is off by up to 1 px
+                    self._maps[cal] = (map1, map2, seen, *cv2.convertMaps(map1, map2, cv2.CV_32FC1))
+                map1, map2, seen, fmap_x, fmap_y = self._maps[cal]
+                rgb = rectify(rgb, map1, map2)
+                depth = cv2.remap(depth, fmap_x, fmap_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=0)
+                if seen is not None:
+                    depth[~seen] = 0.0
+            intr = rectified_intrinsics(cal)
+            fx, fy, cx, cy = intr.fx, intr.fy, intr.cx, intr.cy
+        elif self._infos:
+            raise InputError(f"bag {self.path}: the camera_info for {img_ref.topic} at {img_ref.stamp_ns} ns "
+                             f"cannot be used at {w}x{h}")
         else:
             assert self.intrinsics is not None
             fx, fy, cx, cy = self.intrinsics
