@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from reflector_ros.core.errors import InputError
-from reflector_ros.core.rectify import (calibration, is_identity, rectified_intrinsics, rectify,
+from reflector_ros.core.rectify import (calibration, is_identity, rectified_intrinsics, rectify, should_rectify,
                                         undistort_maps)
 
 W, H, F = 160, 120, 140.0
@@ -139,6 +139,21 @@ def test_bad_calibration_fields(field, value, needle):
     args[field] = value
     with pytest.raises(InputError, match=needle):
         calibration(args["k"], args["d"], args["r"], args["p"], "plumb_bob", W, H)
+
+
+@pytest.mark.parametrize("setting,topic,want", [
+    ("auto", "/camera/color/image_raw", True), ("auto", "/cam/image", True),
+    ("auto", "/camera/image_rect_color", False), ("auto", "/stereo/left/rect/image", False),
+    (True, "/camera/image_rect", True), ("false", "/camera/image_raw", False), ("on", "/x/image_rect", True),
+])
+def test_rectify_decision(setting, topic, want):
+    got, why = should_rectify(setting, topic)
+    assert got is want and why
+
+
+def test_rectify_setting_refuses_junk():
+    with pytest.raises(InputError, match="rectify 'maybe' is not one of: auto, true, false"):
+        should_rectify("maybe", "/cam/image")
 
 
 def test_frame_of_another_size_is_refused():

@@ -126,7 +126,7 @@ def test_camera_yaml_distortion_is_taken_out(tmp_path: Path, tiny_model_dir: Pat
     cam.write_text(LENS_YAML)
     model = tiny_model_dir / "tiny.onnx"
     assert _infer([str(img), "-o", str(tmp_path / "r"), "--camera-info", str(cam), "--npy", "--ply"], model) == 0
-    assert _infer([str(img), "-o", str(tmp_path / "n"), "--camera-info", str(cam), "--npy", "--no-rectify"],
+    assert _infer([str(img), "-o", str(tmp_path / "n"), "--camera-info", str(cam), "--npy", "--rectify", "false"],
                   model) == 0
     rect, plain = np.load(tmp_path / "r" / "raw.npy"), np.load(tmp_path / "n" / "raw.npy")
     k = np.array([[100.0, 0, 79.5], [0, 101.0, 59.5], [0, 0, 1]])
@@ -174,7 +174,8 @@ def test_mp4_video(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 
 def _write_bag(path: Path, n: int = 3, d: tuple[float, ...] = (0.0,) * 5,
-               p: tuple[float, ...] = (100, 0, 79.5, 0, 0, 101, 59.5, 0, 0, 0, 1, 0)) -> None:
+               p: tuple[float, ...] = (100, 0, 79.5, 0, 0, 101, 59.5, 0, 0, 0, 1, 0),
+               image_topic: str = "/cam/color/image_raw") -> None:
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -183,7 +184,7 @@ def _write_bag(path: Path, n: int = 3, d: tuple[float, ...] = (0.0,) * 5,
     Header, Time = ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
     ROI = ts.types["sensor_msgs/msg/RegionOfInterest"]
     with Writer(path, version=8) as w:
-        ci = w.add_connection("/cam/color/image_raw", Image.__msgtype__, typestore=ts)
+        ci = w.add_connection(image_topic, Image.__msgtype__, typestore=ts)
         cc = w.add_connection("/cam/color/camera_info", Info.__msgtype__, typestore=ts)
         for i in range(n):
             stamp = 1_000_000_000 + i * 100_000_000
@@ -221,7 +222,7 @@ def test_bag_of_a_raw_camera_is_rectified_like_the_yaml(tmp_path: Path, tiny_mod
     _write_bag(bag, n=1, d=(-0.3, 0.1, 0.002, -0.001, 0.0), p=(80.0, 0, 82.0, 0, 0, 80.0, 57.0, 0, 0, 0, 1, 0))
     model = tiny_model_dir / "tiny.onnx"
     assert _infer([str(bag), "-o", str(tmp_path / "b"), "--npy"], model) == 0
-    assert _infer([str(bag), "-o", str(tmp_path / "n"), "--npy", "--no-rectify"], model) == 0
+    assert _infer([str(bag), "-o", str(tmp_path / "n"), "--npy", "--rectify", "false"], model) == 0
     img = tmp_path / "f.png"
     cv2.imwrite(str(img), cv2.cvtColor(_scene(seed=0), cv2.COLOR_RGB2BGR))
     cam = tmp_path / "lens.yaml"
@@ -232,6 +233,12 @@ def test_bag_of_a_raw_camera_is_rectified_like_the_yaml(tmp_path: Path, tiny_mod
     assert np.isnan(from_bag).mean() > 0.02                       # corners the lens never saw
     plain = np.load(tmp_path / "n" / "raw_1000000000.npy")
     assert np.isfinite(plain).all() and not np.allclose(plain, np.nan_to_num(from_bag))
+    # the same calibration on a topic named as rectified: auto leaves the frames alone (P still applies)
+    rect_bag = tmp_path / "rect"
+    _write_bag(rect_bag, n=1, d=(-0.3, 0.1, 0.002, -0.001, 0.0), p=(80.0, 0, 82.0, 0, 0, 80.0, 57.0, 0, 0, 0, 1, 0),
+               image_topic="/cam/color/image_rect")
+    assert _infer([str(rect_bag), "-o", str(tmp_path / "r"), "--npy"], model) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "r" / "rect_1000000000.npy"), plain, rtol=1e-6)
 
 
 @pytest.mark.parametrize("case", ["missing", "not_image", "no_intrinsics", "unknown_ext", "empty_dir", "both"])

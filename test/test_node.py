@@ -44,10 +44,10 @@ def launch(model: str):
     """start(**params) -> (proc, namespace); every node is stopped (and must not have crashed) at teardown."""
     procs = []
 
-    def start(**params: Any):
+    def start(remaps: dict[str, str] | None = None, **params: Any):
         ns = f"/reflector_test_{next(_NS)}"
         proc = start_node({"backend": "onnxruntime", "model": model, "num_threads": 1,
-                           "diagnostics_period": 0.25, **params}, remaps={"__ns": ns})
+                           "diagnostics_period": 0.25, **params}, remaps={"__ns": ns, **(remaps or {})})
         procs.append(proc)
         return proc, ns
 
@@ -62,9 +62,10 @@ def launch(model: str):
 class Cam:
     """Publishes frames into one node's namespace and finds its answers (the test's camera)."""
 
-    def __init__(self, h: Harness, ns: str, compressed: bool = False, input_qos: str = "best_effort") -> None:
+    def __init__(self, h: Harness, ns: str, compressed: bool = False, input_qos: str = "best_effort",
+                 image: str = "image") -> None:
         self.h, self.ns = h, ns
-        self.image_topic = f"{ns}/image/compressed" if compressed else f"{ns}/image"
+        self.image_topic = f"{ns}/{image}/compressed" if compressed else f"{ns}/{image}"
         h.publisher(self.image_topic, CompressedImage if compressed else Image, input_qos, 5)
         h.publisher(f"{ns}/camera_info", CameraInfo, "reliable", 5)
         assert h.wait_matched(self.image_topic, 1, 30), "node never subscribed (did it start?)"
@@ -247,7 +248,7 @@ def test_raw_frames_are_rectified_into_p(harness: Harness, launch) -> None:
     assert np.isnan(cloud_xyz(cam.answered(stamp, "points"))[far_unseen]).all()
     assert np.isfinite(depth[inner]).mean() > 0.5
     diag = cam.diagnostics(lambda d: float(d.get("rectify_ms", "nan")) > 0)
-    assert float(diag["rectify_ms"]) < 50
+    assert float(diag["rectify_ms"]) < 50 and diag["rectify"].startswith("on (auto:")
 
     assert all(r.successful for r in harness.set_parameters(f"{ns}/reflector_depth", rectify=False))
     stamp = frame()
@@ -255,15 +256,36 @@ def test_raw_frames_are_rectified_into_p(harness: Harness, launch) -> None:
     assert list(out.k) == pytest.approx([pfx, 0, pcx, 0, pfx, pcy, 0, 0, 1])   # image_rect lives in P
     np.testing.assert_array_equal(_cloud_rgb(cam.answered(stamp, "points")), RGB)
 
-    info.distortion_model = "kannala_brandt_8"                # a model the node cannot undistort
+    # a lens model the node cannot undistort: a warning, and the frames as they are with K
+    info.distortion_model = "kannala_brandt_8"
     info.d = [0.1] * 8
-    assert all(r.successful for r in harness.set_parameters(f"{ns}/reflector_depth", rectify=True))
+    assert all(r.successful for r in harness.set_parameters(f"{ns}/reflector_depth", rectify="auto"))
+    stamp = frame()
+    assert harness.wait_log(proc, "distortion_model 'kannala_brandt_8'"), read_log(proc)
+    assert list(cam.answered(stamp, "depth/camera_info").k) == pytest.approx([FX, 0, (W - 1) / 2, 0, FX,
+                                                                             (H - 1) / 2, 0, 0, 1])
+    np.testing.assert_array_equal(_cloud_rgb(cam.answered(stamp, "points")), RGB)
+    diag = cam.diagnostics(lambda d: "kannala" in d.get("rectify", ""))
+    assert diag["rectify"].startswith("off") and proc.poll() is None
+
+
+def test_rectified_topic_names_are_not_undistorted_again(harness: Harness, launch) -> None:
+    """rectify auto: image_proc's image_rect_color already is rectified; only P applies."""
+    proc, ns = launch(remaps={"image": "camera/image_rect_color"})
+    subscribe_all(harness, ns)
+    cam = Cam(harness, ns, image="camera/image_rect_color")
+    cam.prime(topic="points")
+    info = make_camera_info(W, H, FX)
+    info.d = [-0.3, 0.1, 0.002, -0.001, 0.0]
+    info.p = [0.8 * FX, 0.0, W / 2, 0.0, 0.0, 0.8 * FX, H / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
     harness.publish(f"{ns}/camera_info", info)
     harness.spin(0.3)
-    bad = cam.send(with_info=False)
-    assert harness.wait_log(proc, "distortion_model 'kannala_brandt_8'"), read_log(proc)
-    cam.roundtrip()                                           # a plain camera_info again: answered
-    assert cam.answered(bad) is None and proc.poll() is None
+    stamp = cam.send(with_info=False)
+    assert harness.wait_for(lambda: cam.answered(stamp, "points") and cam.answered(stamp, "depth/camera_info"), 10)
+    np.testing.assert_array_equal(_cloud_rgb(cam.answered(stamp, "points")), RGB)
+    assert cam.answered(stamp, "depth/camera_info").k[0] == pytest.approx(0.8 * FX)     # P
+    diag = cam.diagnostics(lambda d: "named as rectified" in d.get("rectify", ""))
+    assert "image_rect_color" in diag["rectify"]
 
 
 def test_cloud_built_by_the_backend_device_path(harness: Harness, launch, model: str) -> None:

@@ -34,6 +34,33 @@ class Calibration:
     height: int
 
 
+RECTIFY_SETTINGS = ("auto", "true", "false")
+
+
+def rectify_setting(value: object) -> str:
+    """A rectify switch as given by a user (a bool from YAML or -p, or a word) -> auto/true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value).strip().lower()
+    return {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(text, text)
+
+
+def should_rectify(setting: object, topic: str) -> tuple[bool, str]:
+    """Whether to undistort frames from ``topic``, and why (for the log and diagnostics).
+
+    auto trusts ROS naming: image_proc publishes rectified frames as image_rect /
+    image_rect_color, so a topic with "rect" in a name part is taken as rectified.
+    """
+    choice = rectify_setting(setting)
+    if choice not in RECTIFY_SETTINGS:
+        raise InputError(f"rectify '{setting}' is not one of: {', '.join(RECTIFY_SETTINGS)}")
+    if choice != "auto":
+        return choice == "true", f"rectify is {choice}"
+    if any("rect" in part for part in topic.lower().split("/")):
+        return False, f"auto: {topic} is named as rectified"
+    return True, f"auto: {topic} is taken as raw"
+
+
 def calibration(k: Sequence[float], d: Sequence[float], r: Sequence[float], p: Sequence[float],
                 model: str, width: int, height: int) -> Calibration:
     """A checked Calibration; a bad field is an InputError naming it."""

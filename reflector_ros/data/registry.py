@@ -6,7 +6,7 @@ Specs look like ``TYPE:PATH?key=value&key=value``:
 - ``nyu_mat:FILE[?split=FILE]`` (official labelled .mat, optional test indices)
 - ``nyu_sync:ROOT?split=FILE`` (BTS/AdaBins "sync" layout + Eigen split file)
 - ``kitti:DATA_ROOT?gt=GT_ROOT&split=FILE[&skip_missing=1]``
-- ``bag:PATH?image=TOPIC[&depth=TOPIC][&info=TOPIC][&max_dt=0.02][&intrinsics=fx,fy,cx,cy][&rectify=false]``
+- ``bag:PATH?image=TOPIC[&depth=TOPIC][&info=TOPIC][&max_dt=0.02][&intrinsics=fx,fy,cx,cy][&rectify=auto|true|false]``
 
 Every type also takes ``frames=START:STOP[:STEP]`` (Python slice semantics) so a
 config can hold out frames. The dict form is ``{"type": ..., "path": ..., key: value}``.
@@ -109,7 +109,7 @@ def open_dataset(spec: str | Mapping[str, Any]) -> Sequence[Sample]:
                         camera_info_topic=cfg.get("info") or None,
                         max_dt=_float(cfg.get("max_dt", 0.02), "max_dt"),
                         intrinsics=_intrinsics(cfg.get("intrinsics")),
-                        rectify=_bool(cfg.get("rectify", True), "rectify"))
+                        rectify=str(cfg.get("rectify", "auto")))
     if cfg.get("frames") not in (None, ""):
         ds = Subset(ds, frame_range(str(cfg["frames"]), len(ds)))
     return ds

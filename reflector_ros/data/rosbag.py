@@ -21,7 +21,7 @@ import numpy as np
 
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.rectify import (Calibration, calibration_at, is_identity, rectified_intrinsics, rectify,
-                                        undistort_maps)
+                                        should_rectify, undistort_maps)
 from reflector_ros.data.sample import Sample
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -224,17 +224,17 @@ class BagDataset(Sequence[Sample]):
     that, from ``intrinsics=(fx, fy, cx, cy)``. Colour frames with no depth within
     ``max_dt`` seconds are left out (``self.unmatched`` counts them).
 
-    With ``rectify`` (the default, as in the node) a camera_info with distortion
-    rectifies colour and depth alike into P's camera, so the network trains on the
-    frames the node will feed it; depth the lens never saw becomes 0 (invalid). Set it
-    false for topics that are already rectified (image_rect and depth registered to it).
+    ``rectify`` (auto | true | false, as the node's parameter): a camera_info with
+    distortion rectifies colour and depth alike into P's camera, so the network trains on
+    the frames the node will feed it; depth the lens never saw becomes 0 (invalid). auto
+    skips image topics named as rectified (image_rect, with depth registered to it).
     """
 
     def __init__(self, path: str | Path, image_topic: str, depth_topic: str | None = None,
                  camera_info_topic: str | None = None, max_dt: float = 0.02,
-                 intrinsics: tuple[float, float, float, float] | None = None, rectify: bool = True) -> None:
+                 intrinsics: tuple[float, float, float, float] | None = None, rectify: str | bool = "auto") -> None:
         self.path = Path(path)
-        self.rectify = bool(rectify)
+        self.rectify, _ = should_rectify(rectify, image_topic)
         self._maps: dict[Calibration, tuple] = {}   # per calibration: fixed-point and float maps, seen mask
         if camera_info_topic is None and intrinsics is None:
             raise InputError(f"bag {self.path}: give camera_info_topic or intrinsics=(fx, fy, cx, cy)")

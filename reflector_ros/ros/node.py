@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -30,11 +30,12 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from reflector_ros.core.camera import Intrinsics, scale_intrinsics
+from reflector_ros.core.camera import Intrinsics, intrinsics_from_k, scale_intrinsics
 from reflector_ros.core.depth import colorize, finalize_depth
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.pointcloud import CloudSpec, build_cloud, ray_lengths, ray_table
-from reflector_ros.core.rectify import Calibration, is_identity, rectified_intrinsics, rectify, undistort_maps
+from reflector_ros.core.rectify import (Calibration, is_identity, rectified_intrinsics, rectify, should_rectify,
+                                        undistort_maps)
 from reflector_ros.meta import focal_scale
 from reflector_ros.ros import convert
 from reflector_ros.ros.params import DEFAULTS, PARAMS, changed_startup_params, normalize, validate_params
@@ -47,6 +48,14 @@ STAGES = ("decode_ms", "rectify_ms", "preprocess_ms", "inference_ms", "postproce
           "points_msg_ms", "publish_ms")
 WINDOW = 100               # frames in the latency / stage-timing windows
 RATE_WINDOW_S = 5.0
+
+
+class Rectifier(NamedTuple):
+    """Undistortion for one calibration: maps and the rectified pixels the lens saw (None: all)."""
+    cal: Calibration
+    map1: np.ndarray
+    map2: np.ndarray
+    seen: np.ndarray | None
 
 
 class StartupError(Exception):
@@ -106,8 +115,8 @@ class DepthNode(Node):
         self._last_stamp_ns: int | None = None
         self._rays_key: tuple | None = None
         self._rays: tuple[np.ndarray, np.ndarray] | None = None
-        self._maps: tuple[Calibration, np.ndarray, np.ndarray, np.ndarray | None] | None = None
-        self._camera_cache: tuple[tuple, tuple[Intrinsics, Calibration | None]] | None = None
+        self._camera_cache: tuple[tuple, tuple[Intrinsics, Rectifier | None]] | None = None
+        self._rectify_state = "off (no camera_info yet)"
         self._unseen: tuple[tuple, np.ndarray] | None = None   # (key, mask at the depth size)
         self._buffers: dict[str, np.ndarray] = {}  # message_array()s reused frame to frame (no copies)
         self._warned: dict[str, tuple[float, int]] = {}
@@ -265,29 +274,38 @@ class DepthNode(Node):
         points = p["publish_points"] and self.pub_points.get_subscription_count() > 0
         return {"depth": depth or info, "confidence": conf, "colored": colored, "points": points}
 
-    def _camera(self, p: dict[str, Any], width: int, height: int) -> tuple[Intrinsics, Calibration | None] | None:
-        """The pinhole camera the network will see, and the calibration to rectify with
-        (None: use the frame as it is). Rectified frames live in P's camera, raw ones
-        without distortion too (P = K there), which is what depth/camera_info states."""
+    def _camera(self, p: dict[str, Any], width: int, height: int) -> tuple[Intrinsics, Rectifier | None] | None:
+        """The pinhole camera the network will see, and the maps to rectify with (None: use
+        the frame as it is). Rectified frames live in P's camera, raw ones without
+        distortion too (P = K there), which is what depth/camera_info states."""
         info = self._camera_info
         if info is not None:
             key = (convert.camera_info_key(info), width, height, p["rectify"])
             if self._camera_cache is None or self._camera_cache[0] != key:
-                cal = convert.calibration_from_camera_info(info, width, height)
-                self._camera_cache = (key, (rectified_intrinsics(cal),
-                                            cal if p["rectify"] and not is_identity(cal) else None))
+                self._camera_cache = (key, self._camera_from_info(info, p["rectify"], width, height))
             return self._camera_cache[1]
         if p["fallback_fx"] > 0:
             f = p["fallback_fx"]
             return Intrinsics(fx=f, fy=f, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0, width=width, height=height), None
         return None
 
-    def _rectify(self, rgb: np.ndarray, cal: Calibration) -> tuple[np.ndarray, np.ndarray | None]:
-        """The frame in P's camera; maps are built once per calibration (~0.1 s at VGA)."""
-        if self._maps is None or self._maps[0] != cal:
-            self._maps = (cal, *undistort_maps(cal))
-        _, map1, map2, seen = self._maps
-        return rectify(rgb, map1, map2), seen
+    def _camera_from_info(self, info: CameraInfo, setting: str, width: int, height: int
+                          ) -> tuple[Intrinsics, Rectifier | None]:
+        """Once per calibration: the decision, the maps (~0.1 s at VGA) and one log line."""
+        cal = convert.calibration_from_camera_info(info, width, height)
+        wanted, why = should_rectify(setting, self.resolve_topic_name(self._image_topic))
+        if not wanted or is_identity(cal):
+            self._rectify_state = f"off ({why})" if not wanted else "off (no distortion)"
+            return rectified_intrinsics(cal), None
+        try:
+            map1, map2, seen = undistort_maps(cal)
+        except InputError as exc:   # an unknown lens model: raw frames with K beat no depth at all
+            self._rectify_state = f"off (cannot undistort {cal.model})"
+            self.get_logger().warning(f"{exc}; using the frames as they are, with K")
+            return intrinsics_from_k(cal.k, width, height), None
+        self._rectify_state = f"on ({why})"
+        self.get_logger().info(f"undistorting {width}x{height} frames ({cal.model}) into P's camera ({why})")
+        return rectified_intrinsics(cal), Rectifier(cal, map1, map2, seen)
 
     def _unseen_mask(self, cal: Calibration, seen: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
         """Depth pixels the lens never saw, at the depth's resolution (cached)."""
@@ -329,15 +347,15 @@ class DepthNode(Node):
             return
         self._waiting_info = False
         self._last_stamp_ns = stamp
-        intr, cal = camera
+        intr, rect = camera
 
         out_w = max(1, int(round(width * p["output_scale"])))
         out_h = max(1, int(round(height * p["output_scale"])))
         unseen = None
-        if cal is not None:
+        if rect is not None:
             t0 = time.perf_counter()
-            rgb, seen = self._rectify(rgb, cal)
-            unseen = None if seen is None else self._unseen_mask(cal, seen, (out_h, out_w))
+            rgb = rectify(rgb, rect.map1, rect.map2)
+            unseen = None if rect.seen is None else self._unseen_mask(rect.cal, rect.seen, (out_h, out_w))
             t["rectify_ms"] = (time.perf_counter() - t0) * 1e3
         out_intr = scale_intrinsics(intr, out_w, out_h)
         scale = focal_scale(intr.fx, intr.fy, width, height, self.backend.meta)
@@ -447,6 +465,7 @@ class DepthNode(Node):
             "dropped_frames": str(counts["dropped"]), "skipped_bad_frames": str(counts["skipped_bad"]),
             "idle_frames": str(counts["idle"]), "backend": self.backend_label,
             "cloud_built_on": self.backend.name if getattr(self.backend, "builds_cloud", False) else "host",
+            "rectify": self._rectify_state,
             "waiting_for_camera_info": str(self._camera_info is None and self._p["fallback_fx"] <= 0).lower(),
             **{k: f"{v:.2f}" for k, v in stages.items()},
         }

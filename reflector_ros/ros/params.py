@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from reflector_ros.core.rectify import RECTIFY_SETTINGS, rectify_setting
+
 BACKENDS = ("auto", "tensorrt", "torch", "torch-cuda", "torch-cpu", "onnxruntime", "onnxruntime-cuda")
 PRECISIONS = ("fp16", "fp32", "int8")
 INPUT_QOS = ("sensor_data", "reliable", "best_effort")
@@ -40,7 +42,7 @@ PARAMS: dict[str, tuple[Any, str]] = {
     "points_min_confidence": (0.0, "Points with confidence below this are NaN, 0..1."),
     "publish_colored": (True, "Publish a colour-mapped depth (bgr8) on depth/colored."),
     "publish_confidence": (True, "Publish the per-pixel confidence (32FC1, 0..1) on depth/confidence."),
-    "rectify": (True, "Undistort the image with camera_info's D, R and P before inference, as image_proc does (plumb_bob, rational_polynomial, equidistant); set false when the input is already rectified (image_rect)."),
+    "rectify": ("auto", "Undistort the image with camera_info's D, R and P first, as image_proc does: auto (unless the image topic is named as rectified, e.g. image_rect) | true | false."),
     "fallback_fx": (0.0, "Without camera_info, assume fx = fy = this (pixels, cx, cy = image centre); 0 = wait for camera_info."),
     "diagnostics_period": (1.0, "Seconds between /diagnostics messages."),
 }
@@ -55,8 +57,11 @@ def _is_number(v: Any) -> bool:
 
 
 def normalize(params: dict[str, Any]) -> dict[str, Any]:
-    """Integers where floats are expected become floats (`-p max_depth:=10` is fine)."""
+    """Integers where floats are expected become floats (`-p max_depth:=10` is fine), and
+    `rectify:=false` (a bool to ROS) becomes the word."""
     out = dict(params)
+    if "rectify" in out:
+        out["rectify"] = rectify_setting(out["rectify"])
     for key, default in DEFAULTS.items():
         if isinstance(default, float) and _is_number(out.get(key)):
             out[key] = float(out[key])
@@ -65,7 +70,7 @@ def normalize(params: dict[str, Any]) -> dict[str, Any]:
 
 def validate_params(params: dict[str, Any], check_files: bool = True) -> list[str]:
     """Every reason these parameter values cannot be used; empty when they are all fine."""
-    p = {**DEFAULTS, **params}
+    p = normalize({**DEFAULTS, **params})
     errors: list[str] = [f"unknown parameter '{k}'" for k in params if k not in DEFAULTS]
 
     for key, default in DEFAULTS.items():
@@ -93,6 +98,7 @@ def validate_params(params: dict[str, Any], check_files: bool = True) -> list[st
     choice("input_qos", INPUT_QOS)
     choice("output_qos", OUTPUT_QOS)
     choice("depth_encoding", ENCODINGS)
+    choice("rectify", RECTIFY_SETTINGS)
     if p["num_threads"] < 0:
         errors.append(f"num_threads must be >= 0 (0 = automatic), got {p['num_threads']}")
     if not 0.0 < p["output_scale"] <= 1.0:

@@ -10,21 +10,28 @@ import sys
 from collections.abc import Iterator
 from dataclasses import astuple
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.pointcloud import backproject, ray_table
-from reflector_ros.core.rectify import (Calibration, calibration_at, is_identity, rectified_intrinsics, rectify,
-                                        undistort_maps)
+from reflector_ros.core.rectify import (RECTIFY_SETTINGS, Calibration, calibration_at, is_identity,
+                                        rectified_intrinsics, rectify, should_rectify, undistort_maps)
 from reflector_ros.train.camera_yaml import MAX_SIDE, Pinhole, check_pinhole, load_camera_yaml, load_lens_yaml
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_EXT = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 BAG_EXT = {".mcap", ".db3"}
 
-Frame = tuple[str, np.ndarray, Calibration | None]  # stem, RGB uint8, the source's calibration (bags)
+class Source(NamedTuple):
+    """What a bag says about a frame: its camera_info at the frame's size, and its topic."""
+    cal: Calibration | None
+    topic: str
+
+
+Frame = tuple[str, np.ndarray, Source | None]  # stem, RGB uint8, the bag's word on it
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,9 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="image files, folders of images, videos, or ROS 2 bags (folder with metadata.yaml, .mcap, .db3)")
     p.add_argument("--output", "-o", required=True, help="output folder")
     p.add_argument("--camera-info", help="ROS camera_calibration YAML with the intrinsics")
-    p.add_argument("--no-rectify", dest="rectify", action="store_false",
-                   help="the images are already rectified: skip undistorting them with the --camera-info "
-                        "file's distortion (the depth is in its projection_matrix camera either way)")
+    p.add_argument("--rectify", default="auto", choices=RECTIFY_SETTINGS,
+                   help="undistort with the calibration's distortion first, as the node does; auto: unless a "
+                        "bag's image topic is named as rectified (image_rect). The depth is in the "
+                        "calibration's P camera either way")
     p.add_argument("--fx", type=float)
     p.add_argument("--fy", type=float)
     p.add_argument("--cx", type=float)
@@ -81,20 +89,33 @@ def resolve_intrinsics(given: Pinhole | None, w: int, h: int, what: str) -> Pinh
     return check_pinhole(p)
 
 
-def frame_camera(given: Pinhole | None, lens: Calibration | None, source: Calibration | None, w: int, h: int,
-                 rectify: bool, what: str) -> tuple[Pinhole, Calibration | None]:
+def frame_camera(given: Pinhole | None, lens: Calibration | None, source: Source | None, w: int, h: int,
+                 setting: str, what: str) -> tuple[Pinhole, Calibration | None]:
     """The pinhole camera the depth lives in, and the calibration to rectify the frame with
     (None: use it as it is). The user's --camera-info or flags win over a bag's camera_info;
     a calibration puts the depth in its P camera, as the node's rectify does."""
     if lens is not None:
         resolve_intrinsics(given, w, h, what)   # the same checks and aspect warning as K alone
         cal = calibration_at(lens.k, lens.d, lens.r, lens.p, lens.model, (lens.width, lens.height), (w, h))
-    elif given is not None or source is None:
+    elif given is not None or source is None or source.cal is None:
         return resolve_intrinsics(given, w, h, what), None
     else:
-        cal = source
+        cal = source.cal
+    wanted, _ = should_rectify(setting, source.topic if source is not None else "")
     pin = check_pinhole(Pinhole(*astuple(rectified_intrinsics(cal))))
-    return pin, (cal if rectify and not is_identity(cal) else None)
+    return pin, (cal if wanted and not is_identity(cal) else None)
+
+
+def lens_maps(cal: Calibration, cache: dict[Calibration, Any], what: str) -> Any:
+    """Undistortion maps for cal, built once; None, after one warning, for a lens model
+    that cannot be undistorted."""
+    if cal not in cache:
+        try:
+            cache[cal] = undistort_maps(cal)
+        except InputError as exc:
+            print(f"warning: {what}: {exc}; using the frames as they are, with K", file=sys.stderr)
+            cache[cal] = None
+    return cache[cal]
 
 
 def _check_size(w: int, h: int, what: str) -> None:
@@ -165,7 +186,7 @@ def iter_bag(path: Path, image_topic: str | None, info_topic: str | None, every:
     image_topic, info_topic = bag_topics(path, image_topic, info_topic)
     for i, (stamp_ns, rgb, cal) in enumerate(iter_bag_images(path, image_topic, info_topic)):
         if i % every == 0:
-            yield f"{path.stem}_{stamp_ns}", rgb, cal
+            yield f"{path.stem}_{stamp_ns}", rgb, Source(cal, image_topic)
 
 
 def iter_inputs(inputs: list[str], every: int = 1, image_topic: str | None = None,
@@ -240,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         given = intrinsics_from_args(args)
         lens = load_lens_yaml(args.camera_info) if args.camera_info else None
-        maps: dict[Calibration, tuple] = {}
+        maps: dict[Calibration, Any] = {}
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         backend = make_backend(args.backend, args.model)
@@ -250,11 +271,12 @@ def run(args: argparse.Namespace) -> int:
                                    desc="infer", unit="frame"):
             h, w = rgb.shape[:2]
             pin, cal = frame_camera(given, lens, src, w, h, args.rectify, stem)
+            rect = None if cal is None else lens_maps(cal, maps, stem)
+            if cal is not None and rect is None:   # as the node: raw frames with K
+                pin = check_pinhole(Pinhole(cal.k[0], cal.k[4], cal.k[2], cal.k[5], w, h))
             seen = None
-            if cal is not None:
-                if cal not in maps:
-                    maps[cal] = undistort_maps(cal)
-                map1, map2, seen = maps[cal]
+            if rect is not None:
+                map1, map2, seen = rect
                 rgb = rectify(rgb, map1, map2)
             name, k = stem, 1
             while name in used:
