@@ -144,6 +144,7 @@ def test_bad_calibration_fields(field, value, needle):
 @pytest.mark.parametrize("setting,topic,want", [
     ("auto", "/camera/color/image_raw", True), ("auto", "/cam/image", True),
     ("auto", "/camera/image_rect_color", False), ("auto", "/stereo/left/rect/image", False),
+    ("auto", "/director/image_raw", True), ("auto", "/cam/correct_image", True), ("auto", "/cam/image_rectified", False),
     (True, "/camera/image_rect", True), ("false", "/camera/image_raw", False), ("on", "/x/image_rect", True),
 ])
 def test_rectify_decision(setting, topic, want):

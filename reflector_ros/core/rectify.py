@@ -8,6 +8,7 @@ only on the calibration, so they are built once and each frame is one ``cv2.rema
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ class Calibration:
 
 
 RECTIFY_SETTINGS = ("auto", "true", "false")
+_RECT_WORD = re.compile(r"(^|_)rect(ified)?(_|$)")   # image_rect, image_rect_color, rect/image; not "director"
 
 
 def rectify_setting(value: object) -> str:
@@ -49,14 +51,15 @@ def should_rectify(setting: object, topic: str) -> tuple[bool, str]:
     """Whether to undistort frames from ``topic``, and why (for the log and diagnostics).
 
     auto trusts ROS naming: image_proc publishes rectified frames as image_rect /
-    image_rect_color, so a topic with "rect" in a name part is taken as rectified.
+    image_rect_color, so a topic with the word "rect" (or "rectified") in a name part is
+    taken as rectified.
     """
     choice = rectify_setting(setting)
     if choice not in RECTIFY_SETTINGS:
         raise InputError(f"rectify '{setting}' is not one of: {', '.join(RECTIFY_SETTINGS)}")
     if choice != "auto":
         return choice == "true", f"rectify is {choice}"
-    if any("rect" in part for part in topic.lower().split("/")):
+    if any(_RECT_WORD.search(part) for part in topic.lower().split("/")):
         return False, f"auto: {topic} is named as rectified"
     return True, f"auto: {topic} is taken as raw"
 
