@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -166,6 +167,37 @@ def _seen(args: tuple, maps: tuple[np.ndarray, np.ndarray], fisheye: bool) -> np
     seen = np.zeros((h, w), bool)
     seen[v[ok], u[ok]] = True
     return None if seen.all() else seen
+
+
+class Plan(NamedTuple):
+    """How the frames of one calibration are used: the pinhole camera their depth lives
+    in, the maps to undistort with (None: the frame as it is), the rectified pixels the
+    lens saw (None: all), a state for logs and diagnostics, and a warning, if any."""
+    intrinsics: Intrinsics
+    maps: tuple[np.ndarray, np.ndarray] | None
+    seen: np.ndarray | None
+    state: str
+    warning: str | None = None
+
+
+def plan(cal: Calibration, setting: object, topic: str) -> Plan:
+    """The one rectification decision of the node, `reflector infer` and training bags.
+
+    The depth lives in P's camera (K where P is unfilled) unless the lens model cannot be
+    undone: then the frame is used as it is, with K, and a warning says so (raw frames
+    with K beat no depth at all). Builds the maps, so call it once per calibration.
+    """
+    wanted, why = should_rectify(setting, topic)
+    if not wanted:
+        return Plan(rectified_intrinsics(cal), None, None, f"off ({why})")
+    if is_identity(cal):
+        return Plan(rectified_intrinsics(cal), None, None, "off (no distortion)")
+    try:
+        map1, map2, seen = undistort_maps(cal)
+    except InputError as exc:
+        return Plan(intrinsics_from_k(cal.k, cal.width, cal.height), None, None,
+                    f"off (cannot undistort {cal.model})", f"{exc}; using the frames as they are, with K")
+    return Plan(rectified_intrinsics(cal), (map1, map2), seen, f"on ({why})")
 
 
 def rectify(rgb: np.ndarray, map1: np.ndarray, map2: np.ndarray) -> np.ndarray:

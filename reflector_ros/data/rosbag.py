@@ -141,11 +141,6 @@ def _calibration(fields: _InfoFields, width: int, height: int) -> Calibration | 
         return None
 
 
-def _calibration_from_info(msg: Any, width: int, height: int) -> Calibration | None:
-    fields = _info_fields(msg)
-    return None if fields is None else _calibration(fields, width, height)
-
-
 def _pick_info(stamps: np.ndarray, stamp: int) -> int:
     """Same stamp, else the latest before, else the nearest after (info late at bag start)."""
     j = int(np.searchsorted(stamps, stamp, side="right")) - 1
@@ -358,12 +353,12 @@ def iter_bag_images(path: str | Path, image_topic: str, camera_info_topic: str |
         if camera_info_topic:
             _check_topic(reader, path, camera_info_topic, (CAMERA_INFO,))
         conns = [c for c in reader.connections if c.topic in (image_topic, camera_info_topic)]
-        info = None   # the latest usable camera_info message
+        info: _InfoFields | None = None   # the latest usable camera_info
         pending: list[tuple[int, Any, str]] = []
 
         def emit(stamp: int, msg: Any, msgtype: str) -> tuple[int, np.ndarray, Calibration | None]:
             rgb = decode_rgb(msg, msgtype)
-            return stamp, rgb, (None if info is None else _calibration_from_info(info, rgb.shape[1], rgb.shape[0]))
+            return stamp, rgb, (None if info is None else _calibration(info, rgb.shape[1], rgb.shape[0]))
 
         for conn, _, raw in reader.messages(connections=conns):
             try:
@@ -371,7 +366,7 @@ def iter_bag_images(path: str | Path, image_topic: str, camera_info_topic: str |
             except Exception as err:
                 raise InputError(f"{path}: cannot decode a {conn.topic} message: {err}") from None
             if conn.topic == camera_info_topic:
-                info = msg if _intrinsics_from_info(msg) is not None else info
+                info = _info_fields(msg) or info
                 if info is not None:
                     for item in pending:
                         yield emit(*item)

@@ -30,12 +30,11 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from reflector_ros.core.camera import Intrinsics, intrinsics_from_k, scale_intrinsics
+from reflector_ros.core.camera import Intrinsics, scale_intrinsics
 from reflector_ros.core.depth import colorize, finalize_depth
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.pointcloud import CloudSpec, build_cloud, ray_lengths, ray_table
-from reflector_ros.core.rectify import (Calibration, is_identity, rectified_intrinsics, rectify, should_rectify,
-                                        undistort_maps)
+from reflector_ros.core.rectify import Calibration, plan, rectify
 from reflector_ros.meta import focal_scale
 from reflector_ros.ros import convert
 from reflector_ros.ros.params import DEFAULTS, PARAMS, changed_startup_params, normalize, validate_params
@@ -116,6 +115,7 @@ class DepthNode(Node):
         self._rays_key: tuple | None = None
         self._rays: tuple[np.ndarray, np.ndarray] | None = None
         self._camera_cache: tuple[tuple, tuple[Intrinsics, Rectifier | None]] | None = None
+        self._good_info_key: tuple | None = None
         self._rectify_state = "off (no camera_info yet)"
         self._unseen: tuple[tuple, np.ndarray] | None = None   # (key, mask at the depth size)
         self._buffers: dict[str, np.ndarray] = {}  # message_array()s reused frame to frame (no copies)
@@ -234,12 +234,15 @@ class DepthNode(Node):
             self._last_arrival = arrival
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        try:
-            w, h = int(msg.width) or 1, int(msg.height) or 1   # 0 = "as the image"
-            convert.calibration_from_camera_info(msg, w, h)
-        except InputError as exc:
-            self._warn(f"camera_info:{exc}", f"ignoring camera_info ({exc}); keeping the previous good one")
-            return
+        key = convert.camera_info_key(msg)
+        if key != self._good_info_key:   # drivers resend one calibration with every frame: check it once
+            try:
+                w, h = int(msg.width) or 1, int(msg.height) or 1   # 0 = "as the image"
+                convert.calibration_from_camera_info(msg, w, h)
+            except InputError as exc:
+                self._warn(f"camera_info:{exc}", f"ignoring camera_info ({exc}); keeping the previous good one")
+                return
+            self._good_info_key = key
         self._camera_info = msg
 
     # ------------------------------------------------------------------ worker thread
@@ -293,19 +296,14 @@ class DepthNode(Node):
                           ) -> tuple[Intrinsics, Rectifier | None]:
         """Once per calibration: the decision, the maps (~0.1 s at VGA) and one log line."""
         cal = convert.calibration_from_camera_info(info, width, height)
-        wanted, why = should_rectify(setting, self.resolve_topic_name(self._image_topic))
-        if not wanted or is_identity(cal):
-            self._rectify_state = f"off ({why})" if not wanted else "off (no distortion)"
-            return rectified_intrinsics(cal), None
-        try:
-            map1, map2, seen = undistort_maps(cal)
-        except InputError as exc:   # an unknown lens model: raw frames with K beat no depth at all
-            self._rectify_state = f"off (cannot undistort {cal.model})"
-            self.get_logger().warning(f"{exc}; using the frames as they are, with K")
-            return intrinsics_from_k(cal.k, width, height), None
-        self._rectify_state = f"on ({why})"
-        self.get_logger().info(f"undistorting {width}x{height} frames ({cal.model}) into P's camera ({why})")
-        return rectified_intrinsics(cal), Rectifier(cal, map1, map2, seen)
+        how = plan(cal, setting, self.resolve_topic_name(self._image_topic))
+        self._rectify_state = how.state
+        if how.warning:
+            self.get_logger().warning(how.warning)
+        if how.maps is None:
+            return how.intrinsics, None
+        self.get_logger().info(f"undistorting {width}x{height} frames ({cal.model}) into P's camera: {how.state}")
+        return how.intrinsics, Rectifier(cal, *how.maps, how.seen)
 
     def _unseen_mask(self, cal: Calibration, seen: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
         """Depth pixels the lens never saw, at the depth's resolution (cached)."""

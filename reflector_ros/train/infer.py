@@ -10,15 +10,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import astuple
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.pointcloud import backproject, ray_table
-from reflector_ros.core.rectify import (RECTIFY_SETTINGS, Calibration, calibration_at, is_identity,
-                                        rectified_intrinsics, rectify, should_rectify, undistort_maps)
+from reflector_ros.core.rectify import RECTIFY_SETTINGS, Calibration, Plan, calibration_at, plan, rectify
 from reflector_ros.train.camera_yaml import MAX_SIDE, Pinhole, check_pinhole, load_camera_yaml, load_lens_yaml
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -90,10 +89,10 @@ def resolve_intrinsics(given: Pinhole | None, w: int, h: int, what: str) -> Pinh
 
 
 def frame_camera(given: Pinhole | None, lens: Calibration | None, source: Source | None, w: int, h: int,
-                 setting: str, what: str) -> tuple[Pinhole, Calibration | None]:
-    """The pinhole camera the depth lives in, and the calibration to rectify the frame with
-    (None: use it as it is). The user's --camera-info or flags win over a bag's camera_info;
-    a calibration puts the depth in its P camera, as the node's rectify does."""
+                 setting: str, what: str, plans: dict[tuple[Calibration, str], Plan]) -> tuple[Pinhole, Plan | None]:
+    """The pinhole camera the depth lives in, and how to rectify the frame (None: use it as
+    it is). The user's --camera-info or flags win over a bag's camera_info; a calibration
+    is planned once (``plans`` caches it, with its one warning) as the node does."""
     if lens is not None:
         resolve_intrinsics(given, w, h, what)   # the same checks and aspect warning as K alone
         cal = calibration_at(lens.k, lens.d, lens.r, lens.p, lens.model, (lens.width, lens.height), (w, h))
@@ -101,21 +100,12 @@ def frame_camera(given: Pinhole | None, lens: Calibration | None, source: Source
         return resolve_intrinsics(given, w, h, what), None
     else:
         cal = source.cal
-    wanted, _ = should_rectify(setting, source.topic if source is not None else "")
-    pin = check_pinhole(Pinhole(*astuple(rectified_intrinsics(cal))))
-    return pin, (cal if wanted and not is_identity(cal) else None)
-
-
-def lens_maps(cal: Calibration, cache: dict[Calibration, Any], what: str) -> Any:
-    """Undistortion maps for cal, built once; None, after one warning, for a lens model
-    that cannot be undistorted."""
-    if cal not in cache:
-        try:
-            cache[cal] = undistort_maps(cal)
-        except InputError as exc:
-            print(f"warning: {what}: {exc}; using the frames as they are, with K", file=sys.stderr)
-            cache[cal] = None
-    return cache[cal]
+    key = (cal, source.topic if source is not None else "")
+    if key not in plans:
+        plans[key] = plan(cal, setting, key[1])
+        if plans[key].warning:
+            print(f"warning: {what}: {plans[key].warning}", file=sys.stderr)
+    return check_pinhole(Pinhole(*astuple(plans[key].intrinsics))), plans[key]
 
 
 def _check_size(w: int, h: int, what: str) -> None:
@@ -261,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         given = intrinsics_from_args(args)
         lens = load_lens_yaml(args.camera_info) if args.camera_info else None
-        maps: dict[Calibration, Any] = {}
+        plans: dict[tuple[Calibration, str], Plan] = {}
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         backend = make_backend(args.backend, args.model)
@@ -270,14 +260,10 @@ def run(args: argparse.Namespace) -> int:
         for stem, rgb, src in tqdm(iter_inputs(args.inputs, args.every, args.image_topic, args.camera_info_topic),
                                    desc="infer", unit="frame"):
             h, w = rgb.shape[:2]
-            pin, cal = frame_camera(given, lens, src, w, h, args.rectify, stem)
-            rect = None if cal is None else lens_maps(cal, maps, stem)
-            if cal is not None and rect is None:   # as the node: raw frames with K
-                pin = check_pinhole(Pinhole(cal.k[0], cal.k[4], cal.k[2], cal.k[5], w, h))
+            pin, how = frame_camera(given, lens, src, w, h, args.rectify, stem, plans)
             seen = None
-            if rect is not None:
-                map1, map2, seen = rect
-                rgb = rectify(rgb, map1, map2)
+            if how is not None and how.maps is not None:
+                rgb, seen = rectify(rgb, *how.maps), how.seen
             name, k = stem, 1
             while name in used:
                 name, k = f"{stem}_{k}", k + 1
