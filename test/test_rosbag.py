@@ -267,14 +267,17 @@ def test_raw_camera_bag_is_rectified_for_training(tmp_path: Path) -> None:
     info = TS.types["sensor_msgs/msg/CameraInfo"](
         header=_header(T0), height=h, width=w, distortion_model="plumb_bob", d=d, k=k, r=np.eye(3).reshape(-1),
         p=p, binning_x=0, binning_y=0, roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
-    path = tmp_path / "raw_cam"
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as bag:
-        c_rgb = bag.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=TS)
-        c_dep = bag.add_connection("/cam/depth", "sensor_msgs/msg/Image", typestore=TS)
-        c_inf = bag.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=TS)
-        bag.write(c_inf, T0, TS.serialize_cdr(info, c_inf.msgtype))
-        bag.write(c_rgb, T0 + 1, TS.serialize_cdr(_image(T0, rgb, "rgb8"), c_rgb.msgtype))
-        bag.write(c_dep, T0 + 2, TS.serialize_cdr(_image(T0, label_mm, "16UC1"), c_dep.msgtype))
+    def write(path: Path) -> Path:
+        with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as bag:
+            c_rgb = bag.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=TS)
+            c_dep = bag.add_connection("/cam/depth", "sensor_msgs/msg/Image", typestore=TS)
+            c_inf = bag.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo", typestore=TS)
+            bag.write(c_inf, T0, TS.serialize_cdr(info, c_inf.msgtype))
+            bag.write(c_rgb, T0 + 1, TS.serialize_cdr(_image(T0, rgb, "rgb8"), c_rgb.msgtype))
+            bag.write(c_dep, T0 + 2, TS.serialize_cdr(_image(T0, label_mm, "16UC1"), c_dep.msgtype))
+        return path
+
+    path = write(tmp_path / "raw_cam")
 
     s = BagDataset(path, "/cam/image_raw", "/cam/depth", "/cam/camera_info")[0]
     assert (s.fx, s.fy, s.cx, s.cy) == pytest.approx((0.85 * f, 0.85 * f, 33.0, 22.0))   # P, not K
@@ -294,3 +297,12 @@ def test_raw_camera_bag_is_rectified_for_training(tmp_path: Path) -> None:
     np.testing.assert_allclose(plain.depth, label_mm / 1000.0, rtol=1e-6)
     again = pickle.loads(pickle.dumps(BagDataset(path, "/cam/image_raw", "/cam/depth", "/cam/camera_info")))
     np.testing.assert_array_equal(again[0].depth, s.depth)
+
+    # a lens model OpenCV cannot undo: one warning, and the frames as recorded with K (as the node)
+    info.distortion_model, info.d = "kannala_brandt_8", np.full(8, 0.1)
+    odd = BagDataset(write(tmp_path / "odd_lens"), "/cam/image_raw", "/cam/depth", "/cam/camera_info")
+    with pytest.warns(UserWarning, match="kannala_brandt_8"):
+        s2 = odd[0]
+    assert (s2.fx, s2.fy, s2.cx, s2.cy) == (f, f, 31.5, 23.5)
+    np.testing.assert_array_equal(s2.image, rgb)
+    np.testing.assert_allclose(s2.depth, label_mm / 1000.0, rtol=1e-6)

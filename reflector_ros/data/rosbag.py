@@ -10,6 +10,7 @@ from CameraInfo (same stamp, else the latest before the image, else the nearest)
 from __future__ import annotations
 
 import os
+import warnings
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,8 +21,7 @@ import cv2
 import numpy as np
 
 from reflector_ros.core.errors import InputError
-from reflector_ros.core.rectify import (Calibration, calibration_at, is_identity, rectified_intrinsics, rectify,
-                                        should_rectify, undistort_maps)
+from reflector_ros.core.rectify import Calibration, Plan, calibration_at, plan, rectify, rectify_setting, should_rectify
 from reflector_ros.data.sample import Sample
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -229,8 +229,9 @@ class BagDataset(Sequence[Sample]):
                  camera_info_topic: str | None = None, max_dt: float = 0.02,
                  intrinsics: tuple[float, float, float, float] | None = None, rectify: str | bool = "auto") -> None:
         self.path = Path(path)
-        self.rectify, _ = should_rectify(rectify, image_topic)
-        self._maps: dict[Calibration, tuple] = {}   # per calibration: fixed-point and float maps, seen mask
+        self.rectify = rectify_setting(rectify)
+        should_rectify(self.rectify, image_topic)   # refuse a bad setting now, not at the first frame
+        self._plans: dict[Calibration, tuple[Plan, tuple | None]] = {}   # rebuilt per worker, not pickled
         if camera_info_topic is None and intrinsics is None:
             raise InputError(f"bag {self.path}: give camera_info_topic or intrinsics=(fx, fy, cx, cy)")
         if not max_dt >= 0:
@@ -279,7 +280,18 @@ class BagDataset(Sequence[Sample]):
         self._bag = _LazyBag(self.path)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_maps": {}}   # maps are rebuilt per worker, not pickled
+        return {**self.__dict__, "_plans": {}}
+
+    def _plan(self, cal: Calibration) -> tuple[Plan, tuple | None]:
+        """core.rectify.plan for this calibration, plus float maps for the depth: OpenCV's
+        nearest-neighbour on fixed-point maps is off by up to 1 px. A lens model that
+        cannot be undone warns once and trains on the frames as they are, as the node does."""
+        if cal not in self._plans:
+            how = plan(cal, self.rectify, self.image_topic)
+            if how.warning:
+                warnings.warn(f"bag {self.path}: {how.warning}", stacklevel=2)
+            self._plans[cal] = (how, None if how.maps is None else cv2.convertMaps(*how.maps, cv2.CV_32FC1))
+        return self._plans[cal]
 
     def _read_infos(self, reader: Any) -> list[tuple[int, _InfoFields]]:
         conns = [c for c in reader.connections if c.topic == self.info_topic]
@@ -314,19 +326,13 @@ class BagDataset(Sequence[Sample]):
             depth = np.zeros((h, w), np.float32)
         cal = _calibration(self._infos[_pick_info(self._info_stamps, img_ref.stamp_ns)], w, h) if self._infos else None
         if cal is not None:
-            if self.rectify and not is_identity(cal):
-                if cal not in self._maps:
-                    map1, map2, seen = undistort_maps(cal)
-                    # nearest depth needs float maps: OpenCV's nearest on fixed-point maps is off by up to 1 px
-                    self._maps[cal] = (map1, map2, seen, *cv2.convertMaps(map1, map2, cv2.CV_32FC1))
-                map1, map2, seen, fmap_x, fmap_y = self._maps[cal]
-                rgb = rectify(rgb, map1, map2)
-                depth = cv2.remap(depth, fmap_x, fmap_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                                  borderValue=0)
-                if seen is not None:
-                    depth[~seen] = 0.0
-            intr = rectified_intrinsics(cal)
-            fx, fy, cx, cy = intr.fx, intr.fy, intr.cx, intr.cy
+            how, depth_maps = self._plan(cal)
+            if how.maps is not None:
+                rgb = rectify(rgb, *how.maps)
+                depth = cv2.remap(depth, *depth_maps, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                if how.seen is not None:
+                    depth[~how.seen] = 0.0
+            fx, fy, cx, cy = how.intrinsics.fx, how.intrinsics.fy, how.intrinsics.cx, how.intrinsics.cy
         elif self._infos:
             raise InputError(f"bag {self.path}: the camera_info for {img_ref.topic} at {img_ref.stamp_ns} ns "
                              f"cannot be used at {w}x{h}")
