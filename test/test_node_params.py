@@ -49,6 +49,8 @@ def test_readme_table_documents_every_parameter_with_its_default() -> None:
     ({"input_qos": "fast"}, "input_qos 'fast'"),
     ({"output_qos": "sensor_data"}, "output_qos 'sensor_data'"),
     ({"depth_encoding": "8UC1"}, "depth_encoding '8UC1'"),
+    ({"rectify": "maybe"}, "rectify 'maybe' is not one of: auto, true, false"),
+    ({"rectify": 3}, "rectify '3' is not one of"),
     ({"depth_encoding": "16UC1", "max_depth": 80.0}, "does not fit 16UC1"),
     ({"min_confidence": 1.5}, "min_confidence must be in [0, 1]"),
     ({"points_min_confidence": -0.1}, "points_min_confidence must be in [0, 1]"),
@@ -95,3 +97,9 @@ def test_integers_accepted_for_floats() -> None:
 def test_startup_only_changes_are_detected() -> None:
     assert changed_startup_params(DEFAULTS, {"backend": "torch", "min_depth": 1.0}) == ["backend"]
     assert changed_startup_params(DEFAULTS, {"backend": "auto", "output_scale": 0.5}) == []
+
+
+def test_rectify_takes_a_bool_or_a_word() -> None:
+    """`-p rectify:=false` arrives as a bool, `rectify: auto` as a string: both are fine."""
+    for value, word in ((False, "false"), (True, "true"), ("AUTO", "auto"), ("off", "false")):
+        assert validate_params({"rectify": value}) == [] and normalize({"rectify": value})["rectify"] == word
