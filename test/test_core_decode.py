@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import array
+import re
 import struct
 import time
 import zlib
@@ -207,15 +208,84 @@ def test_png_exact(rgb):
     np.testing.assert_array_equal(decode_compressed(array.array("B", enc.tobytes()), "bgr8; png compressed bgr8"), rgb)
 
 
-def test_png_grey_and_16bit(rgb):
+def _png(arr: np.ndarray, color_type: int, bit_depth: int = 8) -> bytes:
+    """A PNG written by hand (zlib + struct, not OpenCV): 0 grey, 2 RGB, 4 grey+alpha, 6 RGBA."""
+    h = arr.shape[0]
+    dt = ">u2" if bit_depth == 16 else "u1"
+    raw = b"".join(b"\0" + np.ascontiguousarray(arr[y]).astype(dt).tobytes() for y in range(h))
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    ihdr = struct.pack(">IIBBBBB", arr.shape[1], h, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+TWELVE_BIT = np.random.default_rng(2).integers(0, 4096, (H, W), dtype=np.uint16)   # a 12-bit sensor in mono16
+REFUSAL = "is a 16/32-bit or depth encoding, not camera colour input; the depth network needs an 8-bit colour image ("
+
+
+def test_png_grey_rgba_and_grey_alpha_are_colour(rgb):
     grey = rgb[..., 0]
     ok, enc = cv2.imencode(".png", grey)
     np.testing.assert_array_equal(decode_compressed(enc, "png"), np.repeat(grey[..., None], 3, axis=2))
-    wide = grey.astype(np.uint16) * 257                    # 16-bit grey, high byte == grey
-    ok, enc = cv2.imencode(".png", wide)
-    out = decode_compressed(enc.tobytes(), "png")
-    assert out.dtype == np.uint8 and out.shape == (H, W, 3)
-    assert np.abs(out[..., 0].astype(int) - grey.astype(int)).max() <= 1
+    rgba = np.concatenate([rgb, np.full((H, W, 1), 9, np.uint8)], axis=2)
+    np.testing.assert_array_equal(decode_compressed(_png(rgba, 6), "rgba8; png compressed rgba8"), rgb)
+    grey_alpha = np.stack([grey, np.full_like(grey, 200)], axis=2)
+    np.testing.assert_array_equal(decode_compressed(_png(grey_alpha, 4), "png"), np.repeat(grey[..., None], 3, axis=2))
+
+
+@pytest.mark.parametrize("fmt", ["mono16; png compressed mono16", "png", "16UC1; png compressed 16UC1",
+                                 "bgr8; png compressed bgr8"])
+def test_16bit_grey_png_refused_like_the_raw_topic(fmt):
+    """12-bit values in a 16-bit PNG used to come out as 0..15 (a black frame): refused, whatever
+    the format string claims, with the raw topic's own words."""
+    with pytest.raises(InputError) as compressed:
+        decode_compressed(_png(TWELVE_BIT, 0, 16), fmt)
+    assert "16-bit grey (uint16, 1 channel)" in str(compressed.value)
+    with pytest.raises(InputError) as raw:
+        decode_image(TWELVE_BIT.tobytes(), "mono16", W, H, W * 2)
+    assert REFUSAL in str(raw.value)
+    assert str(compressed.value).split(" is a ", 1)[1] == str(raw.value).split(" is a ", 1)[1]
+
+
+@pytest.mark.parametrize("color_type,channels,needle", [(2, 3, "16-bit colour (uint16, 3 channels)"),
+                                                        (6, 4, "16-bit colour+alpha (uint16, 4 channels)"),
+                                                        (4, 2, "16-bit colour+alpha (uint16, 4 channels)")])
+def test_16bit_colour_pngs_refused(color_type, channels, needle):
+    arr = np.stack([TWELVE_BIT] * channels, axis=2)
+    with pytest.raises(InputError, match=re.escape(needle)) as err:
+        decode_compressed(_png(arr, color_type, 16), "rgb16; png compressed rgb16")
+    assert REFUSAL in str(err.value)
+
+
+@pytest.mark.parametrize("fmt", ["mono16; jpeg compressed mono8", "16UC1; jpeg compressed mono8",
+                                 "rgb16; jpeg compressed bgr8", "32FC1; png compressed bgr8"])
+def test_wide_source_encodings_refused_by_the_format(rgb, fmt):
+    """A mono16 stream sent as JPEG was cut to 8 bits on the way (12-bit values near black):
+    the payload is 8-bit, so the format's source encoding is what gives it away."""
+    ok, enc = cv2.imencode(".jpg", rgb[..., 0])
+    with pytest.raises(InputError) as err:
+        decode_compressed(enc.tobytes(), fmt)
+    assert REFUSAL in str(err.value) and fmt.split(";")[0] in str(err.value)
+
+
+def test_jpeg_is_read_as_stored_without_exif_rotation():
+    """An EXIF "rotate 90" tag is not applied: calibrations describe the stored pixels."""
+    img = np.zeros((H, W, 3), np.uint8)
+    img[:, : W // 2] = 255                       # left half white (as stored)
+    ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    data = enc.tobytes()
+    # APP1 Exif, little-endian TIFF, one IFD entry: Orientation (0x0112) SHORT = 6 (rotate 90 CW)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) \
+        + struct.pack("<I", 0)
+    body = b"Exif\x00\x00" + tiff
+    app1 = b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+    with_exif = data[:2] + app1 + data[2:]
+    assert cv2.imdecode(np.frombuffer(with_exif, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (W, H)  # OpenCV rotates
+    out = decode_compressed(with_exif, "jpeg")
+    assert out.shape == (H, W, 3)
+    assert out[:, : W // 2 - 2].mean() > 240 and out[:, W // 2 + 2:].mean() < 15
 
 
 def _png_with_size(width: int, height: int) -> bytes:

@@ -68,15 +68,22 @@ def _check_dims(width: int, height: int, what: str = "image") -> None:
             raise InputError(f"{what} {name} {val} is absurd (limit {MAX_DIM - 1} pixels); refusing it")
 
 
+def _not_colour(what: str) -> InputError:
+    """The one refusal of wide (16/32-bit) or depth data, raw or compressed."""
+    return InputError(f"{what} is a 16/32-bit or depth encoding, not camera colour input; the depth "
+                      f"network needs an 8-bit colour image ({', '.join(SUPPORTED_ENCODINGS)})")
+
+
+def _is_wide(encoding: str) -> bool:
+    low = encoding.strip().lower()
+    return low in _SIXTEEN_BIT or low.startswith(("16", "32", "64"))
+
+
 def _unsupported(encoding: str, is_bigendian: int) -> InputError:
-    low = encoding.lower()
-    supported = ", ".join(SUPPORTED_ENCODINGS)
-    if low in _SIXTEEN_BIT or low.startswith(("16", "32", "64")):
+    if _is_wide(encoding):
         endian = " (and big-endian as well)" if is_bigendian else ""
-        return InputError(
-            f"encoding '{encoding}'{endian} is a 16/32-bit or depth encoding, not camera colour "
-            f"input; the depth network needs an 8-bit colour image ({supported})")
-    return InputError(f"unsupported image encoding '{encoding}'; supported: {supported}")
+        return _not_colour(f"encoding '{encoding}'{endian}")
+    return InputError(f"unsupported image encoding '{encoding}'; supported: {', '.join(SUPPORTED_ENCODINGS)}")
 
 
 def decode_image(data: Buffer, encoding: str, width: int, height: int, step: int,
@@ -151,15 +158,25 @@ def _jpeg_size(mv: memoryview) -> tuple[int, int]:
     raise InputError("corrupt JPEG: no frame header (SOF) found")
 
 
+def _decoded_kind(img: np.ndarray) -> str:
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    what = {1: "grey", 2: "grey+alpha", 3: "colour", 4: "colour+alpha"}.get(channels, f"{channels}-channel")
+    return f"{img.dtype.itemsize * 8}-bit {what} ({img.dtype}, {channels} channel{'s' * (channels != 1)})"
+
+
 def decode_compressed(data: Buffer, fmt: str = "") -> np.ndarray:
     """sensor_msgs/CompressedImage payload -> (H, W, 3) uint8 RGB.
 
     ``fmt`` is the message's format string ("jpeg", "png", "rgb8; jpeg compressed bgr8",
-    ...). The payload itself is a standard JPEG/PNG whatever the original encoding was
-    (image_transport stores it in bgr order), so the magic bytes decide the codec and the
-    format string only serves to refuse compressedDepth streams with a clear reason.
+    ...). The payload is a standard JPEG/PNG (image_transport stores colour in bgr
+    order), so the magic bytes decide the codec. Only 8-bit colour or grey passes, as on
+    the raw topic, judged twice: by the original encoding the format string names (a
+    mono16 stream sent as JPEG was cut to 8 bits on the way: 12-bit values come out near
+    black), and by the decoded array itself (a 16-bit PNG, whatever the format says).
+    Pixels are read as stored (no EXIF rotation), as drivers and calibrations use them.
     """
-    if "compresseddepth" in (fmt or "").lower().replace(" ", ""):
+    low_fmt = (fmt or "").lower()
+    if "compresseddepth" in low_fmt.replace(" ", ""):
         raise InputError(f"compressed format '{fmt}' is a compressed depth image, not camera colour input")
     buf = _as_bytes(data)
     if buf.size < 8:
@@ -169,9 +186,16 @@ def decode_compressed(data: Buffer, fmt: str = "") -> np.ndarray:
     if width * height > MAX_PIXELS:
         raise InputError(f"{kind} header says {width}x{height}: over the {MAX_PIXELS} pixel limit; refusing it")
     try:
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)   # as stored: depth, channels, orientation
     except cv2.error as exc:
         raise InputError(f"corrupt {kind} payload: {exc}") from None
-    if bgr is None or bgr.size == 0:
+    if img is None or img.size == 0:
         raise InputError(f"corrupt {kind} payload ({buf.size} bytes): OpenCV could not decode it")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    if img.dtype != np.uint8 or channels not in (1, 3, 4):
+        raise _not_colour(f"compressed {kind} (format '{fmt}') holding {_decoded_kind(img)} pixels")
+    original = low_fmt.split(";", 1)[0].strip() if ";" in low_fmt else ""
+    if _is_wide(original):
+        raise _not_colour(f"compressed {kind} (format '{fmt}') of encoding '{original}', cut to 8 bits on the way,")
+    code = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}[channels]
+    return cv2.cvtColor(img, code)
