@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from reflector_ros.core.errors import InputError
-from reflector_ros.core.rectify import (calibration, is_identity, rectified_intrinsics, rectify, should_rectify,
-                                        undistort_maps)
+from reflector_ros.core.rectify import (calibration, distortion_coefficients, is_identity, plan, rectified_intrinsics,
+                                        rectify, should_rectify, undistort_maps)
 
 W, H, F = 160, 120, 140.0
 K = [F, 0.0, 79.5, 0.0, F * 1.02, 59.5, 0.0, 0.0, 1.0]
@@ -54,6 +54,65 @@ def test_maps_invert_the_lens_model(model):
     want = np.stack([u[inside], v[inside]], axis=-1)
     # fixed-point maps hold 1/32 pixel
     assert np.abs(back - want).max() < 0.06, model
+
+
+# Every coefficient OpenCV's pinhole model reads, all non-zero: k1 k2 p1 p2 k3 k4 k5 k6 s1 s2 s3 s4 tau_x tau_y
+FULL_D = [-0.25, 0.08, 0.001, -0.0012, -0.01, 0.30, -0.02, 0.005, 0.002, -0.0005, 0.0015, 0.0003, 0.01, -0.008]
+FISHEYE_D = LENSES["equidistant"]
+
+
+def _opencv_inverse_error(cal, opencv_d: list[float], fisheye: bool | None = None) -> float:
+    """Largest distance (px) between a rectified pixel and where OpenCV's own undistortPoints
+    (given ``opencv_d``; cv2.fisheye's for equidistant) sends the raw pixel our map fetches for it."""
+    m1, m2, _ = undistort_maps(cal)
+    mx, my = cv2.convertMaps(m1, m2, cv2.CV_32FC1)
+    v, u = np.mgrid[8:H - 8:5, 8:W - 8:5]
+    raw = np.stack([mx[v, u], my[v, u]], axis=-1)
+    inside = (raw[..., 0] >= 0) & (raw[..., 0] <= W - 1) & (raw[..., 1] >= 0) & (raw[..., 1] <= H - 1)
+    assert inside.mean() > 0.5
+    k, p = np.asarray(cal.k).reshape(3, 3), np.asarray(cal.p).reshape(3, 4)[:, :3]
+    pts = raw[inside].reshape(-1, 1, 2).astype(np.float64)
+    if cal.model == "equidistant" if fisheye is None else fisheye:
+        back = cv2.fisheye.undistortPoints(pts, k, np.asarray(opencv_d), R=np.eye(3), P=p)
+    else:
+        back = cv2.undistortPoints(pts, k, np.asarray(opencv_d), R=np.eye(3), P=p,
+                                   criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-10))
+    return float(np.abs(back.reshape(-1, 2) - np.stack([u[inside], v[inside]], axis=-1)).max())
+
+
+@pytest.mark.parametrize("model", ["plumb_bob", "rational_polynomial"])
+@pytest.mark.parametrize("n", [4, 5, 8, 12, 14])
+def test_every_pinhole_coefficient_count_opencv_takes(model, n):
+    """OAK cameras publish 14 (rational + thin prism + tilt): each count is rectified as OpenCV reads it."""
+    d = FULL_D[:n]
+    cal = calibration(K, d, I3, P_WIDE, model, W, H)
+    np.testing.assert_array_equal(distortion_coefficients(model, d), d)
+    assert _opencv_inverse_error(cal, d) < 0.06          # fixed-point maps hold 1/32 pixel
+    if n > 4:   # the coefficients past the shorter count are used, not dropped
+        shorter = max(m for m in (4, 5, 8, 12) if m < n)
+        assert _opencv_inverse_error(cal, d[:shorter]) > 0.2, "the extra coefficients made no difference"
+    assert plan(cal, "true", "/cam/image_raw").state.startswith("on")
+
+
+@pytest.mark.parametrize("model,d,opencv_d", [
+    ("equidistant", FISHEYE_D + [0.0] * 4, FISHEYE_D),            # 8 values, the last 4 zero
+    ("equidistant", FISHEYE_D + [0.0], FISHEYE_D),
+    ("plumb_bob", FULL_D[:5] + [0.0] * 3 + [0.0], FULL_D[:5] + [0.0] * 3),   # 9: zeros past k3
+    ("rational_polynomial", FULL_D + [0.0, 0.0], FULL_D),          # 16: zeros past tau_y
+    ("plumb_bob", FULL_D[:5] + [0.0], FULL_D[:5]),
+])
+def test_trailing_zeros_are_dropped(model, d, opencv_d):
+    np.testing.assert_array_equal(distortion_coefficients(model, d), opencv_d)
+    cal = calibration(K, d, I3, P_WIDE, model, W, H)
+    assert _opencv_inverse_error(cal, opencv_d) < 0.06
+    assert plan(cal, "auto", "/cam/image_raw").warning is None
+
+
+def test_fisheye_uses_its_own_model():
+    """8 equidistant values are the fisheye model's 4, not a pinhole D of 8."""
+    cal = calibration(K, FISHEYE_D + [0.0] * 4, I3, P_WIDE, "equidistant", W, H)
+    assert _opencv_inverse_error(cal, FISHEYE_D) < 0.06
+    assert _opencv_inverse_error(cal, FISHEYE_D + [0.0] * 4, fisheye=False) > 0.5   # the reference tells them apart
 
 
 def test_rectified_frame_matches_the_ideal_pinhole_image():
@@ -120,8 +179,11 @@ def test_p_and_r_without_distortion_need_no_model_name():
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(model="kannala_brandt_8", d=[0.1] * 8), "distortion_model 'kannala_brandt_8'"),
     (dict(model="kannala_brandt_8", d=[0.1] * 8), "rectify:=false"),
-    (dict(model="equidistant", d=[0.1] * 5), "equidistant takes 4"),
-    (dict(model="plumb_bob", d=[0.1] * 3), "plumb_bob takes 4 or 5 or 8"),
+    (dict(model="equidistant", d=[0.1] * 5), "equidistant takes 4 .or more with only zeros past those"),
+    (dict(model="equidistant", d=[0.1] * 3), "D has 3 coefficients; equidistant takes 4"),
+    (dict(model="plumb_bob", d=[0.1] * 3), "plumb_bob takes 4, 5, 8, 12 or 14"),
+    (dict(model="rational_polynomial", d=[0.1] * 6), "D has 6 coefficients; rational_polynomial takes 4, 5, 8, 12 or 14"),
+    (dict(model="plumb_bob", d=[0.1] * 15), "D has 15 coefficients"),
 ])
 def test_unusable_lens_models_are_refused(kwargs, needle):
     with pytest.raises(InputError, match=needle):

@@ -21,7 +21,11 @@ from reflector_ros.core.errors import InputError
 
 # ROS distortion_model names (sensor_msgs/distortion_models) -> OpenCV model
 SUPPORTED_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
-_D_LENGTHS = {"plumb_bob": (4, 5, 8), "rational_polynomial": (8,), "equidistant": (4,)}
+# The coefficient counts OpenCV takes. Its pinhole model reads D as k1 k2 p1 p2 [k3 [k4 k5 k6
+# [s1 s2 s3 s4 [tau_x tau_y]]]], absent terms zero, so plumb_bob and rational_polynomial are
+# the same model at different lengths (OAK cameras publish 14). The fisheye model takes k1..k4.
+_PINHOLE_LENGTHS = (4, 5, 8, 12, 14)
+_D_LENGTHS = {"plumb_bob": _PINHOLE_LENGTHS, "rational_polynomial": _PINHOLE_LENGTHS, "equidistant": (4,)}
 
 
 @dataclass(frozen=True)
@@ -129,19 +133,31 @@ def is_identity(cal: Calibration) -> bool:
             and np.allclose(_new_camera(cal), np.asarray(cal.k).reshape(3, 3)))
 
 
+def distortion_coefficients(model: str, d: Sequence[float]) -> np.ndarray:
+    """D as OpenCV takes it for ``model``: a count it accepts as it is, and a longer D
+    whose extra values are zero (a driver padding to a fixed length) cut to the longest
+    accepted count its non-zero values fit in. Anything else is an InputError."""
+    if model not in SUPPORTED_MODELS:
+        raise InputError(f"camera_info distortion_model '{model}' is not one the node can undistort "
+                         f"({', '.join(SUPPORTED_MODELS)}); if the image is already rectified, set rectify:=false")
+    vals = np.asarray([float(v) for v in d], np.float64)
+    lengths = _D_LENGTHS[model]
+    fits = [n for n in lengths if n <= len(vals) and not vals[n:].any()]
+    if len(vals) in lengths or fits:
+        return vals if len(vals) in lengths else vals[:max(fits)]
+    counts = ", ".join(map(str, lengths[:-1])) + (" or " if len(lengths) > 1 else "") + str(lengths[-1])
+    raise InputError(f"camera_info D has {len(vals)} coefficients; {model} takes {counts} "
+                     f"(or more with only zeros past those)")
+
+
 def undistort_maps(cal: Calibration) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(map1, map2, valid) for ``rectify``; valid marks the rectified pixels that see the
     raw image (None when all do), so depth outside the lens's view is not invented."""
     distorted = any(cal.d)   # without D only R and P move pixels, and any model name will do
-    if distorted and cal.model not in SUPPORTED_MODELS:
-        raise InputError(f"camera_info distortion_model '{cal.model}' is not one the node can undistort "
-                         f"({', '.join(SUPPORTED_MODELS)}); if the image is already rectified, set rectify:=false")
-    if distorted and len(cal.d) not in _D_LENGTHS[cal.model]:
-        raise InputError(f"camera_info D has {len(cal.d)} coefficients; {cal.model} takes "
-                         f"{' or '.join(map(str, _D_LENGTHS[cal.model]))}")
+    d = distortion_coefficients(cal.model, cal.d) if distorted else np.zeros(5)
     fisheye = distorted and cal.model == "equidistant"
     init = cv2.fisheye.initUndistortRectifyMap if fisheye else cv2.initUndistortRectifyMap
-    k, d = np.asarray(cal.k, np.float64).reshape(3, 3), np.asarray(cal.d, np.float64) if distorted else np.zeros(5)
+    k = np.asarray(cal.k, np.float64).reshape(3, 3)
     args = (k, d, _rotation(cal), _new_camera(cal), (cal.width, cal.height))
     m1, m2 = init(*args, cv2.CV_16SC2)
     return m1, m2, _seen(args, init(*args, cv2.CV_32FC1), fisheye)
