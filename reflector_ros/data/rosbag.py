@@ -388,3 +388,80 @@ def iter_bag_images(path: str | Path, image_topic: str, camera_info_topic: str |
             yield emit(*item)
     finally:
         reader.close()
+
+
+# ----------------------------------------------------------------------------- poses (self-supervised training)
+
+ODOMETRY = "nav_msgs/msg/Odometry"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+
+
+def read_odometry(path: str | Path, topic: str = "/odom") -> tuple[np.ndarray, np.ndarray, str, str]:
+    """Every nav_msgs/Odometry message of a topic: (header stamps [N] int64 ns, sorted;
+    poses [N, 4, 4] float64 T_frame_child, i.e. the child_frame_id (the robot base) in
+    header.frame_id (odom), metres; frame_id; child_frame_id). Twist and covariance are
+    not used. InputError if the topic is missing, of another type, or empty."""
+    from reflector_ros.data.poses import transform
+
+    path = Path(path)
+    reader = _open_reader(path)
+    try:
+        _check_topic(reader, path, topic, (ODOMETRY,))
+        conns = [c for c in reader.connections if c.topic == topic]
+        rows: list[tuple[int, np.ndarray]] = []
+        frame, child = "", ""
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            p, q = msg.pose.pose.position, msg.pose.pose.orientation
+            rows.append((_stamp_ns(raw), transform((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))))
+            frame, child = str(msg.header.frame_id), str(msg.child_frame_id)
+    except InputError:
+        raise
+    except Exception as err:
+        raise InputError(f"cannot read odometry {topic} from {path}: {type(err).__name__}: {err}") from None
+    finally:
+        reader.close()
+    if not rows:
+        raise InputError(f"bag {path}: no messages on {topic}")
+    rows.sort(key=lambda r: r[0])
+    return (np.array([r[0] for r in rows], np.int64), np.stack([r[1] for r in rows]), frame, child)
+
+
+def read_static_transforms(path: str | Path, topic: str = "/tf_static") -> list[tuple[str, str, np.ndarray]]:
+    """The bag's static transforms: [(parent frame, child frame, T_parent_child 4x4)], from
+    tf2_msgs/TFMessage on ``topic``; [] when the bag has no such topic."""
+    from reflector_ros.data.poses import transform
+
+    path = Path(path)
+    reader = _open_reader(path)
+    try:
+        if topic not in reader.topics:
+            return []
+        _check_topic(reader, path, topic, (TF_MESSAGE,))
+        conns = [c for c in reader.connections if c.topic == topic]
+        out = []
+        for conn, _, raw in reader.messages(connections=conns):
+            for tf in reader.deserialize(raw, conn.msgtype).transforms:
+                tr, q = tf.transform.translation, tf.transform.rotation
+                out.append((str(tf.header.frame_id), str(tf.child_frame_id),
+                            transform((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w))))
+        return out
+    except InputError:
+        raise
+    except Exception as err:
+        raise InputError(f"cannot read {topic} from {path}: {type(err).__name__}: {err}") from None
+    finally:
+        reader.close()
+
+
+def topic_frame_id(path: str | Path, topic: str) -> str:
+    """header.frame_id of the first message on a topic ('' when the topic is empty)."""
+    path = Path(path)
+    reader = _open_reader(path)
+    try:
+        conns = [c for c in reader.connections if c.topic == topic]
+        for conn, _, raw in reader.messages(connections=conns):
+            return str(reader.deserialize(raw, conn.msgtype).header.frame_id)
+        return ""
+    finally:
+        reader.close()
