@@ -1,7 +1,7 @@
 """Training augmentation keeps geometry exact: a 3-D point lands where its depth went.
 
 Depth maps here hold a distinct value per pixel (value -> source pixel), so any error
-in the intrinsics that train.py's resize / zoom / crop / mirror carry along shows up
+in the intrinsics that augment.py's resize / zoom / crop / mirror carry along shows up
 as a point landing on the wrong source pixel.
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 
 from reflector_ros.data.sample import Sample
 from reflector_ros.meta import ModelMeta
-from reflector_ros.train.train import make_crop_set, random_rescale, random_view, to_network_scale
+from reflector_ros.train.augment import make_crop_set, random_rescale, random_view, to_network_scale
+from reflector_ros.train.config import AugmentConfig
 
 H0, W0 = 96, 120
 META = ModelMeta(input_height=64, input_width=80)
@@ -105,7 +106,7 @@ def test_crop_set_focal_scale_matches_augmented_intrinsics() -> None:
     import torch
 
     s = _labelled()
-    aug = {"crop_hw": list(CROP), "scale_range": list(SCALES), "flip": True, "color": True}
+    aug = AugmentConfig(crop_hw=CROP, scale_range=SCALES, flip=True, color=True)
     cs = make_crop_set([s], META, aug)
     assert len(cs) == 1
     for seed in range(8):
@@ -115,7 +116,7 @@ def test_crop_set_focal_scale_matches_augmented_intrinsics() -> None:
         assert torch.equal(item["depth"][0], torch.from_numpy(a.depth))
         assert float(item["focal_scale"]) == pytest.approx(0.5 * (a.fx + a.fy) / META.focal_canonical, rel=1e-6)
     # without zoom the scale is the network-resolution focal over f_c, computed by hand
-    fixed = make_crop_set([s], META, dict(aug, scale_range=[1.0, 1.0]))
+    fixed = make_crop_set([s], META, AugmentConfig(crop_hw=CROP, scale_range=(1.0, 1.0)))
     want = 0.5 * (s.fx * META.input_width / W0 + s.fy * META.input_height / H0) / META.focal_canonical
     assert float(fixed[(0, 5)]["focal_scale"]) == pytest.approx(want, rel=1e-6)
 
@@ -135,7 +136,7 @@ def test_zoom_out_below_the_crop_pads_with_invalid_depth() -> None:
         tol = 1.5 + 1.5 + 0.5 / 0.5 + 0.01
         assert np.abs(dx).max() <= tol and np.abs(dy).max() <= tol, seed
         assert np.isin(a.depth[~pad], s.depth).all()
-    cs = make_crop_set([s], META, {"crop_hw": list(CROP), "scale_range": [0.5, 0.55], "flip": True, "color": True})
+    cs = make_crop_set([s], META, AugmentConfig(crop_hw=CROP, scale_range=(0.5, 0.55), flip=True, color=True))
     assert all(cs[(0, seed)]["image"].shape == (3, *CROP) for seed in range(4))
 
 

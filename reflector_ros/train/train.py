@@ -2,21 +2,25 @@
 
 Stages (MODEL_NOTES): ``relative`` trains the backbone with the MiDaS losses on
 inverse depth; ``metric`` trains the head with SILog on canonical depth; ``end2end``
-sums both. Training crops keep the focal length in pixels of the network-resolution
-frame, so a 256x320 model learns on 128x160 crops and runs on whole frames.
+sums both; ``selfsup`` learns metric depth from video and camera poses alone
+(photometric reconstruction, reflector_ros/train/selfsup.py, docs/selfsup.md), mixed
+with supervised batches where a set with depth is given. Training crops keep the focal
+length in pixels of the network-resolution frame, so a 256x320 model learns on 128x160
+crops and runs on whole frames (reflector_ros/train/augment.py). The configuration is
+typed and validated once (reflector_ros/train/config.py).
 Runs resume exactly (model, optimiser, schedule, AMP scaler, sample order and
 augmentation seeds), use AMP on GPU, and DDP under torchrun.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,203 +28,15 @@ import numpy as np
 import yaml
 
 from reflector_ros.core.errors import InputError
+from reflector_ros.train.config import (
+    STAGES, DataItem, LossConfig, TrainConfig, TrainingConfig, from_checkpoint, load_config,
+)
 
-DEFAULTS: dict[str, Any] = {
-    "model": {"arch": "small", "input_height": 256, "input_width": 320, "focal_canonical": 300.0,
-              "min_depth": 0.1, "max_depth": 20.0, "n_bins": 64},
-    "data": {
-        "train": [],            # [{spec: "manifest:DIR", weight: 1.0}, ...]
-        "epoch_length": 0,      # samples per BalancedMix pass; 0 = sum of dataset lengths
-        "workers": 2,
-        "val": {},              # {name: spec}
-        "val_frames": 100,      # frames per val set, spread evenly
-    },
-    "augment": {"crop_hw": [128, 160], "scale_range": [1.0, 1.0], "flip": True, "color": True},
-    "train": {"stage": "end2end", "steps": 1000, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.01,
-              "backbone_lr_mult": 0.1, "freeze_backbone": False, "pct_start": 0.1, "grad_clip": 1.0,
-              "amp": True, "seed": 0, "threads": 0, "log_every": 10, "eval_every": 250,
-              "ckpt_every": 250},
-    "loss": {"ssi": 1.0, "grad": 0.5, "silog": 1.0, "chamfer": 0.0, "rpnl": 0.0, "bin_nll": 0.0},
-}
-STAGES = ("relative", "metric", "end2end")
+__all__ = ["add_arguments", "run", "train", "load_config", "epoch_keys", "one_cycle_lr", "stage_losses",
+           "param_groups", "plot_curves"]
 
 
-# ----------------------------------------------------------------------------- config
-
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict update; unknown top-level sections are refused so typos surface."""
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "val":
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """DEFAULTS <- YAML file <- `section.key=value` overrides (values parsed as YAML)."""
-    cfg = copy.deepcopy(DEFAULTS)
-    if path:
-        try:
-            doc = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise InputError(f"cannot read config {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path} is not valid YAML: {exc}") from None
-        if not isinstance(doc, dict):
-            raise InputError(f"{path}: expected a mapping with sections {sorted(DEFAULTS)}")
-        unknown = set(doc) - set(DEFAULTS)
-        if unknown:
-            raise InputError(f"{path}: unknown sections {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-        cfg = merge(cfg, doc)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or "." not in key:
-            raise InputError(f"override {item!r}: expected section.key=value, e.g. train.lr=3e-4")
-        node = cfg
-        parts = key.split(".")
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
-                raise InputError(f"override {item!r}: no section {p!r}")
-            node = node[p]
-        if parts[-1] not in node and parts[0] != "data":
-            raise InputError(f"override {item!r}: unknown key {parts[-1]!r}; known: {sorted(node)}")
-        node[parts[-1]] = yaml.safe_load(raw)
-    t = cfg["train"]
-    if t["stage"] not in STAGES:
-        raise InputError(f"train.stage {t['stage']!r}: expected one of {STAGES}")
-    for key in ("steps", "batch_size"):
-        if not isinstance(t[key], int) or t[key] < 1:
-            raise InputError(f"train.{key} must be a positive integer, got {t[key]!r}")
-    if not cfg["data"]["train"]:
-        raise InputError("config names no training data (data.train: [{spec: ..., weight: ...}])")
-    ch, cw = cfg["augment"]["crop_hw"]
-    if not (16 <= ch <= 4096 and 16 <= cw <= 4096):
-        raise InputError(f"augment.crop_hw {ch}x{cw} out of range")
-    return cfg
-
-
-def meta_from_config(cfg: dict[str, Any]) -> Any:
-    from reflector_ros.meta import ModelMeta
-
-    try:
-        return ModelMeta.from_dict(cfg["model"])
-    except TypeError as exc:
-        raise InputError(f"model section: {exc}") from None
-
-
-# ----------------------------------------------------------------------------- data
-
-def to_network_scale(sample: Any, meta: Any) -> Any:
-    """Plain resize of the whole frame to the network input, intrinsics with it.
-
-    After this a crop keeps fx in network pixels, which is what focal_scale needs.
-    """
-    import cv2
-
-    from reflector_ros.data.sample import Sample
-
-    h, w = sample.depth.shape
-    H, W = meta.input_height, meta.input_width
-    if (h, w) == (H, W):
-        return sample
-    sx, sy = W / w, H / h
-    rgb = cv2.resize(sample.image, (W, H), interpolation=cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR)
-    depth = cv2.resize(sample.depth, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)  # centre-aligned, like the intrinsics
-    return Sample(rgb, depth, sample.fx * sx, sample.fy * sy, (sample.cx + 0.5) * sx - 0.5,
-                  (sample.cy + 0.5) * sy - 0.5, sample.name)
-
-
-def random_rescale(sample: Any, rng: np.random.Generator, scale_range: tuple[float, float]) -> Any:
-    """Zoom by r (log-uniform in scale_range) with fx, fy multiplied by r (Metric3D).
-
-    The canonical target depth / focal_scale shrinks with the zoom, so the network
-    must read the magnification from focal_scale, not guess it from the image.
-    """
-    import cv2
-
-    from reflector_ros.data.sample import Sample
-
-    lo, hi = scale_range
-    if hi <= lo:
-        return sample
-    r = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-    h, w = sample.depth.shape
-    nh, nw = max(1, round(h * r)), max(1, round(w * r))
-    sx, sy = nw / w, nh / h
-    rgb = cv2.resize(sample.image, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
-    depth = cv2.resize(sample.depth, (nw, nh), interpolation=cv2.INTER_NEAREST_EXACT)
-    return Sample(rgb, depth, sample.fx * sx, sample.fy * sy, (sample.cx + 0.5) * sx - 0.5,
-                  (sample.cy + 0.5) * sy - 0.5, sample.name)
-
-
-def random_view(sample: Any, rng: np.random.Generator, crop_hw: tuple[int, int], flip: bool = True,
-                color: bool = True) -> Any:
-    """Random crop (focal unchanged, principal point shifted), mirror, and colour jitter.
-
-    Geometry stays exact: a crop never rescales, so depth / focal_scale is still the
-    right canonical target; a mirror only moves cx. A frame zoomed out below the crop
-    size is padded at a random offset (mean colour, depth 0 = invalid, which every loss
-    ignores), so every crop of a batch has the same size.
-    """
-    from reflector_ros.data.sample import Sample
-
-    h, w = sample.depth.shape
-    ch, cw = int(crop_hw[0]), int(crop_hw[1])
-    if h < ch or w < cw:
-        py, px = max(0, ch - h), max(0, cw - w)
-        top, left = int(rng.integers(0, py + 1)), int(rng.integers(0, px + 1))
-        pads = ((top, py - top), (left, px - left))
-        fill = sample.image.reshape(-1, 3).mean(axis=0).astype(np.uint8)
-        image = np.empty((h + py, w + px, 3), np.uint8)
-        image[:] = fill
-        image[top:top + h, left:left + w] = sample.image
-        sample = Sample(image, np.pad(sample.depth, pads), sample.fx, sample.fy, sample.cx + left,
-                        sample.cy + top, sample.name)
-        h, w = sample.depth.shape
-    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    img = sample.image[y0:y0 + ch, x0:x0 + cw]
-    depth = sample.depth[y0:y0 + ch, x0:x0 + cw]
-    cx, cy = sample.cx - x0, sample.cy - y0
-    if flip and rng.random() < 0.5:
-        img, depth, cx = img[:, ::-1], depth[:, ::-1], (cw - 1) - cx
-    if color:
-        f = img.astype(np.float32) * rng.uniform(0.75, 1.25) * rng.uniform(0.9, 1.1, 3).astype(np.float32)
-        f += rng.uniform(-15, 15)
-        mu = f.mean()
-        f = (f - mu) * rng.uniform(0.8, 1.2) + mu
-        img = np.clip(f, 0, 255).astype(np.uint8)
-    return Sample(np.ascontiguousarray(img), np.ascontiguousarray(depth), sample.fx, sample.fy, cx, cy, sample.name)
-
-
-def make_crop_set(mix: Any, meta: Any, aug: dict[str, Any]) -> Any:
-    """Torch dataset over (index, seed) keys: network-scale frame, random view, tensors."""
-    import torch
-
-    mean = np.asarray(meta.mean, np.float32)
-    std = np.asarray(meta.std, np.float32)
-    crop_hw = (int(aug["crop_hw"][0]), int(aug["crop_hw"][1]))
-    scale_range = (float(aug["scale_range"][0]), float(aug["scale_range"][1]))
-    if not 0.1 <= scale_range[0] <= scale_range[1] <= 4.0:
-        raise InputError(f"augment.scale_range {scale_range}: expected 0.1 <= lo <= hi <= 4")
-
-    class CropSet(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return len(mix)
-
-        def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-            idx, seed = int(key[0]), int(key[1])
-            rng = np.random.default_rng(seed)
-            s = random_rescale(to_network_scale(mix[idx], meta), rng, scale_range)
-            a = random_view(s, rng, crop_hw, bool(aug["flip"]), bool(aug["color"]))
-            img = (a.image.astype(np.float32) / 255.0 - mean) / std
-            scale = 0.5 * (a.fx + a.fy) / meta.focal_canonical
-            return {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
-                    "depth": torch.from_numpy(np.ascontiguousarray(a.depth))[None],
-                    "focal_scale": torch.tensor(scale, dtype=torch.float32)}
-    return CropSet()
-
+# ----------------------------------------------------------------------------- data order
 
 def epoch_keys(n: int, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
     """(index, augmentation seed) pairs of one pass for one rank; a pure function of its
@@ -246,7 +62,7 @@ def batches(n: int, batch: int, seed: int, rank: int, world: int, epoch: int, po
         epoch, pos = epoch + 1, 0
 
 
-class _KeyBatches:
+class KeyBatches:
     """Sampler-like iterable the DataLoader draws batch keys from (resumable position)."""
 
     def __init__(self, it: Iterator[tuple[int, int, list[list[int]]]]) -> None:
@@ -259,50 +75,48 @@ class _KeyBatches:
             yield [(int(k[0]), int(k[1])) for k in keys]
 
 
-def open_train_data(cfg: dict[str, Any], seed: int) -> Any:
+class Stream:
+    """Batches of one dataset over (index, seed) keys in a resumable order: ``next()``
+    gives a batch and the (epoch, position) a checkpoint must record to continue after it."""
+
+    def __init__(self, dataset: Any, batch_size: int, seed: int, rank: int, world: int, epoch: int, pos: int,
+                 workers: int, pin_memory: bool) -> None:
+        import torch
+
+        self.keys = KeyBatches(batches(len(dataset), batch_size, seed, rank, world, epoch, pos))
+        self.loader = torch.utils.data.DataLoader(dataset, batch_sampler=self.keys, num_workers=workers,
+                                                  pin_memory=pin_memory, persistent_workers=False,
+                                                  prefetch_factor=2 if workers else None)
+        self.it: Iterator[dict[str, Any]] | None = None
+
+    def start(self) -> None:
+        """Start the loader (and its workers); draws the loader's seed from torch's RNG."""
+        self.it = iter(self.loader)
+
+    def next(self) -> tuple[dict[str, Any], tuple[int, int]]:
+        assert self.it is not None, "Stream.start() first"
+        batch = next(self.it)
+        return batch, self.keys.pending.pop(0)
+
+
+def open_train_data(items: Sequence[DataItem], epoch_length: int, seed: int) -> Sequence[Any]:
     """The training sets mixed by weight (BalancedMix), or the one set as it is."""
+    from reflector_ros.data.mixing import BalancedMix
     from reflector_ros.data.registry import open_dataset
 
-    sets, weights = [], []
-    for item in cfg["data"]["train"]:
-        if isinstance(item, str):
-            item = {"spec": item}
-        sets.append(open_dataset(item["spec"]))
-        weights.append(float(item.get("weight", 1.0)))
-    length = int(cfg["data"]["epoch_length"]) or sum(len(s) for s in sets)
+    sets = [open_dataset(item.spec) for item in items]
+    length = epoch_length or sum(len(s) for s in sets)
     if len(sets) == 1 and length == len(sets[0]):
         return sets[0]
-    try:
-        from reflector_ros.data.mixing import BalancedMix
-    except ImportError:  # the data package's mixer is optional here: draw by weight
-        return _WeightedDraw(sets, weights, length, seed)
-    return BalancedMix(sets, weights, length, seed)
-
-
-class _WeightedDraw:
-    """Item i of `length` comes from set k with probability weight_k, a fixed function of seed."""
-
-    def __init__(self, sets: list[Any], weights: list[float], length: int, seed: int) -> None:
-        w = np.asarray(weights, np.float64)
-        if len(sets) != len(w) or (w < 0).any() or w.sum() <= 0 or length < 1:
-            raise InputError("data.train weights must be >= 0 with a positive sum, and epoch_length >= 1")
-        rng = np.random.default_rng([seed, 7])
-        self.sets = sets
-        self.which = rng.choice(len(sets), size=length, p=w / w.sum())
-        self.index = (rng.random(length) * np.array([len(s) for s in sets])[self.which]).astype(np.int64)
-
-    def __len__(self) -> int:
-        return len(self.which)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.sets[int(self.which[i])][int(self.index[i])]
+    return BalancedMix(sets, [item.weight for item in items], length, seed)
 
 
 # ----------------------------------------------------------------------------- losses
 
 def stage_losses(out: dict[str, Any], depth: Any, scale: Any, meta: Any, stage: str,
-                 w: dict[str, float], generator: Any = None) -> dict[str, Any]:
-    """Loss terms (fp32) for a batch; targets: inverse depth (relative), depth/scale (metric).
+                 w: LossConfig, generator: Any = None) -> dict[str, Any]:
+    """Supervised loss terms (fp32) for a batch; targets: inverse depth (relative),
+    depth / focal_scale (metric). ``end2end`` (and ``selfsup``'s supervised batches) sum both.
 
     ``generator`` drives the sampled losses (chamfer, RPNL); seeded per step it keeps
     a resumed run identical to an uninterrupted one.
@@ -316,21 +130,21 @@ def stage_losses(out: dict[str, Any], depth: Any, scale: Any, meta: Any, stage: 
     canon = depth / s
     mask = (depth > 0) & torch.isfinite(depth) & (canon > meta.min_depth) & (canon < meta.max_depth)
     terms: dict[str, Any] = {}
-    if stage in ("relative", "end2end"):
+    if stage in ("relative", "end2end", "selfsup"):
         inv = torch.where(mask, 1.0 / depth.clamp_min(1e-6), torch.zeros_like(depth))
         rel = out["rel_depth"].float()
-        terms["ssi"] = w["ssi"] * L.ssi_loss(rel, inv, mask)
-        if w.get("grad"):
-            terms["grad"] = w["grad"] * L.gradient_matching_loss(rel, inv, mask)
-    if stage in ("metric", "end2end"):
+        terms["ssi"] = w.ssi * L.ssi_loss(rel, inv, mask)
+        if w.grad:
+            terms["grad"] = w.grad * L.gradient_matching_loss(rel, inv, mask)
+    if stage in ("metric", "end2end", "selfsup"):
         pred = out["canonical"].float()
-        terms["silog"] = w["silog"] * L.silog_loss(pred, canon, mask)
-        if w.get("chamfer"):
-            terms["chamfer"] = w["chamfer"] * L.chamfer_bins_loss(out["centers"].float(), canon, mask, generator=generator)
-        if w.get("rpnl"):
-            terms["rpnl"] = w["rpnl"] * L.rpnl_loss(pred, canon, mask, generator=generator)
-        if w.get("bin_nll"):
-            terms["bin_nll"] = w["bin_nll"] * L.bin_nll_loss(out["centers"], out["probs"], canon, mask)
+        terms["silog"] = w.silog * L.silog_loss(pred, canon, mask, lam=w.silog_lambda)
+        if w.chamfer:
+            terms["chamfer"] = w.chamfer * L.chamfer_bins_loss(out["centers"].float(), canon, mask, generator=generator)
+        if w.rpnl:
+            terms["rpnl"] = w.rpnl * L.rpnl_loss(pred, canon, mask, generator=generator)
+        if w.bin_nll:
+            terms["bin_nll"] = w.bin_nll * L.bin_nll_loss(out["centers"], out["probs"], canon, mask)
     return terms
 
 
@@ -379,6 +193,438 @@ def plot_curves(jsonl: Path, png: Path) -> None:
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------- optimisation
+
+def one_cycle_lr(frac: float, max_lr: float, pct: float, div: float = 25.0, final_div: float = 100.0) -> float:
+    """The OneCycle cosine shape at progress frac in [0, 1] (time-budget mode)."""
+    frac = min(max(frac, 0.0), 1.0)
+    lo, end = max_lr / div, max_lr / div / final_div
+    if frac < pct:
+        return lo + (max_lr - lo) * 0.5 * (1 - math.cos(math.pi * frac / pct))
+    return end + (max_lr - end) * 0.5 * (1 + math.cos(math.pi * (frac - pct) / max(1 - pct, 1e-9)))
+
+
+def _make_scheduler(opt: Any, max_lrs: list[float], total: int, pct: float, done: int) -> Any:
+    """OneCycle over `total` steps, fast-forwarded to `done` (lets --steps change on resume)."""
+    import warnings
+
+    import torch
+
+    for g, lr in zip(opt.param_groups, max_lrs):
+        g["lr"] = lr
+        g.pop("initial_lr", None)
+        g.pop("max_lr", None)
+        g.pop("min_lr", None)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lrs, total_steps=max(total, 2),
+                                                pct_start=pct, anneal_strategy="cos",
+                                                div_factor=25.0, final_div_factor=100.0)
+    with warnings.catch_warnings():  # fast-forwarding steps the schedule without the optimiser
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(min(done, total - 1)):
+            sched.step()
+    return sched
+
+
+def param_groups(model: Any, stage: str, t: TrainConfig) -> tuple[list[dict[str, Any]], list[float]]:
+    """Optimiser groups and their peak learning rates; parameters left out are frozen.
+
+    A pretrained encoder (``backbone.encoder.*``, lite0) learns at ``encoder_lr_mult`` x the
+    backbone's rate (ZoeDepth: 1/10), the rest of the backbone at ``backbone_lr_mult`` x lr,
+    the Reflector head at lr. ``relative`` trains the backbone only; ``freeze_backbone``
+    trains the head only.
+    """
+    bb_lr = 0.0 if t.freeze_backbone else t.lr * (1.0 if stage == "relative" else t.backbone_lr_mult)
+    enc_lr = bb_lr * t.encoder_lr_mult
+    head_lr = 0.0 if stage == "relative" else t.lr
+    named: dict[str, list[Any]] = {"encoder": [], "backbone": [], "head": []}
+    for n, p in model.named_parameters():
+        key = "encoder" if n.startswith("backbone.encoder.") else "backbone" if n.startswith("backbone.") else "head"
+        named[key].append(p)
+    groups, max_lrs = [], []
+    for key, rate in (("encoder", enc_lr), ("backbone", bb_lr), ("head", head_lr)):
+        if not named[key]:
+            continue
+        if rate <= 0.0:
+            for p in named[key]:
+                p.requires_grad_(False)
+            continue
+        groups.append({"params": named[key], "name": key})
+        max_lrs.append(rate)
+    if not groups:
+        raise InputError("nothing to train: every parameter group is frozen")
+    return groups, max_lrs
+
+
+def freeze_bn_stats(model: Any) -> None:
+    """Put the pretrained encoder's BatchNorm layers in eval mode (running statistics fixed):
+    batches of a few small crops give noisy statistics (ZoeDepth freezes MiDaS' BN)."""
+    import torch
+
+    enc = getattr(getattr(model, "backbone", None), "encoder", None)
+    if enc is None:
+        return
+    for m in enc.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+
+
+def evaluate_val_sets(model: Any, meta: Any, val_sets: dict[str, tuple[Any, dict[str, Any]]], frames: int,
+                      device: Any) -> dict[str, dict[str, float]]:
+    """The model (put in eval mode) on every validation set: AbsRel, RMSE, δ1, SILog and the
+    median-scaled AbsRel, on ``frames`` frames per set spread evenly (0: all)."""
+    from reflector_ros.train.evaluate import evaluate_dataset, torch_predictor
+
+    model.eval()
+    pred = torch_predictor(model, meta, device)
+    res = {}
+    for name, (ds, d) in val_sets.items():
+        m = evaluate_dataset(ds, pred, crop=d.get("crop") or "none", max_depth=d.get("max_depth"),
+                             limit=frames, progress=False)
+        res[name] = {k: m["metric"][k] for k in ("abs_rel", "rmse", "d1", "silog")}
+        res[name]["median_scaled_abs_rel"] = m["median_scaled"]["abs_rel"]
+    return res
+
+
+# ----------------------------------------------------------------------------- the run
+
+@dataclass
+class Position:
+    """Where a run stands, besides its weights and optimiser: what a checkpoint records.
+
+    ``epoch``/``pos`` are the main stream's (supervised crops, or the selfsup targets);
+    ``sup_epoch``/``sup_pos`` the supervised side stream of a selfsup run.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    pos: int = 0
+    sup_epoch: int = 0
+    sup_pos: int = 0
+    best: float = math.inf
+    elapsed_before: float = 0.0    # seconds of earlier sessions (time-budget mode)
+
+
+def _dist_env() -> tuple[int, int, int]:
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, dict[str, Any] | None]:
+    """The run's config and, when resuming, the checkpoint's extra state (no weights yet).
+
+    ``--stage`` and ``--steps`` act as the last overrides.
+    """
+    from reflector_ros.model.reflector import load_checkpoint
+
+    overrides = list(args.overrides)
+    if args.stage:
+        overrides.append(f"train.stage={args.stage}")
+    if args.steps:
+        overrides.append(f"train.steps={int(args.steps)}")
+    if not args.resume:
+        return load_config(args.config, overrides), None
+    _, _, extra = load_checkpoint(args.resume)
+    if "config" not in extra or "step" not in extra:
+        raise InputError(f"{args.resume}: not a training checkpoint (no config/step); use --init to fine-tune from it")
+    return from_checkpoint(extra["config"], overrides, where=str(args.resume)), extra
+
+
+class Trainer:
+    """One training run: model, optimiser, data streams, logging and checkpoints.
+
+    ``run()`` steps until the schedule, ``--stop-at`` or a time limit ends it; every
+    ``ckpt_every`` steps (and at the end) it writes ``latest.pt``, which ``--resume``
+    continues exactly.
+    """
+
+    def __init__(self, cfg: TrainingConfig, args: argparse.Namespace, resume: dict[str, Any] | None) -> None:
+        import torch
+        import torch.distributed as dist
+
+        from reflector_ros.model.reflector import build_model, load_checkpoint
+
+        self.cfg, self.args, self.resume = cfg, args, resume
+        t = cfg.train
+        self.stage = t.stage
+        self.meta = cfg.model.meta()
+        self.world, self.rank, local = _dist_env()
+        self.cuda = torch.cuda.is_available()
+        if self.world > 1:
+            dist.init_process_group("nccl" if self.cuda else "gloo")
+        self.device = torch.device(f"cuda:{local}" if self.cuda else "cpu")
+        if self.cuda:
+            torch.cuda.set_device(self.device)
+        else:
+            torch.set_num_threads(t.threads or max(1, min(4, (os.cpu_count() or 2) // self.world)))
+        self.main = self.rank == 0
+        self.out_dir = Path(args.out)
+        self.jsonl = self.out_dir / "metrics.jsonl"
+        if self.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+        torch.manual_seed(t.seed)
+        self.model = build_model(self.meta).to(self.device)
+        if t.imagenet_init and not args.init and not resume:
+            backbone: Any = self.model.backbone
+            if not hasattr(backbone, "load_imagenet"):
+                raise InputError(f"train.imagenet_init: arch {self.meta.arch!r} has no ImageNet encoder (use lite0)")
+            backbone.load_imagenet()
+        if args.init and not resume:
+            init_model, init_meta, _ = load_checkpoint(args.init)
+            if init_meta.to_dict() | {"extra": {}} != self.meta.to_dict() | {"extra": {}}:
+                print(f"note: --init model meta differs from the config; using the config's ({self.meta})",
+                      file=sys.stderr)
+            self.model.load_state_dict(init_model.state_dict())
+        self.groups, self.max_lrs = param_groups(self.model, self.stage, t)
+        self.lr_group = len(self.groups) - 1     # the group whose lr the log shows (the head's)
+        self.refiner: Any = None
+        self.seq_data: Any = None
+        if self.stage == "selfsup":
+            self._open_sequences()
+        self.opt = torch.optim.AdamW(self.groups, lr=t.lr, weight_decay=t.weight_decay)
+        self.use_amp = t.amp and self.cuda
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.pos = Position()
+        if resume is not None:
+            self._restore(resume)
+
+    # -- setup
+
+    def _open_sequences(self) -> None:
+        """Self-supervised data, and the pose refiner's optimiser group when asked."""
+        from reflector_ros.train.selfsup import PoseRefiner, open_sequences
+
+        ss = self.cfg.selfsup
+        self.seq_data = open_sequences(ss, self.cfg.data.epoch_length, self.cfg.train.seed)
+        if ss.refine_poses:
+            self.refiner = PoseRefiner(self.seq_data.n_pairs).to(self.device)
+            self.groups.append({"params": [self.refiner.delta], "name": "pose_refine", "weight_decay": 0.0})
+            self.max_lrs.append(ss.refine_lr)
+
+    def _restore(self, extra: dict[str, Any]) -> None:
+        import torch
+
+        from reflector_ros.model.reflector import load_checkpoint
+
+        ck_model, _, _ = load_checkpoint(self.args.resume)
+        self.model.load_state_dict(ck_model.state_dict())
+        if self.refiner is not None:
+            if "pose_refine" not in extra or extra["pose_refine"].shape != self.refiner.delta.shape:
+                raise InputError(f"{self.args.resume}: no pose refinement state matching these sequences "
+                                 f"(selfsup.refine_poses or the data changed)")
+            with torch.no_grad():
+                self.refiner.delta.copy_(extra["pose_refine"])
+        self.opt.load_state_dict(extra["optimizer"])
+        if "scaler" in extra and self.use_amp:
+            self.scaler.load_state_dict(extra["scaler"])
+        self.pos = Position(step=int(extra["step"]), epoch=int(extra["epoch"]), pos=int(extra["epoch_pos"]),
+                            sup_epoch=int(extra.get("sup_epoch", 0)), sup_pos=int(extra.get("sup_epoch_pos", 0)),
+                            best=float(extra.get("best_abs_rel", math.inf)))
+        torch.set_rng_state(extra["torch_rng"])
+
+    def _streams(self) -> tuple[Stream, Stream | None]:
+        """The main stream (crops, or selfsup targets) and a selfsup run's supervised stream."""
+        from reflector_ros.train.augment import CropSet
+
+        cfg, t, p = self.cfg, self.cfg.train, self.pos
+        workers = cfg.data.workers
+        sup: Stream | None = None
+        if self.stage != "selfsup" or cfg.selfsup.supervised_weight > 0:
+            crops = CropSet(open_train_data(cfg.data.train, cfg.data.epoch_length, t.seed), self.meta, cfg.augment)
+            epoch, pos = (p.epoch, p.pos) if self.stage != "selfsup" else (p.sup_epoch, p.sup_pos)
+            sup = Stream(crops, t.batch_size, t.seed, self.rank, self.world, epoch, pos, workers, self.cuda)
+        if self.stage != "selfsup":
+            assert sup is not None
+            return sup, None
+        from reflector_ros.train.selfsup import SequenceCropSet
+
+        seqs = SequenceCropSet(self.seq_data, self.meta, cfg.augment, cfg.selfsup)
+        main = Stream(seqs, t.batch_size, t.seed, self.rank, self.world, p.epoch, p.pos, workers, self.cuda)
+        return main, sup
+
+    # -- logging, validation, checkpoints
+
+    def log(self, row: dict[str, Any]) -> None:
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def validate(self, val_sets: dict[str, tuple[Any, dict[str, Any]]]) -> float | None:
+        """Evaluate, log, and return the first set's AbsRel (None without val sets)."""
+        if not val_sets:
+            return None
+        res = evaluate_val_sets(self.model, self.meta, val_sets, self.cfg.data.val_frames, self.device)
+        self.model.train()
+        if self.cfg.train.freeze_encoder_bn:
+            freeze_bn_stats(self.model)
+        self.log({"step": self.pos.step, "val": res})
+        return next(iter(res.values()))["abs_rel"]
+
+    def checkpoint(self, name: str, elapsed_s: float) -> None:
+        import torch
+
+        from reflector_ros.model.reflector import save_checkpoint
+
+        p = self.pos
+        extra: dict[str, Any] = {}
+        if self.stage == "selfsup":
+            extra.update(sup_epoch=p.sup_epoch, sup_epoch_pos=p.sup_pos)
+        if self.refiner is not None:
+            extra["pose_refine"] = self.refiner.delta.detach().cpu()
+        save_checkpoint(self.out_dir / name, self.model, self.meta, optimizer=self.opt.state_dict(),
+                        scaler=self.scaler.state_dict() if self.use_amp else {}, step=p.step, epoch=p.epoch,
+                        epoch_pos=p.pos, best_abs_rel=p.best, torch_rng=torch.get_rng_state(),
+                        config=json.dumps(self.cfg.to_dict()), stage=self.stage, elapsed_s=elapsed_s, **extra)
+
+    # -- one step
+
+    def step_terms(self, main: Stream, sup: Stream | None, gen: Any) -> tuple[dict[str, Any], dict[str, float]]:
+        """Draw the step's batch(es) and return its loss terms and diagnostics."""
+        import torch
+
+        batch, (self.pos.epoch, self.pos.pos) = main.next()
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            out = self.train_model(batch["image"], batch["focal_scale"])
+        stats: dict[str, float] = {}
+        if self.stage == "selfsup":
+            from reflector_ros.train.selfsup import selfsup_terms
+
+            terms, stats = selfsup_terms(out, batch, self.cfg.selfsup, self.refiner)
+        else:
+            terms = stage_losses(out, batch["depth"], batch["focal_scale"], self.meta, self.stage, self.cfg.loss, gen)
+        if sup is not None and self.stage == "selfsup":
+            sb, (self.pos.sup_epoch, self.pos.sup_pos) = sup.next()
+            sb = {k: v.to(self.device, non_blocking=True) for k, v in sb.items()}
+            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                sout = self.train_model(sb["image"], sb["focal_scale"])
+            w = self.cfg.selfsup.supervised_weight
+            for k, v in stage_losses(sout, sb["depth"], sb["focal_scale"], self.meta, "selfsup", self.cfg.loss,
+                                     gen).items():
+                terms["sup_" + k] = w * v
+        return terms, stats
+
+    def optimise(self, loss: Any) -> None:
+        import torch
+        import torch.distributed as dist
+
+        t = self.cfg.train
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.refiner is not None and self.world > 1 and self.refiner.delta.grad is not None:
+            dist.all_reduce(self.refiner.delta.grad)     # DDP does not own the refiner
+            self.refiner.delta.grad /= self.world
+        if t.grad_clip:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_([p for g in self.groups for p in g["params"]], t.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+    # -- the loop
+
+    def run(self) -> int:
+        import torch
+        import torch.distributed as dist
+        from tqdm import tqdm
+
+        args, t, p = self.args, self.cfg.train, self.pos
+        total = t.steps
+        if p.step >= total:
+            print(f"checkpoint is at step {p.step}, schedule has {total} steps: nothing to do (raise --steps)")
+            return 0
+        sched = _make_scheduler(self.opt, self.max_lrs, total, t.pct_start, p.step)
+        self.train_model: Any = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self.train_model = DDP(self.model, device_ids=[self.device.index] if self.cuda else None,
+                                   find_unused_parameters=self.stage != "end2end")
+        main, sup = self._streams()
+        val_sets: dict[str, tuple[Any, dict[str, Any]]] = {}
+        if self.main:
+            from reflector_ros.data.registry import dataset_defaults, open_dataset
+            for name, spec in self.cfg.data.val.items():
+                val_sets[name] = (open_dataset(spec), dataset_defaults(spec))
+            if self.resume is None and self.jsonl.exists():
+                self.jsonl.unlink()  # a fresh run in an old folder starts a fresh log
+            if self.resume is not None:  # drop log lines past the checkpoint (a crash after it)
+                rows = [r for r in read_jsonl(self.jsonl) if r["step"] <= p.step]
+                self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            if self.seq_data is not None:
+                self.log({"step": p.step, "selfsup_frames": self.seq_data.counts})
+
+        stop_at = min(args.stop_at or total, total)
+        budget_s = 60.0 * args.time_budget
+        if self.resume is not None and budget_s:
+            p.elapsed_before = float(self.resume.get("elapsed_s", 0.0))
+        if budget_s:
+            for g, mx in zip(self.opt.param_groups, self.max_lrs):
+                g["lr"] = one_cycle_lr(p.elapsed_before / budget_s, mx, t.pct_start)
+        main.start()
+        if sup is not None and self.stage == "selfsup":
+            sup.start()
+        t0 = time.time()
+        self.model.train()
+        if t.freeze_encoder_bn:
+            freeze_bn_stats(self.model)
+        bar = tqdm(total=stop_at, initial=p.step, desc=f"train {self.stage}", unit="step", disable=not self.main)
+        acc: dict[str, float] = {}
+        n_acc = 0
+        while p.step < stop_at:
+            gen = torch.Generator().manual_seed(t.seed * 1_000_003 + p.step)
+            terms, stats = self.step_terms(main, sup, gen)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite loss at step {p.step}: { {k: float(v) for k, v in terms.items()} }")
+            self.optimise(loss)
+            if budget_s:
+                frac = (time.time() - t0 + p.elapsed_before) / budget_s
+                for g, mx in zip(self.opt.param_groups, self.max_lrs):
+                    g["lr"] = one_cycle_lr(frac, mx, t.pct_start)
+            else:
+                sched.step()
+            p.step += 1
+            for k, v in terms.items():
+                acc[k] = acc.get(k, 0.0) + float(v.detach())
+            for k, x in stats.items():
+                acc[k] = acc.get(k, 0.0) + x
+            acc["loss"] = acc.get("loss", 0.0) + float(loss.detach())
+            n_acc += 1
+            bar.update(1)
+            if self.main and (p.step % t.log_every == 0 or p.step == stop_at):
+                row = {"step": p.step, "time_s": round(time.time() - t0 + p.elapsed_before, 1),
+                       "lr": self.opt.param_groups[self.lr_group]["lr"], **{k: v / n_acc for k, v in acc.items()}}
+                self.log(row)
+                bar.set_postfix(loss=f"{row['loss']:.3f}")
+                acc, n_acc = {}, 0
+            timed_out = (bool(args.time_limit) and time.time() - t0 > 60.0 * args.time_limit) or \
+                (bool(budget_s) and time.time() - t0 + p.elapsed_before >= budget_s)
+            last = p.step == stop_at or timed_out
+            if self.main and (p.step % t.eval_every == 0 or last):
+                val = self.validate(val_sets)
+                if val is not None and val < p.best:
+                    p.best = val
+                    self.checkpoint("best.pt", time.time() - t0 + p.elapsed_before)
+                plot_curves(self.jsonl, self.out_dir / "learning_curves.png")
+            if self.main and (p.step % t.ckpt_every == 0 or last):
+                self.checkpoint("latest.pt", time.time() - t0 + p.elapsed_before)
+            if timed_out:
+                print(f"time limit reached at step {p.step}", file=sys.stderr)
+                break
+        bar.close()
+        if self.main:
+            if p.best == math.inf:  # no val set: the last weights are the best we know
+                self.checkpoint("best.pt", time.time() - t0 + p.elapsed_before)
+            print(f"done: step {p.step}, {time.time() - t0:.0f} s, best val AbsRel {p.best:.4f}, "
+                  f"run folder {self.out_dir}")
+        if self.world > 1:
+            dist.destroy_process_group()
+        return 0
+
+
+def train(args: argparse.Namespace) -> int:
+    cfg, resume = resolve_config(args)
+    return Trainer(cfg, args, resume).run()
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -397,262 +643,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, e.g. train.lr=3e-4")
 
 
-def _dist_env() -> tuple[int, int, int]:
-    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         return train(args)
     except InputError as exc:
         print(f"reflector train: error: {exc}", file=sys.stderr)
         return 2
-
-
-def one_cycle_lr(frac: float, max_lr: float, pct: float, div: float = 25.0, final_div: float = 100.0) -> float:
-    """The OneCycle cosine shape at progress frac in [0, 1] (time-budget mode)."""
-    frac = min(max(frac, 0.0), 1.0)
-    lo, end = max_lr / div, max_lr / div / final_div
-    if frac < pct:
-        return lo + (max_lr - lo) * 0.5 * (1 - math.cos(math.pi * frac / pct))
-    return end + (max_lr - end) * 0.5 * (1 + math.cos(math.pi * (frac - pct) / max(1 - pct, 1e-9)))
-
-
-def _make_scheduler(opt: Any, max_lrs: list[float], total: int, pct: float, done: int) -> Any:
-    """OneCycle over `total` steps, fast-forwarded to `done` (lets --steps change on resume)."""
-    import torch
-
-    for g, lr in zip(opt.param_groups, max_lrs):
-        g["lr"] = lr
-        g.pop("initial_lr", None)
-        g.pop("max_lr", None)
-        g.pop("min_lr", None)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lrs, total_steps=max(total, 2),
-                                                pct_start=pct, anneal_strategy="cos",
-                                                div_factor=25.0, final_div_factor=100.0)
-    import warnings
-
-    with warnings.catch_warnings():  # fast-forwarding steps the schedule without the optimiser
-        warnings.simplefilter("ignore", UserWarning)
-        for _ in range(min(done, total - 1)):
-            sched.step()
-    return sched
-
-
-def train(args: argparse.Namespace) -> int:
-    import torch
-    import torch.distributed as dist
-    from tqdm import tqdm
-
-    from reflector_ros.model.reflector import build_model, load_checkpoint, save_checkpoint
-    from reflector_ros.train.evaluate import evaluate_dataset, torch_predictor
-
-    resume_extra: dict[str, Any] | None = None
-    if args.resume:
-        _, _, resume_extra = load_checkpoint(args.resume)
-        if "config" not in resume_extra or "step" not in resume_extra:
-            raise InputError(f"{args.resume}: not a training checkpoint (no config/step); use --init to fine-tune from it")
-        cfg = _apply_overrides(json.loads(resume_extra["config"]), args.overrides)
-    else:
-        cfg = load_config(args.config, args.overrides)
-    t = cfg["train"]
-    if args.stage:
-        t["stage"] = args.stage
-    if args.steps:
-        t["steps"] = int(args.steps)
-    meta = meta_from_config(cfg)
-
-    world, rank, local = _dist_env()
-    cuda = torch.cuda.is_available()
-    if world > 1:
-        dist.init_process_group("nccl" if cuda else "gloo")
-    device = torch.device(f"cuda:{local}" if cuda else "cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(int(t["threads"]) or max(1, min(4, (os.cpu_count() or 2) // world)))
-    main = rank == 0
-    out_dir = Path(args.out)
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-
-    seed = int(t["seed"])
-    torch.manual_seed(seed)
-    model = build_model(meta).to(device)
-    if args.init and not args.resume:
-        init_model, init_meta, _ = load_checkpoint(args.init)
-        if init_meta.to_dict() | {"extra": {}} != meta.to_dict() | {"extra": {}}:
-            print(f"note: --init model meta differs from the config; using the config's ({meta})", file=sys.stderr)
-        model.load_state_dict(init_model.state_dict())
-    stage = t["stage"]
-    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
-    head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
-    lr = float(t["lr"])
-    if stage == "relative":
-        groups, max_lrs = [{"params": backbone}], [lr]
-        for p in head:
-            p.requires_grad_(False)
-    else:
-        bb_mult = 0.0 if t["freeze_backbone"] else float(t["backbone_lr_mult"])
-        if bb_mult == 0.0:
-            for p in backbone:
-                p.requires_grad_(False)
-            groups, max_lrs = [{"params": head}], [lr]
-        else:
-            groups, max_lrs = [{"params": backbone}, {"params": head}], [lr * bb_mult, lr]
-    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=float(t["weight_decay"]))
-    use_amp = bool(t["amp"]) and cuda
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    step, epoch, pos = 0, 0, 0
-    best = math.inf
-    if resume_extra is not None:
-        ck_model, _, _ = load_checkpoint(args.resume)
-        model.load_state_dict(ck_model.state_dict())
-        opt.load_state_dict(resume_extra["optimizer"])
-        if "scaler" in resume_extra and use_amp:
-            scaler.load_state_dict(resume_extra["scaler"])
-        step, epoch, pos = int(resume_extra["step"]), int(resume_extra["epoch"]), int(resume_extra["epoch_pos"])
-        best = float(resume_extra.get("best_abs_rel", math.inf))
-        torch.set_rng_state(resume_extra["torch_rng"])
-    total = int(t["steps"])
-    if step >= total:
-        print(f"checkpoint is at step {step}, schedule has {total} steps: nothing to do (raise --steps)")
-        return 0
-    sched = _make_scheduler(opt, max_lrs, total, float(t["pct_start"]), step)
-    train_model: Any = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        train_model = DDP(model, device_ids=[local] if cuda else None, find_unused_parameters=stage != "end2end")
-
-    mix = open_train_data(cfg, seed)
-    crops = make_crop_set(mix, meta, cfg["augment"])
-    key_batches = _KeyBatches(batches(len(mix), int(t["batch_size"]), seed, rank, world, epoch, pos))
-    workers = int(cfg["data"]["workers"])
-    loader = torch.utils.data.DataLoader(crops, batch_sampler=key_batches, num_workers=workers,
-                                         pin_memory=cuda, persistent_workers=False,
-                                         prefetch_factor=2 if workers else None)
-    val_sets: dict[str, Any] = {}
-    if main:
-        from reflector_ros.data.registry import dataset_defaults, open_dataset
-        for name, spec in (cfg["data"]["val"] or {}).items():
-            val_sets[name] = (open_dataset(spec), dataset_defaults(spec))
-
-    jsonl = out_dir / "metrics.jsonl"
-    if main and resume_extra is None and jsonl.exists():
-        jsonl.unlink()  # a fresh run in an old folder starts a fresh log
-    if main and resume_extra is not None:  # drop log lines past the checkpoint (a crash after it)
-        rows = [r for r in read_jsonl(jsonl) if r["step"] <= step]
-        jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-    def log(row: dict[str, Any]) -> None:
-        with open(jsonl, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-    def validate() -> float | None:
-        if not val_sets:
-            return None
-        model.eval()
-        pred = torch_predictor(model, meta, device)
-        res = {}
-        for name, (ds, d) in val_sets.items():
-            m = evaluate_dataset(ds, pred, crop=d.get("crop") or "none", max_depth=d.get("max_depth"),
-                                 limit=int(cfg["data"]["val_frames"]), progress=False)
-            res[name] = {k: m["metric"][k] for k in ("abs_rel", "rmse", "d1", "silog")}
-            res[name]["median_scaled_abs_rel"] = m["median_scaled"]["abs_rel"]
-        model.train()
-        log({"step": step, "val": res})
-        return next(iter(res.values()))["abs_rel"]
-
-    def checkpoint(name: str) -> None:
-        save_checkpoint(out_dir / name, model, meta, optimizer=opt.state_dict(),
-                        scaler=scaler.state_dict() if use_amp else {}, step=step, epoch=cur_epoch,
-                        epoch_pos=cur_pos, best_abs_rel=best, torch_rng=torch.get_rng_state(),
-                        config=json.dumps(cfg), stage=stage, elapsed_s=time.time() - t0 + elapsed_before)
-
-    stop_at = min(args.stop_at or total, total)
-    budget_s = 60.0 * float(args.time_budget)
-    elapsed_before = float(resume_extra.get("elapsed_s", 0.0)) if resume_extra and budget_s else 0.0
-    if budget_s:
-        for g, mx in zip(opt.param_groups, max_lrs):
-            g["lr"] = one_cycle_lr(elapsed_before / budget_s, mx, float(t["pct_start"]))
-    t0 = time.time()
-    model.train()
-    cur_epoch, cur_pos = epoch, pos
-    bar = tqdm(total=stop_at, initial=step, desc=f"train {stage}", unit="step", disable=not main)
-    loss_acc: dict[str, float] = {}
-    n_acc = 0
-    it = iter(loader)
-    while step < stop_at:
-        batch = next(it)
-        cur_epoch, cur_pos = key_batches.pending.pop(0)
-        img = batch["image"].to(device, non_blocking=True)
-        depth = batch["depth"].to(device, non_blocking=True)
-        scale = batch["focal_scale"].to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            out = train_model(img, scale)
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        terms = stage_losses(out, depth, scale, meta, stage, cfg["loss"], gen)
-        loss = sum(terms.values())
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss at step {step}: { {k: float(v) for k, v in terms.items()} }")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if t["grad_clip"]:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], float(t["grad_clip"]))
-        scaler.step(opt)
-        scaler.update()
-        if budget_s:
-            frac = (time.time() - t0 + elapsed_before) / budget_s
-            for g, mx in zip(opt.param_groups, max_lrs):
-                g["lr"] = one_cycle_lr(frac, mx, float(t["pct_start"]))
-        else:
-            sched.step()
-        step += 1
-        for k, v in terms.items():
-            loss_acc[k] = loss_acc.get(k, 0.0) + float(v.detach())
-        loss_acc["loss"] = loss_acc.get("loss", 0.0) + float(loss.detach())
-        n_acc += 1
-        bar.update(1)
-        if main and (step % int(t["log_every"]) == 0 or step == stop_at):
-            row = {"step": step, "time_s": round(time.time() - t0 + elapsed_before, 1),
-                   "lr": opt.param_groups[-1]["lr"],
-                   **{k: v / n_acc for k, v in loss_acc.items()}}
-            log(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-            loss_acc, n_acc = {}, 0
-        timed_out = (bool(args.time_limit) and time.time() - t0 > 60.0 * args.time_limit) or \
-            (bool(budget_s) and time.time() - t0 + elapsed_before >= budget_s)
-        last = step == stop_at or timed_out
-        if main and (step % int(t["eval_every"]) == 0 or last):
-            val = validate()
-            if val is not None and val < best:
-                best = val
-                checkpoint("best.pt")
-            plot_curves(jsonl, out_dir / "learning_curves.png")
-        if main and (step % int(t["ckpt_every"]) == 0 or last):
-            checkpoint("latest.pt")
-        if timed_out:
-            print(f"time limit reached at step {step}", file=sys.stderr)
-            break
-    bar.close()
-    if main:
-        if best == math.inf:  # no val set: the last weights are the best we know
-            checkpoint("best.pt")
-        print(f"done: step {step}, {time.time() - t0:.0f} s, best val AbsRel {best:.4f}, run folder {out_dir}")
-    if world > 1:
-        dist.destroy_process_group()
-    return 0
-
-
-def _apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Overrides on a resumed config: same syntax as load_config."""
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(cfg, f)
-    try:
-        return load_config(f.name, overrides)
-    finally:
-        os.unlink(f.name)
