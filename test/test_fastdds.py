@@ -20,7 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from reflector_ros.ros.fastdds import PROFILE_VARS, apply_default_profile, profile_path  # noqa: E402
+from reflector_ros.ros.fastdds import PROFILE_VARS, SET_BY_VAR, apply_default_profile, describe_profile, profile_path  # noqa: E402
 
 NS = {"d": "http://www.eprosima.com"}
 VGA = (480, 640)
@@ -81,6 +81,37 @@ def test_empty_variable_counts_as_unset():
     env = {"FASTDDS_DEFAULT_PROFILES_FILE": ""}
     assert apply_default_profile(env) is not None
     assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == str(profile_path())
+
+
+# ----------------------------------------------------------------------------- the log line
+
+def test_describe_names_who_set_our_profile():
+    env: dict[str, str] = {"ROS_DISTRO": "jazzy"}
+    assert apply_default_profile(env) is not None
+    line, warn = describe_profile(env, set_by="the node")
+    assert line.startswith(f"Fast DDS: using the large-message SHM profile {profile_path()}, set by the node;")
+    assert not warn
+    launched = {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile_path()), SET_BY_VAR: "depth.launch.py"}
+    assert ", set by depth.launch.py;" in describe_profile(launched)[0]
+    exported = {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile_path())}
+    assert ", set by the environment (FASTDDS_DEFAULT_PROFILES_FILE);" in describe_profile(exported)[0]
+
+
+def test_describe_a_users_profile_a_missing_file_and_another_rmw(tmp_path):
+    own = tmp_path / "mine.xml"
+    own.write_text("<dds/>")
+    line, warn = describe_profile({"FASTDDS_DEFAULT_PROFILES_FILE": str(own)})
+    assert line.startswith(f"Fast DDS: using your profile {own} (FASTDDS_DEFAULT_PROFILES_FILE)") and not warn
+    # our marker does not turn somebody else's file into ours
+    line, _ = describe_profile({"FASTDDS_DEFAULT_PROFILES_FILE": str(own), SET_BY_VAR: "depth.launch.py"})
+    assert "your profile" in line
+    line, warn = describe_profile({"FASTRTPS_DEFAULT_PROFILES_FILE": "/nonexistent/p.xml"})
+    assert "FASTRTPS_DEFAULT_PROFILES_FILE=/nonexistent/p.xml names no file" in line and warn
+    line, warn = describe_profile({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp",
+                                   "FASTDDS_DEFAULT_PROFILES_FILE": str(profile_path())})
+    assert line.startswith("rmw rmw_cyclonedds_cpp: the Fast DDS large-message profile does not apply") and not warn
+    line, warn = describe_profile({"RMW_IMPLEMENTATION": "rmw_fastrtps_dynamic_cpp"})
+    assert line.startswith("Fast DDS: built-in defaults") and warn
 
 
 # ----------------------------------------------------------------------------- delivery
