@@ -4,7 +4,13 @@ Arguments left empty keep the value from params_file, so the YAML stays the one 
 for settings and the command line only overrides what it names. The large-message
 Fast DDS profile is exported for the processes this launch starts unless you already
 named a profile (FASTDDS_DEFAULT_PROFILES_FILE / FASTRTPS_DEFAULT_PROFILES_FILE) or
-use another rmw. Uses only launch / launch_ros APIs present since Humble.
+use another rmw; the node logs which profile is in effect and who set it.
+
+The params file's top key must match the node's full name: the shipped
+config/depth.yaml uses `/**/reflector_depth:`, which matches under any namespace.
+If the node exits with an error (it refused to start, or crashed), the launch ends with
+an error too, instead of logging "process has died" and exiting 0.
+Uses only launch / launch_ros APIs present since Humble.
 """
 from __future__ import annotations
 
@@ -12,7 +18,8 @@ import os
 from pathlib import Path
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -42,13 +49,27 @@ def _fastdds_profile(context) -> list:
     env = dict(os.environ)
     env.update(getattr(context, "environment", {}) or {})
     try:
-        from reflector_ros.ros.fastdds import PROFILE_VARS, apply_default_profile
+        from reflector_ros.ros.fastdds import PROFILE_VARS, SET_BY_VAR, apply_default_profile
     except ImportError:  # the node applies it itself at start-up anyway
         return []
     before = {k: env.get(k) for k in PROFILE_VARS}
     if apply_default_profile(env) is None:
         return []
-    return [SetEnvironmentVariable(k, env[k]) for k in PROFILE_VARS if env.get(k) != before[k]]
+    return ([SetEnvironmentVariable(k, env[k]) for k in PROFILE_VARS if env.get(k) != before[k]]
+            + [SetEnvironmentVariable(SET_BY_VAR, "depth.launch.py")])
+
+
+class NodeFailed(RuntimeError):
+    """Raised from the exit handler: launch then shuts down and returns a non-zero code."""
+
+
+def _on_node_exit(event, context) -> None:
+    """A node that exits with an error ends the launch with an error. During the launch's
+    own shutdown (Ctrl-C) the node's exit is expected and passes."""
+    code = event.returncode
+    if code and not context.is_shutdown:
+        raise NodeFailed(f"{event.process_name} exited with code {code} (see its log above); "
+                         "ending the launch with an error")
 
 
 def _node(context) -> list:
@@ -78,7 +99,8 @@ def _node(context) -> list:
         remappings=[("image", image), ("image/compressed", image + "/compressed"),
                     ("camera_info", cfg["camera_info"] or "camera_info")],
     )
-    return _fastdds_profile(context) + [node]
+    return _fastdds_profile(context) + [
+        node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_node_exit))]
 
 
 def generate_launch_description() -> LaunchDescription:
