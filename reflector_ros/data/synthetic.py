@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -745,6 +746,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--workers", type=int, default=2, help="processes")
     p.add_argument("--preview", type=int, default=8, help="frames in preview.png (0: none)")
+    p.add_argument("--trajectory", action="store_true",
+                   help="one scene (--seed) seen along a smooth camera path of --count frames, with "
+                        "poses.txt (camera-to-world), for self-supervised training")
+    p.add_argument("--step", type=float, default=0.08, help="trajectory: metres the camera moves per frame")
 
 
 def _render_one(job: tuple[int, int, int, str]) -> dict:
@@ -767,6 +772,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"reflector synth: --height/--width must be within 8..4096, got {args.height}x{args.width}")
         return 2
     out: Path = args.out
+    if args.trajectory:
+        try:
+            path = write_trajectory(out, args.seed, args.count, args.height, args.width, args.step)
+        except InputError as exc:
+            print(f"reflector synth: {exc}")
+            return 2
+        print(f"reflector synth: trajectory of {args.count} frames in {path}, poses in {out / 'poses.txt'}")
+        return 0
     (out / "rgb").mkdir(parents=True, exist_ok=True)
     (out / "depth").mkdir(parents=True, exist_ok=True)
     jobs = [(args.seed + i, args.height, args.width, str(out)) for i in range(args.count)]
@@ -821,3 +834,163 @@ def write_preview(path: Path, samples: list[Sample]) -> None:
         tiles.append(np.zeros_like(tiles[0]))
     rows = [np.concatenate(tiles[i:i + 2], axis=1) for i in range(0, len(tiles), 2)]
     cv2.imwrite(str(path), np.concatenate(rows, axis=0)[..., ::-1])
+
+
+# ----------------------------------------------------------------------------- trajectories (video with poses)
+
+TRAJ_WALL_MARGIN = 0.4      # metres the camera keeps from the walls
+TRAJ_OBJECT_MARGIN = 0.3    # metres it keeps from any object's footprint below it
+
+
+def camera_pose(cam: Camera) -> np.ndarray:
+    """4x4 camera-to-world pose of the optical frame (x right, y down, z forward), metres:
+    columns of R are the optical axes in the world, t is the camera centre."""
+    T = np.eye(4)
+    T[:3, :3] = cam.rotation
+    T[:3, 3] = cam.position
+    return T
+
+
+def _angles(R: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) with camera_rotation(yaw, pitch, roll) == R."""
+    f = R[:, 2]
+    yaw, pitch = math.atan2(f[1], f[0]), math.asin(max(-1.0, min(1.0, f[2])))
+    r = np.array([math.sin(yaw), -math.cos(yaw), 0.0])
+    d = np.cross(f, r)
+    return yaw, pitch, math.atan2(float(R[:, 0] @ d), float(R[:, 0] @ r))
+
+
+def _clear(scene: Scene, x: float, y: float, z: float) -> bool:
+    """Whether a camera at (x, y, z) keeps its margins from the walls and from every
+    object that reaches up to its height (footprints, world-aligned bounds)."""
+    hx, hy, _ = scene.room.half
+    if not (TRAJ_WALL_MARGIN <= x <= 2 * hx - TRAJ_WALL_MARGIN and TRAJ_WALL_MARGIN <= y <= 2 * hy - TRAJ_WALL_MARGIN):
+        return False
+    for ob in scene.objects:
+        b = _bounds(ob)
+        lo, hi = b.min(axis=0), b.max(axis=0)
+        if lo[2] > z + 0.3:            # ceiling panels and the like pass over the camera
+            continue
+        if lo[0] - TRAJ_OBJECT_MARGIN <= x <= hi[0] + TRAJ_OBJECT_MARGIN and \
+                lo[1] - TRAJ_OBJECT_MARGIN <= y <= hi[1] + TRAJ_OBJECT_MARGIN:
+            return False
+    return True
+
+
+def trajectory_cameras(rng: np.random.Generator, scene: Scene, start: Camera, n: int, step: float,
+                       tries: int = 60) -> list[Camera]:
+    """A smooth path of n cameras through the scene, driving like a robot: forward at
+    ``step`` metres per frame along a heading that turns smoothly (two slow sinusoids and a
+    drift, up to about +-60 degrees over the path), the view looking up to +-15 degrees off
+    the heading, slight pitch and height changes. Paths that would leave the room or
+    touch furniture are drawn again; after ``tries`` the step shrinks."""
+    yaw0, pitch0, roll0 = _angles(start.rotation)
+    x0, y0, z0 = start.position
+    for attempt in range(tries * 4):
+        length = step * (0.7 ** (attempt // tries))
+        s = np.arange(n, dtype=np.float64) / max(n - 1, 1)
+        a = rng.uniform(-0.6, 0.6, 2)
+        w = rng.uniform(0.5, 2.0, 2) * math.pi
+        ph = rng.uniform(0, 2 * math.pi, 2)
+        turn = a[0] * np.sin(w[0] * s + ph[0]) + a[1] * np.sin(w[1] * s + ph[1]) + rng.uniform(-0.5, 0.5) * s
+        turn -= turn[0]
+        heading = yaw0 + rng.choice([0.0, math.pi]) * (attempt % 2) + turn
+        look = math.radians(rng.uniform(-15, 15)) * np.sin(rng.uniform(0.5, 1.5) * math.pi * s)
+        pitch = pitch0 + math.radians(rng.uniform(-3, 3)) * np.sin(rng.uniform(1, 3) * math.pi * s)
+        bob = rng.uniform(0, 0.02) * np.sin(rng.uniform(2, 6) * math.pi * s)
+        xs = x0 + length * np.concatenate([[0.0], np.cumsum(np.cos(heading[:-1]))])
+        ys = y0 + length * np.concatenate([[0.0], np.cumsum(np.sin(heading[:-1]))])
+        zs = z0 + bob
+        if all(_clear(scene, float(x), float(y), float(z)) for x, y, z in zip(xs, ys, zs)):
+            return [Camera((float(x), float(y), float(z)), camera_rotation(float(h + lk), float(p), roll0),
+                           start.fx, start.fy, start.cx, start.cy, start.height, start.width)
+                    for x, y, z, h, lk, p in zip(xs, ys, zs, heading, look, pitch)]
+    raise InputError("could not fit a camera path into this scene; try another --seed or a smaller --step")
+
+
+@dataclass
+class LockedExposure:
+    """One exposure, white balance, blur and noise level for a whole sequence (a camera with
+    locked auto-exposure, so brightness constancy holds); no vignetting, which moves with
+    the camera, not with the scene."""
+
+    gain: np.ndarray        # (3,) linear radiance -> [0, 1], white balance included
+    sigma: float            # Gaussian blur, pixels
+    std: float              # noise standard deviation on [0, 1]
+
+    @classmethod
+    def draw(cls, first: np.ndarray, rng: np.random.Generator) -> "LockedExposure":
+        """Settings exposed for the first frame's radiance (H, W, 3)."""
+        key = float(np.percentile(first.mean(axis=2)[::4, ::4], 70)) + 1e-6
+        gain = (rng.uniform(0.35, 0.75) / key * (1.0 + rng.normal(0, 0.06, 3))).astype(F32)
+        return cls(gain, float(rng.uniform(0.3, 0.8)), float(rng.uniform(0.002, 0.008)))
+
+    def apply(self, radiance: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """Linear radiance (H, W, 3) -> sRGB uint8; noise only when an rng is given."""
+        img = np.clip(radiance * self.gain, 0, 1) ** F32(1 / 2.2)
+        img = cv2.GaussianBlur(img, (0, 0), self.sigma)
+        if rng is not None:
+            img = img + rng.normal(0, self.std, img.shape).astype(F32)
+        return np.ascontiguousarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+
+def _supersampled(scene: Scene, cam: Camera, factor: int) -> np.ndarray:
+    """Radiance rendered at ``factor`` x the size and area-averaged back, as a lens and
+    sensor average the light over a pixel: single-ray pixels alias fine textures (carpet)
+    into noise that differs from view to view, which a photometric loss would take for
+    error."""
+    if factor == 1:
+        return render_scene(scene, cam)[0]
+    big = Camera(cam.position, cam.rotation, cam.fx * factor, cam.fy * factor, (cam.cx + 0.5) * factor - 0.5,
+                 (cam.cy + 0.5) * factor - 0.5, cam.height * factor, cam.width * factor)
+    return cv2.resize(render_scene(scene, big)[0], (cam.width, cam.height), interpolation=cv2.INTER_AREA)
+
+
+def iter_trajectory(seed: int, n: int, height: int = 256, width: int = 320, step: float = 0.08,
+                    noise: bool = True, supersample: int = 3) -> Iterator[tuple[Sample, np.ndarray]]:
+    """One random scene (``sample_scene(seed)``) seen from n cameras along a smooth path
+    (trajectory_cameras), frame by frame: (Sample with exact metric depth and the
+    intrinsics, 4x4 camera-to-world pose of the optical frame in metres). Fully determined
+    by the arguments; ``noise`` False leaves out the sensor noise (exact photometry);
+    colour is ``supersample``-times supersampled, depth is exact at the pixel centres."""
+    if not (8 <= height <= 4096 and 8 <= width <= 4096):
+        raise InputError(f"synthetic size {height}x{width} must be within 8..4096 per side")
+    if not 2 <= n <= 100_000 or not 0 < step <= 1.0:
+        raise InputError(f"trajectory: need 2 <= frames <= 100000 and 0 < step <= 1 m, got {n}, {step}")
+    scene, start = sample_scene(np.random.default_rng(seed), height, width)
+    cams = trajectory_cameras(np.random.default_rng([seed, 1]), scene, start, n, step)
+    rng = np.random.default_rng([seed, 2])
+    exposure: LockedExposure | None = None
+    for i, cam in enumerate(cams):
+        radiance, depth = render_scene(scene, cam)
+        radiance = _supersampled(scene, cam, supersample) if supersample > 1 else radiance
+        exposure = exposure or LockedExposure.draw(radiance, rng)
+        frame = Sample(exposure.apply(radiance, rng if noise else None), np.where(np.isfinite(depth), depth, 0).astype(F32),
+                       cam.fx, cam.fy, cam.cx, cam.cy, name=f"traj{seed}_{i:06d}")
+        yield frame, camera_pose(cam)
+
+
+def render_trajectory(seed: int, n: int, height: int = 256, width: int = 320, step: float = 0.08,
+                      noise: bool = True) -> tuple[list[Sample], np.ndarray]:
+    """iter_trajectory as lists: (frames, poses [n, 4, 4] camera-to-world, optical frame)."""
+    items = list(iter_trajectory(seed, n, height, width, step, noise))
+    return [f for f, _ in items], np.stack([p for _, p in items])
+
+
+def write_trajectory(out: Path, seed: int, n: int, height: int, width: int, step: float,
+                     noise: bool = True) -> Path:
+    """A trajectory as a manifest folder (frames 000000..) with poses.txt, one line per frame."""
+    from tqdm import tqdm
+
+    from reflector_ros.data.manifest import save_frame, write_manifest_frames
+    from reflector_ros.data.poses import write_poses_txt
+
+    out.mkdir(parents=True, exist_ok=True)
+    frames, poses = [], []
+    for i, (s, pose) in enumerate(tqdm(iter_trajectory(seed, n, height, width, step, noise), total=n,
+                                       desc="synth trajectory", unit="frame")):
+        frames.append({**save_frame(out, s, f"{i:06d}"), "source": f"reflector synth trajectory seed {seed} frame {i}"})
+        poses.append(pose)
+    write_poses_txt(out / "poses.txt", poses)
+    return write_manifest_frames(out, frames, name=f"reflector synthetic trajectory, seed {seed}, {n} frames, "
+                                                   f"{step} m per frame")
