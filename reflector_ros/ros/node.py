@@ -523,27 +523,35 @@ class _StopSignals:
             raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv if argv is None else argv)
-    stop = _StopSignals()
-    profile_line, profile_warn = None, False
+def _fastdds_profile() -> tuple[str | None, bool]:
+    """Apply our Fast DDS profile unless the user chose otherwise; (the line that says which
+    profile is in effect and who set it, whether it is a warning)."""
     try:
         from reflector_ros.ros.fastdds import apply_default_profile, describe_profile
     except ImportError:
-        apply_default_profile = describe_profile = None  # type: ignore[assignment]
-    if apply_default_profile is not None:
-        try:
-            applied = apply_default_profile()
-            profile_line, profile_warn = describe_profile(set_by="the node" if applied else None)
-        except Exception as exc:  # noqa: BLE001  (a speed-up only; never stop the node for it)
-            profile_line, profile_warn = f"Fast DDS profile not applied: {exc}", True
-    context = rclpy.context.Context()
+        return None, False
+    try:
+        applied = apply_default_profile()
+        return describe_profile(set_by="the node" if applied else None)
+    except Exception as exc:  # noqa: BLE001  (a speed-up only; never stop the node for it)
+        return f"Fast DDS profile not applied: {exc}", True
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    stop = _StopSignals()
+    context: rclpy.context.Context | None = None
     node = None
     try:
+        profile_line, profile_warn = _fastdds_profile()
+        context = rclpy.context.Context()
         rclpy.init(args=argv, context=context)
         try:
             node = DepthNode(context=context)
         except StartupError as exc:
+            if stop.received:   # the signal's KeyboardInterrupt, wrapped by a runtime on its way out
+                rclpy.logging.get_logger(NODE_NAME).info(f"{stop.received} during start-up: not starting")
+                return 0
             rclpy.logging.get_logger(NODE_NAME).error(f"refusing to start: {exc}")
             return 1
         if profile_line:
@@ -570,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
         if node is not None:
             node.shutdown()
             node.destroy_node()
-        context.try_shutdown()
+        if context is not None:
+            context.try_shutdown()
     return 0
 
 
