@@ -416,6 +416,24 @@ def test_selfsup_stage_trains_logs_and_resumes_exactly(trajectories: dict[int, P
     assert (a / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_selfsup_adapts_the_init_model_as_it_is(trajectories: dict[int, Path], tmp_path: Path,
+                                                tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The config's model section (96x128, 32 bins) gives way to the --init checkpoint's
+    (64x80, 16 bins), so one robot config fits whichever model it adapts."""
+    cfg = _config(tmp_path, trajectories[SEEDS[0]], supervised_weight=0.0)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["model"] = {"arch": "small", "input_height": 96, "input_width": 128, "n_bins": 32}
+    raw["train"]["steps"] = 1
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "ft"
+    assert main(["train", "--config", str(cfg), "--init", str(tiny_model_dir / "tiny.pt"), "--out", str(out)]) == 0
+    assert "model section taken from" in capsys.readouterr().err
+    ck = torch.load(out / "latest.pt", weights_only=True)
+    assert (ck["meta"]["input_height"], ck["meta"]["n_bins"]) == (64, 16)
+    assert json.loads(ck["config"])["model"]["n_bins"] == 16        # so --resume rebuilds the same network
+    assert main(["train", "--resume", str(out / "latest.pt"), "--out", str(out), "--steps", "2"]) == 0
+
+
 def test_selfsup_learns_from_colour_and_poses_only(trajectories: dict[int, Path]) -> None:
     """The video frames reach the loss with depth all zero: nothing of the depth leaks in."""
     seq = open_manifest_sequence(f"manifest:{trajectories[SEEDS[0]]}?frames=1:5")

@@ -175,10 +175,12 @@ def open_sequences(cfg: SelfsupConfig, epoch_length: int, seed: int) -> Sequence
         seq = open_sequence(item)
         targets, c = select_targets(seq.poses, cfg.source_offsets, cfg.min_translation, cfg.max_translation,
                                     cfg.max_rotation)
+        step = np.linalg.norm(np.diff(seq.poses[:, :3, 3], axis=0), axis=1) if len(seq.poses) > 1 else np.zeros(1)
         print(f"selfsup: {seq.name}: {len(seq.frames)} frames, {c['used']} targets; skipped "
               f"{c['too_small']} (moved < {cfg.min_translation} m), {c['too_large']} (moved > "
               f"{cfg.max_translation} m or {cfg.max_rotation} deg), {c['edge']} (no source frame), "
-              f"{seq.no_pose} without a pose", file=sys.stderr)
+              f"{seq.no_pose} without a pose; the camera moves {np.median(step):.3f} m per frame "
+              f"(median), sources are {list(cfg.source_offsets)} frames away", file=sys.stderr)
         for key, v in c.items():
             counts[key] += v
         counts["frames"] += len(seq.frames)

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import yaml
 
 from reflector_ros.core.errors import InputError
 from reflector_ros.train.config import (
-    STAGES, DataItem, LossConfig, TrainConfig, TrainingConfig, from_checkpoint, load_config,
+    STAGES, DataItem, LossConfig, ModelConfig, TrainConfig, TrainingConfig, from_checkpoint, load_config, validate,
 )
 
 __all__ = ["add_arguments", "run", "train", "load_config", "epoch_keys", "one_cycle_lr", "stage_losses",
@@ -311,7 +311,10 @@ def _dist_env() -> tuple[int, int, int]:
 def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, dict[str, Any] | None]:
     """The run's config and, when resuming, the checkpoint's extra state (no weights yet).
 
-    ``--stage`` and ``--steps`` act as the last overrides.
+    ``--stage`` and ``--steps`` act as the last overrides. ``--init default`` names the
+    shipped model. The ``selfsup`` stage adapts the ``--init`` model as it is: its
+    metadata (arch, input size and mode, f_c, bins) replaces the config's model section,
+    so one config serves whatever model a robot runs.
     """
     from reflector_ros.model.reflector import load_checkpoint
 
@@ -320,8 +323,21 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, dict[str, 
         overrides.append(f"train.stage={args.stage}")
     if args.steps:
         overrides.append(f"train.steps={int(args.steps)}")
+    if args.init == "default":
+        from reflector_ros.weights import default_model
+
+        args.init = str(default_model(".pt"))
     if not args.resume:
-        return load_config(args.config, overrides), None
+        cfg = load_config(args.config, overrides)
+        if cfg.train.stage == "selfsup" and args.init:
+            _, init_meta, _ = load_checkpoint(args.init)
+            model = ModelConfig(**{f.name: getattr(init_meta, f.name) for f in fields(ModelConfig)})
+            if model != cfg.model:
+                print(f"note: selfsup adapts the --init model as it is; model section taken from {args.init}",
+                      file=sys.stderr)
+                cfg = replace(cfg, model=model)
+                validate(cfg)
+        return cfg, None
     _, _, extra = load_checkpoint(args.resume)
     if "config" not in extra or "step" not in extra:
         raise InputError(f"{args.resume}: not a training checkpoint (no config/step); use --init to fine-tune from it")
@@ -631,7 +647,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="training YAML (see config/train_*.yaml)")
     p.add_argument("--out", default="runs/train", help="run folder: checkpoints, metrics.jsonl, learning_curves.png")
     p.add_argument("--resume", help="checkpoint to continue exactly (optimiser, schedule, data order)")
-    p.add_argument("--init", help="checkpoint whose weights start this run (fine-tuning)")
+    p.add_argument("--init", help="checkpoint whose weights start this run (fine-tuning); 'default': the shipped model")
     p.add_argument("--stage", choices=STAGES, help="override train.stage")
     p.add_argument("--steps", type=int, help="override train.steps (total schedule length)")
     p.add_argument("--stop-at", type=int, default=0, help="stop at this step (checkpoint written); resume later")
