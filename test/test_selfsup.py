@@ -264,6 +264,8 @@ def test_bag_odometry_and_tf_static_give_the_constructed_camera_poses(tmp_path: 
     base_x = base_pose((inside[0] - T0) / 1e9)[:3, 0]
     assert fwd @ base_x > 0.98 and seq.poses[0][2, 1] < -0.98          # z forward, y down (world z up)
 
+    with pytest.raises(InputError, match="'/wheel_odom' is not in bag"):
+        open_bag_sequence(_bag_item(bag, odom_topic="/wheel_odom"))
     # the same bag without /tf_static needs the extrinsic, and with it gives the same poses
     bare = write_robot_bag(tmp_path / "bare", [(t, rgb) for t in stamps], odom, (30.0, 30.0, 15.5, 11.5),
                            tf_static=False)

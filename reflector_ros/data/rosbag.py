@@ -396,6 +396,27 @@ ODOMETRY = "nav_msgs/msg/Odometry"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 
 
+def _decoded(path: Path, topic: str, types: tuple[str, ...], optional: bool = False) -> Iterator[tuple[int, Any]]:
+    """(header stamp ns, decoded message) for every message on a topic, in bag order.
+
+    InputError for a missing topic (``optional``: no messages instead), another type, or
+    a message that does not decode. The bag closes when the iteration ends or is dropped.
+    """
+    reader = _open_reader(path)
+    try:
+        if optional and topic not in reader.topics:
+            return
+        _check_topic(reader, path, topic, types)
+        for conn, _, raw in reader.messages(connections=[c for c in reader.connections if c.topic == topic]):
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+            except Exception as err:
+                raise InputError(f"{path}: cannot decode a {topic} message: {type(err).__name__}: {err}") from None
+            yield _stamp_ns(raw), msg
+    finally:
+        reader.close()
+
+
 def read_odometry(path: str | Path, topic: str = "/odom") -> tuple[np.ndarray, np.ndarray, str, str]:
     """Every nav_msgs/Odometry message of a topic: (header stamps [N] int64 ns, sorted;
     poses [N, 4, 4] float64 T_frame_child, i.e. the child_frame_id (the robot base) in
@@ -403,24 +424,12 @@ def read_odometry(path: str | Path, topic: str = "/odom") -> tuple[np.ndarray, n
     not used. InputError if the topic is missing, of another type, or empty."""
     from reflector_ros.data.poses import transform
 
-    path = Path(path)
-    reader = _open_reader(path)
-    try:
-        _check_topic(reader, path, topic, (ODOMETRY,))
-        conns = [c for c in reader.connections if c.topic == topic]
-        rows: list[tuple[int, np.ndarray]] = []
-        frame, child = "", ""
-        for conn, _, raw in reader.messages(connections=conns):
-            msg = reader.deserialize(raw, conn.msgtype)
-            p, q = msg.pose.pose.position, msg.pose.pose.orientation
-            rows.append((_stamp_ns(raw), transform((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))))
-            frame, child = str(msg.header.frame_id), str(msg.child_frame_id)
-    except InputError:
-        raise
-    except Exception as err:
-        raise InputError(f"cannot read odometry {topic} from {path}: {type(err).__name__}: {err}") from None
-    finally:
-        reader.close()
+    rows: list[tuple[int, np.ndarray]] = []
+    frame, child = "", ""
+    for stamp, msg in _decoded(Path(path), topic, (ODOMETRY,)):
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        rows.append((stamp, transform((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))))
+        frame, child = str(msg.header.frame_id), str(msg.child_frame_id)
     if not rows:
         raise InputError(f"bag {path}: no messages on {topic}")
     rows.sort(key=lambda r: r[0])
@@ -432,36 +441,18 @@ def read_static_transforms(path: str | Path, topic: str = "/tf_static") -> list[
     tf2_msgs/TFMessage on ``topic``; [] when the bag has no such topic."""
     from reflector_ros.data.poses import transform
 
-    path = Path(path)
-    reader = _open_reader(path)
-    try:
-        if topic not in reader.topics:
-            return []
-        _check_topic(reader, path, topic, (TF_MESSAGE,))
-        conns = [c for c in reader.connections if c.topic == topic]
-        out = []
-        for conn, _, raw in reader.messages(connections=conns):
-            for tf in reader.deserialize(raw, conn.msgtype).transforms:
-                tr, q = tf.transform.translation, tf.transform.rotation
-                out.append((str(tf.header.frame_id), str(tf.child_frame_id),
-                            transform((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w))))
-        return out
-    except InputError:
-        raise
-    except Exception as err:
-        raise InputError(f"cannot read {topic} from {path}: {type(err).__name__}: {err}") from None
-    finally:
-        reader.close()
+    out = []
+    for _, msg in _decoded(Path(path), topic, (TF_MESSAGE,), optional=True):
+        for tf in msg.transforms:
+            tr, q = tf.transform.translation, tf.transform.rotation
+            out.append((str(tf.header.frame_id), str(tf.child_frame_id),
+                        transform((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w))))
+    return out
 
 
 def topic_frame_id(path: str | Path, topic: str) -> str:
-    """header.frame_id of the first message on a topic ('' when the topic is empty)."""
-    path = Path(path)
-    reader = _open_reader(path)
-    try:
-        conns = [c for c in reader.connections if c.topic == topic]
-        for conn, _, raw in reader.messages(connections=conns):
-            return str(reader.deserialize(raw, conn.msgtype).header.frame_id)
-        return ""
-    finally:
-        reader.close()
+    """header.frame_id of the first image on a topic ('' when the topic is empty)."""
+    messages = _decoded(Path(path), topic, (IMAGE, COMPRESSED))
+    first = next(messages, None)
+    messages.close()
+    return "" if first is None else str(first[1].header.frame_id)
