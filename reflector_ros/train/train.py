@@ -464,7 +464,7 @@ class Trainer:
         with open(self.jsonl, "a") as f:
             f.write(json.dumps(row) + "\n")
 
-    def validate(self, val_sets: dict[str, tuple[Any, dict[str, Any]]]) -> float | None:
+    def evaluate(self, val_sets: dict[str, tuple[Any, dict[str, Any]]]) -> float | None:
         """Evaluate, log, and return the first set's AbsRel (None without val sets)."""
         if not val_sets:
             return None
@@ -615,7 +615,7 @@ class Trainer:
                 (bool(budget_s) and time.time() - t0 + p.elapsed_before >= budget_s)
             last = p.step == stop_at or timed_out
             if self.main and (p.step % t.eval_every == 0 or last):
-                val = self.validate(val_sets)
+                val = self.evaluate(val_sets)
                 if val is not None and val < p.best:
                     p.best = val
                     self.checkpoint("best.pt", time.time() - t0 + p.elapsed_before)
