@@ -95,7 +95,8 @@ def scene(width: int, height: int, shift: int = 0) -> np.ndarray:
 
 def camera_main(argv: list[str]) -> int:
     """A camera driver: rgb8 + CameraInfo at --rate. stdin: `res W H` changes the size, EOF or
-    `quit` ends it. stdout: `START offset_ns`, `FIRST wall_ns stamp_ns`, `RES stamp_ns W H`."""
+    `quit` ends it. stdout: `START offset_ns`, `FIRST wall_ns stamp_ns`, `MATCHED wall_ns` (the
+    node's subscription discovered), `RES stamp_ns W H`."""
     ap = argparse.ArgumentParser(prog="bench_soak.py camera")
     ap.add_argument("--ns", required=True)
     ap.add_argument("--rate", type=float, default=30.0)
@@ -144,7 +145,7 @@ def camera_main(argv: list[str]) -> int:
     threading.Thread(target=read_stdin, daemon=True).start()
     offset_ns = time.time_ns() - a.stamp_base_ns if a.stamp_base_ns else 0
     print(f"START {offset_ns}", flush=True)
-    period, due, i, first, announce = 1.0 / a.rate, time.monotonic(), 0, True, None
+    period, due, i, first, announce, matched = 1.0 / a.rate, time.monotonic(), 0, True, None, False
     while rclpy.ok():
         try:
             cmd = commands.get_nowait()
@@ -166,6 +167,9 @@ def camera_main(argv: list[str]) -> int:
         if first:
             print(f"FIRST {wall_ns} {stamp_ns}", flush=True)
             first = False
+        if not matched and pub_img.get_subscription_count() > 0:
+            print(f"MATCHED {time.time_ns()}", flush=True)    # discovery found the node's subscription
+            matched = True
         if announce:
             print(f"RES {stamp_ns} {announce[0]} {announce[1]}", flush=True)
             announce = None
@@ -181,24 +185,30 @@ def camera_main(argv: list[str]) -> int:
 
 
 class Camera:
-    """The camera process seen from the bench: start, resize, stop; its START/FIRST/RES lines."""
+    """The camera process seen from the bench: start, resize, stop; its START/FIRST/MATCHED/RES lines."""
 
     def __init__(self, ns: str, env: dict[str, str], rate: float, width: int, height: int,
                  stamp_base_ns: int = 0) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
+        self.first_wall_ns: int | None = None
+        self.first_stamp_ns: int | None = None
+        self.matched_wall_ns: int | None = None
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "camera", "--ns", ns, "--rate", str(rate),
              "--width", str(width), "--height", str(height), "--stamp-base-ns", str(stamp_base_ns)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         threading.Thread(target=self._read, daemon=True).start()
         self.offset_ns = int(self.expect("START")[0])
-        self.first_wall_ns: int | None = None
-        self.first_stamp_ns: int | None = None
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
+            line = line.rstrip("\n")
+            if line.startswith("FIRST "):
+                self.first_wall_ns, self.first_stamp_ns = (int(v) for v in line.split()[1:3])
+            elif line.startswith("MATCHED "):
+                self.matched_wall_ns = int(line.split()[1])
+            self.lines.put(line)
 
     def expect(self, word: str, timeout: float = 60.0) -> list[str]:
         end = time.monotonic() + timeout
@@ -211,14 +221,14 @@ class Camera:
                 continue
             if line.startswith(word + " "):
                 return line.split()[1:]
-            if line.startswith("FIRST "):
-                self.first_wall_ns, self.first_stamp_ns = (int(v) for v in line.split()[1:3])
         raise RuntimeError(f"camera process: no {word} line (exit {self.proc.poll()})")
 
-    def first(self) -> tuple[int, int]:
-        if self.first_wall_ns is None:
-            self.first_wall_ns, self.first_stamp_ns = (int(v) for v in self.expect("FIRST"))
-        assert self.first_stamp_ns is not None
+    def first(self, timeout: float = 60.0) -> tuple[int, int]:
+        end = time.monotonic() + timeout
+        while self.first_wall_ns is None or self.first_stamp_ns is None:
+            if time.monotonic() > end or self.proc.poll() is not None:
+                raise RuntimeError(f"camera process: no first frame (exit {self.proc.poll()})")
+            time.sleep(0.005)
         return self.first_wall_ns, self.first_stamp_ns
 
     def resize(self, width: int, height: int) -> int:
@@ -462,10 +472,12 @@ def fault_restart(b: Bench, cam: Camera, make_camera: Callable[[int], Camera], r
         t_first = first_wall_ns / 1e9 - b.t0
         b.spin(10.0, lambda: all(b.since(t, t_first) for t in OUTPUTS))
         resume = {t: (b.since(t, t_first)[0]["t"] - t_first) if b.since(t, t_first) else None for t in OUTPUTS}
-        results.append({"quiet_while_stopped": quiet, "resume_s": resume})
+        matched = (cam.matched_wall_ns - first_wall_ns) / 1e9 if cam.matched_wall_ns else None
+        results.append({"quiet_while_stopped": quiet, "resume_s": resume, "camera_matched_node_s": matched})
         b.spin(5.0)                                   # the new camera runs a while before the next restart
     worst = [max((v for v in r["resume_s"].values() if v is not None), default=math.inf) for r in results]
-    return {"rounds": results, "resume_worst_s": worst, "all_outputs_resumed": all(
+    return {"rounds": results, "resume_worst_s": worst,
+            "camera_matched_node_s": [r["camera_matched_node_s"] for r in results], "all_outputs_resumed": all(
         all(v is not None for v in r["resume_s"].values()) for r in results)}, cam
 
 
@@ -679,11 +691,12 @@ def plot(b: Bench, phases: list[tuple[str, float, float]], path: Path, title: st
     ax.legend(loc="upper right", fontsize=7, ncol=3)
     ax.grid(alpha=0.3)
     colours = {"restart": "tab:orange", "resolution": "tab:green", "churn": "tab:purple", "params": "tab:brown"}
-    for name, t0, t1 in phases:
-        if name in colours:
-            for a in axes:
-                a.axvspan(t0 / 60, t1 / 60, color=colours[name], alpha=0.12)
-            axes[0].text((t0 + t1) / 120, axes[0].get_ylim()[1], name, ha="center", va="bottom", fontsize=8)
+    top = axes[0].get_ylim()[1]
+    for i, (name, t0, t1) in enumerate(p for p in phases if p[0] in colours):
+        for a in axes:
+            a.axvspan(t0 / 60, t1 / 60, color=colours[name], alpha=0.12)
+        axes[0].annotate(name, ((t0 + t1) / 120, top), xytext=(0, 2 + 10 * (i % 2)), textcoords="offset points",
+                         ha="center", va="bottom", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -825,7 +838,8 @@ def report(r: dict) -> None:
     if "restart" in r:
         x = r["restart"]
         print(f"camera restart x{len(x['rounds'])}: worst output resumed {', '.join(_f(v, '.2f') for v in x['resume_worst_s'])} s "
-              f"after the new camera's first frame (target < 1 s); quiet while stopped: "
+              f"after the new camera's first frame (target < 1 s); its publisher matched the node's subscription "
+              f"{', '.join(_f(v, '.2f') for v in x['camera_matched_node_s'])} s after that frame; quiet while stopped: "
               f"{all(rr['quiet_while_stopped'] for rr in x['rounds'])}")
     if "resolution" in r:
         for st in r["resolution"]["steps"]:
