@@ -15,8 +15,10 @@ Uses only launch / launch_ros APIs present since Humble.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
+import launch.logging
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable
 from launch.event_handlers import OnProcessExit
@@ -59,6 +61,26 @@ def _fastdds_profile(context) -> list:
             + [SetEnvironmentVariable(SET_BY_VAR, "depth.launch.py")])
 
 
+def _key_matches(key: str, fqn: str) -> bool:
+    """rcl's rule for a params file's top key: a key without a leading slash is absolute
+    (so `reflector_depth` is /reflector_depth only), `*` is one name part, `**` any number."""
+    parts = [p for p in key.strip().split("/") if p]
+    pattern = "".join("(/[^/]+)*" if p == "**" else "/" + re.escape(p).replace(r"\*", "[^/]*") for p in parts)
+    return re.fullmatch(pattern or "/", fqn) is not None
+
+
+def _params_file_keys(path: str, fqn: str) -> tuple[list[str], bool]:
+    """(the file's top keys, whether one of them matches the node); unreadable files pass."""
+    try:
+        import yaml
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except Exception:  # noqa: BLE001  the node reports a broken file itself
+        return [], True
+    keys = [str(k) for k in doc] if isinstance(doc, dict) else []
+    return keys, not keys or any(_key_matches(k, fqn) for k in keys)
+
+
 class NodeFailed(RuntimeError):
     """Raised from the exit handler: launch then shuts down and returns a non-zero code."""
 
@@ -88,6 +110,13 @@ def _node(context) -> list:
         overrides["use_sim_time"] = _as_bool("use_sim_time", cfg["use_sim_time"])
     if cfg["publish_points"]:
         overrides["publish_points"] = _as_bool("publish_points", cfg["publish_points"])
+    ns = cfg["namespace"].strip("/")
+    fqn = f"/{ns}/reflector_depth" if ns else "/reflector_depth"
+    keys, matched = _params_file_keys(params_file, fqn)
+    if not matched:   # ROS ignores such a file silently: every value would stay at its default
+        launch.logging.get_logger("depth.launch.py").warning(
+            f"params_file {params_file}: no top key matches the node {fqn} (keys: {', '.join(keys)}), so ROS "
+            f"ignores the whole file; use /**/reflector_depth: to match under any namespace")
     image = cfg["image"] or "image"
     node = Node(
         package=PKG,

@@ -187,8 +187,13 @@ def test_params_file_under_a_namespace_and_sigterm(tiny_model_dir: Path, prefix:
 
 
 @pytest.mark.timeout(300)
-def test_a_node_that_refuses_to_start_ends_the_launch_with_an_error(prefix: Path):
-    launch = Launch(prefix, f"namespace:=refuse_{os.getpid()}", "backend:=nonsense")
+def test_a_node_that_refuses_to_start_ends_the_launch_with_an_error(prefix: Path, tmp_path: Path):
+    """backend:=nonsense: the launch exits non-zero. The params file here has the old top key,
+    which ROS ignores under a namespace: the launch says so."""
+    old_key = tmp_path / "old_key.yaml"
+    old_key.write_text("reflector_depth:\n  ros__parameters:\n    points_stride: 4\n")
+    ns = f"refuse_{os.getpid()}"
+    launch = Launch(prefix, f"namespace:={ns}", "backend:=nonsense", f"params_file:={old_key}")
     try:
         code = launch.wait(120)
         text = launch.text()
@@ -196,5 +201,32 @@ def test_a_node_that_refuses_to_start_ends_the_launch_with_an_error(prefix: Path
         assert code != 0, text
         assert "refusing to start" in text and "backend" in text, text
         assert "exited with code 1" in text and "ending the launch with an error" in text, text
+        assert (f"params_file {old_key}: no top key matches the node /{ns}/reflector_depth (keys: reflector_depth)"
+                in text), text
     finally:
         launch.close()
+
+
+def _launch_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "launch" / "depth.launch.py"
+    spec = importlib.util.spec_from_file_location("depth_launch", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("key,fqn,matches", [
+    ("reflector_depth", "/robot1/reflector_depth", False),      # the old key: absolute, no namespace
+    ("reflector_depth", "/reflector_depth", True),
+    ("/**/reflector_depth", "/robot1/reflector_depth", True),
+    ("/**/reflector_depth", "/a/b/reflector_depth", True),
+    ("/**/reflector_depth", "/reflector_depth", True),
+    ("/**", "/robot1/reflector_depth", True),
+    ("/*/reflector_depth", "/a/b/reflector_depth", False),
+    ("/robot2/reflector_depth", "/robot1/reflector_depth", False),
+])
+def test_params_key_rule(key: str, fqn: str, matches: bool):
+    assert _launch_module()._key_matches(key, fqn) is matches
