@@ -94,7 +94,7 @@ def test_closed_room_depth_positive_and_bounded() -> None:
 def test_intrinsics_in_documented_range_and_scale_with_size() -> None:
     for seed in range(8):
         s = render(seed, H, W)
-        assert 180 * W / 320 <= s.fx <= 420 * W / 320
+        assert 0.5 * W / math.tan(math.radians(42.5)) <= s.fx <= 0.5 * W / math.tan(math.radians(25.0))
         assert abs(s.fy / s.fx - 1) <= 0.02
         assert abs(s.cx - (W - 1) / 2) <= 0.04 * W and abs(s.cy - (H - 1) / 2) <= 0.04 * H
         _, big = sample_scene(np.random.default_rng(seed), 2 * H, 2 * W)

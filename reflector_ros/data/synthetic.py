@@ -540,7 +540,10 @@ def _far_from(cam_xy: np.ndarray, cxy: tuple[float, float], radius: float, margi
 
 def sample_scene(rng: np.random.Generator, height: int, width: int) -> tuple[Scene, Camera]:
     """A random furnished room and a camera inside it, outside every object."""
-    Lx, Ly, Lz = rng.uniform(3, 12), rng.uniform(3, 12), rng.uniform(2.4, 4.0)
+    # metric statistics of real indoor spaces: floor sides log-uniform 2.5-10 m (most rooms
+    # are 3-6 m), ceilings 2.4-3.4 m
+    Lx, Ly = (float(np.exp(rng.uniform(math.log(2.5), math.log(10.0)))) for _ in range(2))
+    Lz = rng.uniform(2.4, 3.4)
     wall = _material(rng, "wall")
     wall2 = _material(rng, "wall") if rng.random() < 0.3 else wall
     mats = [wall, wall2, wall, wall2, _material(rng, "ceiling"), _material(rng, "floor")]
@@ -549,9 +552,17 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> tuple[Sce
 
     # camera first, so furniture can keep clear of it
     cam_xy = np.array([rng.uniform(0.4, Lx - 0.4), rng.uniform(0.4, Ly - 0.4)])
-    cam_z = rng.uniform(0.2, 1.8)
-    yaw = rng.uniform(-math.pi, math.pi)
-    pitch = math.radians(rng.uniform(-30, 15))
+    # half robot-mounted (0.15-0.9 m, near level), half hand-held or head-worn (1.0-1.8 m,
+    # looking down more often)
+    robot = rng.random() < 0.5
+    cam_z = rng.uniform(0.15, 0.9) if robot else rng.uniform(1.0, 1.8)
+    # look across the room, as people and robots mostly do: towards the farthest of three
+    # random floor points, give or take 25 degrees (a uniform yaw stares at a near wall half
+    # the time, which teaches nothing about scale)
+    targets = np.stack([rng.uniform(0, Lx, 3), rng.uniform(0, Ly, 3)], axis=1)
+    far = targets[int(np.argmax(np.linalg.norm(targets - cam_xy, axis=1)))]
+    yaw = math.atan2(far[1] - cam_xy[1], far[0] - cam_xy[0]) + math.radians(rng.uniform(-25, 25))
+    pitch = math.radians(rng.uniform(-15, 10) if robot else rng.uniform(-35, 8))
     roll = math.radians(rng.normal(0, 3))
 
     def wall_item(w: float, d: float, h: float, z0: float, mat, depth_in: float = 0.0,
@@ -691,8 +702,9 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> tuple[Sce
         if rng.random() < 0.7:
             scene.lights.append(Light((cc[0], cc[1], ch - 0.15), (1, 1, 1), float(rng.uniform(2, 8)), False))
 
-    # intrinsics: fx in [180, 420] at 320 px width, scaled to the requested size
-    fx = rng.uniform(180, 420) * width / 320.0
+    # intrinsics: horizontal field of view 50-85 degrees, as webcams, RealSense/OAK colour
+    # and robot cameras have (fx 175-343 px at 320 px width), scaled to the requested size
+    fx = 0.5 * width / math.tan(0.5 * math.radians(rng.uniform(50.0, 85.0)))
     fy = fx * (1 + rng.uniform(-0.02, 0.02)) * 1.0
     cx = (width - 1) / 2 + rng.uniform(-0.04, 0.04) * width
     cy = (height - 1) / 2 + rng.uniform(-0.04, 0.04) * height

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reflector_ros.model.efficientnet_lite import EfficientNetLite0
 from reflector_ros.model.layers.fusion import FeatureFusionBlock, SeparableConv, upsample_to
 from reflector_ros.model.layers.inverted_residual import conv_bn_act, make_stage
 from reflector_ros.model.layers.transformer import PlainLayerNorm, TransformerBlock
@@ -62,6 +63,29 @@ class SmallBackbone(nn.Module):
         e16 = self.enc16(e8)
         e32 = self.enc32(e16)
         return self.decoder(image, [e4, e8, e16, e32])
+
+
+class Lite0Backbone(nn.Module):
+    """EfficientNet-Lite0 encoder (ImageNet weights via ``load_imagenet``) + the light DPT
+    decoder on its stride 4, 8, 16 and 32 maps (24, 40, 112, 320 channels), as MiDaS-small
+    does with Lite3."""
+
+    out_ch = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = EfficientNetLite0(classifier=False)
+        self.decoder = DPTDecoder((24, 40, 112, 320), self.out_ch)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, list[Tensor]]:
+        _, e4, e8, e16, e32 = self.encoder(image)
+        return self.decoder(image, [e4, e8, e16, e32])
+
+    def load_imagenet(self, path: str | None = None) -> None:
+        """Initialise the encoder from the ImageNet state dict (strict, by name)."""
+        from reflector_ros.model.efficientnet_lite import load_imagenet
+
+        load_imagenet(self.encoder, path)
 
 
 class BaseBackbone(nn.Module):

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from reflector_ros.core.errors import InputError
-from reflector_ros.meta import ModelMeta
-from reflector_ros.model.backbone import BaseBackbone, HeadEncoder, SmallBackbone
+from reflector_ros.meta import INPUT_MODES, ModelMeta
+from reflector_ros.model.backbone import BaseBackbone, HeadEncoder, Lite0Backbone, SmallBackbone
 from reflector_ros.model.canonical import from_canonical, to_canonical
 from reflector_ros.model.layers.attractor import AttractorLayer
 from reflector_ros.model.layers.bin_head import BinProbabilityHead, expectation_and_confidence, softmax_channels
@@ -24,7 +24,7 @@ from reflector_ros.model.layers.seed_interval import SeedInterval, unit_to_depth
 __all__ = ["ReflectorNet", "build_model", "save_checkpoint", "load_checkpoint",
            "load_pretrained_backbone", "to_canonical", "from_canonical", "ARCHS"]
 
-ARCHS = ("small", "base", "head")
+ARCHS = ("lite0", "small", "base", "head")
 N_ATTRACTORS = (16, 8, 4, 1)      # per level, coarse to fine (ZoeDepth)
 DILATIONS = (1, 2, 4, 8)          # wider context at each step
 MAX_SIDE = 4096                   # refuse absurd input sizes before allocating
@@ -90,7 +90,10 @@ class ReflectorNet(nn.Module):
         self.arch = meta.arch
         self.backbone: nn.Module | None = None
         self.encoder: HeadEncoder | None = None
-        if meta.arch == "small":
+        if meta.arch == "lite0":
+            self.backbone = Lite0Backbone()
+            ch = Lite0Backbone.out_ch
+        elif meta.arch == "small":
             self.backbone = SmallBackbone()
             ch = SmallBackbone.out_ch
         elif meta.arch == "base":
@@ -145,6 +148,12 @@ def check_meta(meta: ModelMeta) -> None:
         raise InputError(f"need 0 < min_depth < max_depth, got {meta.min_depth}, {meta.max_depth}")
     if meta.focal_canonical <= 0:
         raise InputError(f"focal_canonical must be positive, got {meta.focal_canonical}")
+    if meta.input_mode not in INPUT_MODES:
+        raise InputError(f"input_mode {meta.input_mode!r}: expected one of {', '.join(INPUT_MODES)}")
+    if meta.input_mode == "canonical" and meta.arch in ("base", "head"):
+        raise InputError(f"arch {meta.arch!r} needs a fixed input size: use input_mode 'resize'")
+    if not 0 <= meta.max_input_pixels <= MAX_SIDE * MAX_SIDE:
+        raise InputError(f"max_input_pixels must be in [0, {MAX_SIDE * MAX_SIDE}], got {meta.max_input_pixels}")
 
 
 def build_model(meta: ModelMeta) -> ReflectorNet:
