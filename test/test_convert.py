@@ -61,6 +61,21 @@ def test_rgb_from_compressed():
     np.testing.assert_array_equal(convert.rgb_from_compressed(_wire(msg)), rgb)
 
 
+def _cal(msg: CameraInfo, width: int, height: int):
+    """The one camera_info reader (core.camera_info), as the node, infer and bags use it."""
+    from reflector_ros.core.camera_info import CameraInfoFields, read_calibration
+
+    return read_calibration(CameraInfoFields.from_msg(msg), (width, height))[0]
+
+
+def _intr(msg: CameraInfo, width: int, height: int) -> Intrinsics:
+    """K of a camera_info at the image's size."""
+    from reflector_ros.core.camera import intrinsics_from_k
+
+    cal = _cal(msg, width, height)
+    return intrinsics_from_k(cal.k, cal.width, cal.height)
+
+
 def _info(k, width, height) -> CameraInfo:
     msg = CameraInfo(width=width, height=height)
     msg.k = [float(v) for v in k]
@@ -69,31 +84,31 @@ def _info(k, width, height) -> CameraInfo:
 
 def test_intrinsics_from_camera_info():
     k = [500.0, 0, 319.5, 0, 480.0, 239.5, 0, 0, 1]
-    same = convert.intrinsics_from_camera_info(_info(k, 640, 480), 640, 480)
+    same = _intr(_info(k, 640, 480), 640, 480)
     assert same == Intrinsics(500.0, 480.0, 319.5, 239.5, 640, 480)
-    half = convert.intrinsics_from_camera_info(_info(k, 640, 480), 320, 240)
+    half = _intr(_info(k, 640, 480), 320, 240)
     assert (half.fx, half.fy, half.cx, half.cy) == pytest.approx((250.0, 240.0, 159.5, 119.5))
     assert (half.width, half.height) == (320, 240)
-    unsized = convert.intrinsics_from_camera_info(_info(k, 0, 0), 640, 480)
+    unsized = _intr(_info(k, 0, 0), 640, 480)
     assert unsized == same
-    with pytest.raises(InputError, match="all zeros"):
-        convert.intrinsics_from_camera_info(CameraInfo(width=640, height=480), 640, 480)
+    with pytest.raises(InputError, match="describes no camera"):
+        _intr(CameraInfo(width=640, height=480), 640, 480)
 
 
 def test_intrinsics_roi_and_binning():
     k = [500.0, 0, 319.5, 0, 480.0, 239.5, 0, 0, 1]
     info = _info(k, 640, 480)
     info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 100, 40, 320, 240
-    crop = convert.intrinsics_from_camera_info(info, 320, 240)
+    crop = _intr(info, 320, 240)
     assert crop == Intrinsics(500.0, 480.0, 219.5, 199.5, 320, 240)
-    binned = convert.intrinsics_from_camera_info(info, 160, 120)      # roi then 2x2 binning
+    binned = _intr(info, 160, 120)      # roi then 2x2 binning
     assert (binned.fx, binned.cx) == pytest.approx((250.0, (219.5 + 0.5) / 2 - 0.5))
     full = _info(k, 640, 480)
     full.roi.width, full.roi.height = 640, 480                         # full-frame roi is a no-op
-    assert convert.intrinsics_from_camera_info(full, 640, 480) == Intrinsics(500.0, 480.0, 319.5, 239.5, 640, 480)
+    assert _intr(full, 640, 480) == Intrinsics(500.0, 480.0, 319.5, 239.5, 640, 480)
     info.roi.x_offset = 400
     with pytest.raises(InputError, match="outside"):
-        convert.intrinsics_from_camera_info(info, 320, 240)
+        _intr(info, 320, 240)
 
 
 def test_calibration_scales_and_crops_p_like_k():
@@ -106,18 +121,18 @@ def test_calibration_scales_and_crops_p_like_k():
     info.distortion_model = "plumb_bob"
     for roi in ((0, 0, 0, 0), (100, 40, 320, 240)):
         info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = roi
-        cal = convert.calibration_from_camera_info(info, 160, 120)
-        intr = convert.intrinsics_from_camera_info(info, 160, 120)
+        cal = _cal(info, 160, 120)
+        intr = _intr(info, 160, 120)
         assert (cal.k[0], cal.k[2], cal.k[4], cal.k[5]) == pytest.approx((intr.fx, intr.cx, intr.fy, intr.cy))
         pk = _info([450.0, 0, 330.0, 0, 440.0, 230.0, 0, 0, 1], 640, 480)
         pk.roi = info.roi
-        want = convert.intrinsics_from_camera_info(pk, 160, 120)     # P's 3x3 as if it were a K
+        want = _intr(pk, 160, 120)     # P's 3x3 as if it were a K
         assert (cal.p[0], cal.p[2], cal.p[5], cal.p[6]) == pytest.approx((want.fx, want.cx, want.fy, want.cy))
         assert cal.p[3] == 0.0 and cal.p[8:] == (0.0, 0.0, 1.0, 0.0)
         assert cal.d == tuple(info.d) and (cal.width, cal.height) == (160, 120)
     info.p = [1.0] * 9
     with pytest.raises(InputError, match="P must have 12"):
-        convert.calibration_from_camera_info(info, 160, 120)
+        _cal(info, 160, 120)
 
 
 def test_depth_messages(header):
@@ -156,7 +171,7 @@ def test_camera_info_msg(header):
     np.testing.assert_array_equal(msg.r, np.eye(3).ravel())
     assert list(msg.d) == [0.0] * 5
     # what a consumer reads back is the same camera
-    assert convert.intrinsics_from_camera_info(msg, 320, 240) == intr
+    assert _intr(msg, 320, 240) == intr
 
 
 @pytest.mark.parametrize("with_rgb", [False, True])

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reflector_ros.core.camera import Intrinsics, intrinsics_from_k, k_matrix, p_matrix, scale_intrinsics
+from reflector_ros.core.camera import Intrinsics, intrinsics_from_k, k_matrix, p_matrix
 from reflector_ros.core.errors import InputError
 
 K = [525.0, 0.0, 319.5, 0.0, 520.0, 239.5, 0.0, 0.0, 1.0]
@@ -44,9 +44,9 @@ def test_bad_size(w, h):
 @pytest.mark.parametrize("dst", [(320, 240), (1280, 960), (333, 517), (640, 480)])
 def test_scale_round_trip(dst):
     intr = intrinsics_from_k(K, 640, 480)
-    there = scale_intrinsics(intr, *dst)
+    there = intr.scaled(*dst)
     assert (there.width, there.height) == dst
-    back = scale_intrinsics(there, 640, 480)
+    back = there.scaled(640, 480)
     for a, b in zip((back.fx, back.fy, back.cx, back.cy), (intr.fx, intr.fy, intr.cx, intr.cy)):
         assert a == pytest.approx(b, rel=1e-12, abs=1e-9)
 
@@ -57,7 +57,7 @@ def test_principal_point_matches_cv2_resize(src, dst):
     source coordinate as the original cx/cy, and fx must match the ramp's slope."""
     w, h = src
     intr = Intrinsics(50.0, 40.0, 30.3, 21.7, w, h)
-    scaled = scale_intrinsics(intr, *dst)
+    scaled = intr.scaled(*dst)
     ramp_u = np.tile(np.arange(w, dtype=np.float32), (h, 1))
     ramp_v = np.tile(np.arange(h, dtype=np.float32)[:, None], (1, w))
     ru = cv2.resize(ramp_u, dst, interpolation=cv2.INTER_LINEAR)[0]
@@ -72,3 +72,24 @@ def test_principal_point_matches_cv2_resize(src, dst):
     u_src = 10.0
     u_dst = (u_src + 0.5) * dst[0] / w - 0.5
     assert (u_dst - scaled.cx) / scaled.fx == pytest.approx((u_src - intr.cx) / intr.fx, rel=1e-12)
+
+
+def test_crop_and_mirror_keep_rays() -> None:
+    """A crop moves the principal point by its offset; a mirror reflects it; rays agree."""
+    intr = Intrinsics(50.0, 40.0, 30.3, 21.7, 64, 48)
+    crop = intr.cropped(10, 5, 32, 24)
+    assert (crop.fx, crop.fy, crop.cx, crop.cy, crop.width, crop.height) == (50.0, 40.0, 20.3, 16.7, 32, 24)
+    u, v = 17.0, 9.0   # a pixel of the crop is pixel (u + 10, v + 5) of the frame
+    assert (u - crop.cx) / crop.fx == pytest.approx((u + 10 - intr.cx) / intr.fx)
+    assert (v - crop.cy) / crop.fy == pytest.approx((v + 5 - intr.cy) / intr.fy)
+    m = intr.mirrored()
+    assert (63 - 12.0 - m.cx) / m.fx == pytest.approx(-(12.0 - intr.cx) / intr.fx)
+    assert m.mirrored().cx == pytest.approx(intr.cx)
+
+
+@pytest.mark.parametrize("bad", [dict(fx=float("nan")), dict(fy=-3.0), dict(cx=float("inf")), dict(width=0)])
+def test_checked_refuses_what_no_camera_has(bad) -> None:
+    good = dict(fx=500.0, fy=500.0, cx=319.5, cy=239.5, width=640, height=480)
+    assert Intrinsics(**good).checked() == Intrinsics(**good)
+    with pytest.raises(InputError):
+        Intrinsics(**{**good, **bad}).checked()

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reflector_ros.core.depth import colorize, finalize_depth, to_millimetres
+from reflector_ros.core.depth import Validity, colorize, finalize_depth, to_millimetres
 from reflector_ros.core.errors import InputError
 
 NAN = math.nan
@@ -18,27 +18,27 @@ def test_finalize_cases():
                       [0.1, 1.0, 10.0, 10.5, 2.0, 3.0]], np.float32)
     conf = np.array([[1, 1, 1, 1, 1, 1],
                      [1, 1, 1, 1, 0.2, NAN]], np.float32)
-    out = finalize_depth(depth, conf, 0.1, 10.0, min_confidence=0.5)
+    out = finalize_depth(depth, conf, Validity(0.1, 10.0, min_confidence=0.5))
     expected = np.array([[NAN] * 6, [0.1, 1.0, 10.0, NAN, NAN, NAN]], np.float32)
     np.testing.assert_array_equal(out, expected)     # NaN == NaN in assert_array_equal
     assert out.dtype == np.float32 and not np.any(out == 0.0)
     # without a confidence threshold the low-confidence pixels stay
-    keep = finalize_depth(depth, conf, 0.1, 10.0)
+    keep = finalize_depth(depth, conf, Validity(0.1, 10.0))
     assert keep[1, 4] == 2.0 and keep[1, 5] == 3.0
-    assert np.isnan(finalize_depth(depth, None, 0.1, 10.0)[1, 3])
+    assert np.isnan(finalize_depth(depth, None, Validity(0.1, 10.0))[1, 3])
 
 
 def test_finalize_never_zero_with_zero_min():
     depth = np.array([[0.0, -0.0, 1e-30, 5.0]], np.float32)
-    out = finalize_depth(depth, None, 0.0, math.inf)
+    out = finalize_depth(depth, None, Validity(0.0, math.inf))
     assert np.isnan(out[0, 0]) and np.isnan(out[0, 1])
     assert out[0, 2] == np.float32(1e-30) and out[0, 3] == 5.0
 
 
 def test_finalize_in_place():
     depth = np.random.default_rng(0).uniform(0, 30, (16, 20)).astype(np.float32)
-    ref = finalize_depth(depth, None, 0.5, 20.0)
-    res = finalize_depth(depth, None, 0.5, 20.0, out=depth)
+    ref = finalize_depth(depth, None, Validity(0.5, 20.0))
+    res = finalize_depth(depth, None, Validity(0.5, 20.0), out=depth)
     assert res is depth
     np.testing.assert_array_equal(depth, ref)
 
@@ -46,12 +46,12 @@ def test_finalize_in_place():
 @pytest.mark.parametrize("args", [(1.0, 1.0), (5.0, 1.0), (NAN, 1.0)])
 def test_finalize_bad_range(args):
     with pytest.raises(InputError):
-        finalize_depth(np.ones((2, 2), np.float32), None, *args)
+        finalize_depth(np.ones((2, 2), np.float32), None, Validity(*args))
 
 
 def test_finalize_shape_mismatch():
     with pytest.raises(InputError, match="does not match"):
-        finalize_depth(np.ones((2, 2), np.float32), np.ones((3, 2), np.float32), 0.1, 10)
+        finalize_depth(np.ones((2, 2), np.float32), np.ones((3, 2), np.float32), Validity(0.1, 10))
 
 
 def test_millimetres():
@@ -84,3 +84,13 @@ def test_colorize_monotonic_ramp():
     # recover the index of each colour: must not increase with depth
     idx = np.array([np.argmin(np.abs(turbo - c).sum(axis=1)) for c in bgr[0]])
     assert np.all(np.diff(idx) <= 0) and idx[0] == 255 and idx[-1] <= 1
+
+
+def test_unseen_pixels_are_invalid_whatever_their_depth():
+    depth = np.full((3, 4), 2.0, np.float32)
+    unseen = np.zeros((3, 4), bool)
+    unseen[0, :2] = True
+    out = finalize_depth(depth, None, Validity(0.1, 10.0, unseen=unseen))
+    assert np.isnan(out[unseen]).all() and (out[~unseen] == 2.0).all()
+    with pytest.raises(InputError, match="unseen"):
+        finalize_depth(depth, None, Validity(unseen=np.zeros((2, 2), bool)))

@@ -8,7 +8,7 @@ import numpy as np
 
 from reflector_ros.core.camera import intrinsics_from_k
 from reflector_ros.core.decode import decode_compressed, image_size_from_header
-from reflector_ros.core.depth import colorize, finalize_depth, to_millimetres
+from reflector_ros.core.depth import Validity, colorize, finalize_depth, to_millimetres
 from reflector_ros.core.pointcloud import pack_cloud, ray_table
 
 
@@ -30,7 +30,7 @@ def test_real_depth_round_trip_and_cloud(hololens_dir):
     raw = cv2.imread(str(hololens_dir / f["depth"]), cv2.IMREAD_UNCHANGED)
     assert raw.dtype == np.uint16 and raw.shape == (f["height"], f["width"])
     metres = raw.astype(np.float32) / np.float32(f["depth_scale"])
-    depth = finalize_depth(metres, None, 0.1, f["max_depth"])
+    depth = finalize_depth(metres, None, Validity(0.1, f["max_depth"]))
     valid = ~np.isnan(depth)
     assert 0.3 < valid.mean() <= 1.0                       # mostly valid indoor depth
     assert not np.any(depth == 0.0)                        # REP 118: invalid is NaN, never 0

@@ -7,9 +7,10 @@ import pytest
 
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.preprocess import preprocess, resize_to
-from reflector_ros.meta import ModelMeta
+from reflector_ros.meta import ModelMeta, NetInput
 
 META = ModelMeta(input_height=32, input_width=40)
+NET = NetInput(32, 40, 1.0)
 
 
 def _reference(rgb: np.ndarray, meta: ModelMeta, interp: int) -> np.ndarray:
@@ -22,7 +23,7 @@ def _reference(rgb: np.ndarray, meta: ModelMeta, interp: int) -> np.ndarray:
                                        ((32, 40), cv2.INTER_AREA), ((64, 20), cv2.INTER_LINEAR)])
 def test_matches_reference(hw, interp):
     rgb = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
-    x = preprocess(rgb, META)
+    x = preprocess(rgb, META, NET)
     assert x.shape == (1, 3, 32, 40) and x.dtype == np.float32 and x.flags.c_contiguous
     np.testing.assert_allclose(x, _reference(rgb, META, interp), atol=2e-5)
 
@@ -31,7 +32,7 @@ def test_channel_order_and_out_reuse():
     rgb = np.zeros((32, 40, 3), np.uint8)
     rgb[..., 0] = 255                                  # pure red
     out = np.empty((1, 3, 32, 40), np.float32)
-    x = preprocess(rgb, META, out=out)
+    x = preprocess(rgb, META, NET, out=out)
     assert x is out
     assert x[0, 0].mean() == pytest.approx((1 - META.mean[0]) / META.std[0], rel=1e-6)
     assert x[0, 2].mean() == pytest.approx(-META.mean[2] / META.std[2], rel=1e-6)
@@ -42,14 +43,14 @@ def test_strided_view_input():
     rng = np.random.default_rng(1)
     padded = rng.integers(0, 256, (48, 64 * 3 + 7), dtype=np.uint8)
     view = padded[:, : 64 * 3].reshape(48, 64, 3)
-    np.testing.assert_allclose(preprocess(view, META), preprocess(np.ascontiguousarray(view), META))
+    np.testing.assert_allclose(preprocess(view, META, NET), preprocess(np.ascontiguousarray(view), META, NET))
 
 
 @pytest.mark.parametrize("bad", [np.zeros((32, 40, 3), np.float32), np.zeros((32, 40), np.uint8),
                                  np.zeros((32, 40, 4), np.uint8), np.zeros((0, 40, 3), np.uint8)])
 def test_bad_input(bad):
     with pytest.raises(InputError):
-        preprocess(bad, META)
+        preprocess(bad, META, NET)
 
 
 def test_resize_to():

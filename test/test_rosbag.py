@@ -100,9 +100,12 @@ def _scaled_k2() -> tuple[float, float, float, float]:
     return fx / 2, fy / 2, (cx + 0.5) / 2 - 0.5, (cy + 0.5) / 2 - 0.5
 
 
-def _k(cal) -> np.ndarray:
-    """(fx, fy, cx, cy) of iter_bag_images' calibration (K at the image's size)."""
-    assert cal is not None
+def _k(fields) -> np.ndarray:
+    """(fx, fy, cx, cy) of iter_bag_images' camera_info read at the image's size (K)."""
+    from reflector_ros.core.camera_info import read_calibration
+
+    assert fields is not None
+    cal = read_calibration(fields, (W, H))[0]
     return np.asarray([cal.k[0], cal.k[4], cal.k[2], cal.k[5]])
 
 

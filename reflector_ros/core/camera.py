@@ -1,7 +1,11 @@
-"""Pinhole intrinsics: validation of K, rescaling to another resolution, K/P matrices.
+"""The one pinhole camera type of the project, with its one resize rule and validation.
 
-The metric scale of the network depends on the focal length, so a bad K must be refused
-loudly rather than turned into silently wrong depth.
+Every place that holds a camera (the node's camera_info, `reflector infer`'s YAML and
+bags, dataset samples, the synthetic generator, the network input) uses ``Intrinsics``;
+every change of resolution goes through ``Intrinsics.scaled`` and every crop through
+``Intrinsics.cropped``, so the pixel-centre convention exists once. The metric scale of
+the network depends on the focal length, so a bad K is refused loudly rather than turned
+into silently wrong depth.
 """
 from __future__ import annotations
 
@@ -9,12 +13,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reflector_ros.core.decode import MAX_DIM
 from reflector_ros.core.errors import InputError
+from reflector_ros.core.limits import MAX_SIDE, check_size
+
+__all__ = ["Intrinsics", "check_size", "intrinsics_from_k", "k_matrix", "p_matrix", "MAX_SIDE"]
 
 
 @dataclass(frozen=True)
 class Intrinsics:
+    """Pinhole intrinsics in pixels of a ``width`` x ``height`` image (REP 104 / image_geometry:
+    u = fx·x/z + cx, v = fy·y/z + cy, pixel centres at integer coordinates)."""
     fx: float
     fy: float
     cx: float
@@ -22,11 +30,46 @@ class Intrinsics:
     width: int
     height: int
 
+    @property
+    def focal(self) -> float:
+        """(fx + fy) / 2, the focal length the canonical camera compares against."""
+        return 0.5 * (self.fx + self.fy)
 
-def check_size(width: int, height: int) -> None:
-    for name, val in (("width", width), ("height", height)):
-        if not isinstance(val, int) or isinstance(val, bool) or val <= 0 or val >= MAX_DIM:
-            raise InputError(f"camera {name} {val!r} is not a usable image size (1..{MAX_DIM - 1})")
+    def scaled(self, width: int, height: int) -> "Intrinsics":
+        """The same camera after a plain resize of the whole image to (width, height).
+
+        cv2.resize's pixel-centre convention: pixel u' samples source (u' + 0.5)/s - 0.5,
+        so cx' = (cx + 0.5)·s - 0.5 and fx' = fx·s, per axis.
+        """
+        width, height = check_size(width, height, "camera")
+        if (width, height) == (self.width, self.height):
+            return self
+        sx, sy = width / self.width, height / self.height
+        return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5,
+                          width, height)
+
+    def cropped(self, x0: int, y0: int, width: int, height: int) -> "Intrinsics":
+        """The camera of the crop [y0:y0+height, x0:x0+width] (offsets may be negative for padding):
+        the focal length stays, the principal point moves."""
+        width, height = check_size(width, height, "crop")
+        return Intrinsics(self.fx, self.fy, self.cx - x0, self.cy - y0, width, height)
+
+    def mirrored(self) -> "Intrinsics":
+        """The camera of the left-right mirrored image: cx' = (width - 1) - cx."""
+        return Intrinsics(self.fx, self.fy, (self.width - 1) - self.cx, self.cy, self.width, self.height)
+
+    def checked(self) -> "Intrinsics":
+        """self, or InputError when no real camera has these values (size, focal, centre)."""
+        check_size(self.width, self.height, "camera")
+        for name in ("fx", "fy"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0 < v <= 100.0 * max(self.width, self.height)):
+                raise InputError(f"camera {name}={v} is not a usable focal length in pixels")
+        for name in ("cx", "cy"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and abs(v) < 10 * MAX_SIDE):
+                raise InputError(f"camera {name}={v} is not a usable principal point")
+        return self
 
 
 def intrinsics_from_k(k: Sequence[float], width: int, height: int) -> Intrinsics:
@@ -34,7 +77,7 @@ def intrinsics_from_k(k: Sequence[float], width: int, height: int) -> Intrinsics
     vals = [float(v) for v in k]
     if len(vals) != 9:
         raise InputError(f"K must have 9 values (row-major 3x3), got {len(vals)}")
-    check_size(int(width), int(height))
+    check_size(width, height, "camera")
     if not all(math.isfinite(v) for v in vals):
         raise InputError(f"K contains NaN or inf: {vals}")
     if all(v == 0.0 for v in vals):
@@ -44,20 +87,6 @@ def intrinsics_from_k(k: Sequence[float], width: int, height: int) -> Intrinsics
     if fx <= 0 or fy <= 0:
         raise InputError(f"focal lengths must be positive, got fx={fx}, fy={fy}")
     return Intrinsics(fx, fy, cx, cy, int(width), int(height))
-
-
-def scale_intrinsics(intr: Intrinsics, width: int, height: int) -> Intrinsics:
-    """The same camera after a plain resize to (width, height).
-
-    Uses the pixel-centre convention of cv2.resize: pixel u' samples source
-    (u' + 0.5)/s - 0.5, so cx' = (cx + 0.5)*s - 0.5.
-    """
-    check_size(int(width), int(height))
-    if (width, height) == (intr.width, intr.height):
-        return intr
-    sx, sy = width / intr.width, height / intr.height
-    return Intrinsics(intr.fx * sx, intr.fy * sy, (intr.cx + 0.5) * sx - 0.5, (intr.cy + 0.5) * sy - 0.5,
-                      int(width), int(height))
 
 
 def k_matrix(intr: Intrinsics) -> list[float]:

@@ -6,6 +6,7 @@ camera origin for depth_image_proc and RViz, so it is never emitted.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
@@ -19,42 +20,62 @@ def _check_range(min_depth: float, max_depth: float) -> None:
         raise InputError(f"depth range [{min_depth}, {max_depth}] is empty or NaN")
 
 
-def finalize_depth(depth: np.ndarray, confidence: np.ndarray | None, min_depth: float, max_depth: float,
-                   min_confidence: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
+@dataclass(frozen=True, eq=False)
+class Validity:
+    """Which depth pixels may be published (REP 118: the rest are NaN, never 0.0).
+
+    min_depth, max_depth: metres; min_confidence: 0..1; unseen: (h, w) bool at the output
+    size, True where the rectified frame has no source pixel (the lens never saw it).
+    """
+    min_depth: float = 0.0
+    max_depth: float = math.inf
+    min_confidence: float = 0.0
+    unseen: np.ndarray | None = None
+
+
+def finalize_depth(depth: np.ndarray, confidence: np.ndarray | None, validity: Validity,
+                   out: np.ndarray | None = None) -> np.ndarray:
     """Metric depth -> float32 with NaN wherever the value must not be trusted.
 
-    Invalid: non-finite, <= 0, outside [min_depth, max_depth], or confidence below
-    ``min_confidence`` (NaN confidence too). ``out=depth`` works in place.
+    Invalid: non-finite, <= 0, outside [min_depth, max_depth], confidence below
+    ``min_confidence`` (NaN confidence too), or unseen. ``out=depth`` works in place. The
+    one place validity is decided on the host; torch_ops.finish_depth is its device twin.
     """
-    _check_range(min_depth, max_depth)
+    _check_range(validity.min_depth, validity.max_depth)
     if depth.ndim != 2:
         raise InputError(f"depth must be 2-D, got shape {depth.shape}")
     if confidence is not None and confidence.shape != depth.shape:
         raise InputError(f"confidence {confidence.shape} does not match depth {depth.shape}")
+    if validity.unseen is not None and validity.unseen.shape != depth.shape:
+        raise InputError(f"unseen mask {validity.unseen.shape} does not match depth {depth.shape}")
     if out is None:
         out = np.empty(depth.shape, np.float32)
     elif out.shape != depth.shape or out.dtype != np.float32:
         raise InputError(f"out must be {depth.shape} float32, got {out.shape} {out.dtype}")
-    lo = np.float32(min_depth) if min_depth > 0 else np.nextafter(np.float32(0), np.float32(1))
-    hi = np.float32(max_depth) if math.isfinite(max_depth) else np.finfo(np.float32).max
+    lo = np.float32(validity.min_depth) if validity.min_depth > 0 else np.nextafter(np.float32(0), np.float32(1))
+    hi = np.float32(validity.max_depth) if math.isfinite(validity.max_depth) else np.finfo(np.float32).max
     good = depth >= lo             # NaN compares False
     good &= depth <= hi            # +inf fails here
-    if confidence is not None and min_confidence > 0:
-        good &= confidence >= np.float32(min_confidence)
+    if confidence is not None and validity.min_confidence > 0:
+        good &= confidence >= np.float32(validity.min_confidence)
+    if validity.unseen is not None:
+        good &= ~validity.unseen
     if out is not depth:
         np.copyto(out, depth, casting="same_kind")
     np.copyto(out, np.float32(np.nan), where=~good)
     return out
 
 
-def finalize_outputs(depth: np.ndarray, confidence: np.ndarray) -> None:
+def finalize_outputs(depth: np.ndarray, confidence: np.ndarray, unseen: np.ndarray | None = None) -> None:
     """In place, on the network's resized outputs: NaN where depth is non-finite or <= 0
-    (REP 118: never 0.0); confidence in [0, 1] with NaN as 0. torch_ops.finalize is its twin."""
+    (REP 118: never 0.0); confidence in [0, 1] with NaN as 0, and 0 where unseen."""
     with np.errstate(invalid="ignore"):
         bad = ~(depth > 0) | ~np.isfinite(depth)
     depth[bad] = np.nan
     np.nan_to_num(confidence, copy=False, nan=0.0)
     np.clip(confidence, 0.0, 1.0, out=confidence)
+    if unseen is not None:
+        confidence[unseen] = 0.0
 
 
 def to_millimetres(depth: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

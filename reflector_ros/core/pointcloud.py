@@ -132,18 +132,15 @@ def pack_cloud(depth: np.ndarray, rays: np.ndarray, stride: int = 1, min_range: 
 
 @dataclass(frozen=True, eq=False)
 class CloudSpec:
-    """Everything the node's PointCloud2 needs besides the frame itself.
+    """Everything the PointCloud2 needs besides the frame and its final depth.
 
     One object so that a GPU backend can build the cloud next to the network (torch_ops
-    has the device twin of build_cloud) with exactly the node's filters: the depth
-    validity of core.depth.finalize_depth, then pack_cloud's range and confidence filters.
+    has the device twin of build_cloud) with exactly the host's point filters (pack_cloud's
+    range and confidence filters); depth validity is applied before, in one place.
     """
     rays: np.ndarray                    # ray_table(output intrinsics, stride)
     lengths: np.ndarray                 # ray_lengths(rays)
     stride: int = 1
-    min_depth: float = 0.0              # depth validity, as finalize_depth
-    max_depth: float = math.inf
-    min_confidence: float = 0.0
     min_range: float = 0.0              # point filters, as pack_cloud
     max_range: float = math.inf
     min_point_confidence: float = 0.0

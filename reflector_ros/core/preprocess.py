@@ -1,7 +1,8 @@
 """Network input from an RGB frame, and network maps back to the output size (numpy path).
 
-The contract (docs/ARCHITECTURE.md): plain resize of the whole image, no crop or
-letterbox, then (x/255 - mean)/std per channel, NCHW float32.
+The contract (docs/ARCHITECTURE.md): plain resize of the whole image to the size
+``meta.network_input`` gives (fixed, or following the camera for canonical-camera
+models), no crop or letterbox, then (x/255 - mean)/std per channel, NCHW float32.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import cv2
 import numpy as np
 
 from reflector_ros.core.errors import InputError
-from reflector_ros.meta import ModelMeta
+from reflector_ros.meta import ModelMeta, NetInput
 
 
 def _interp(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> int:
@@ -23,8 +24,8 @@ def _interp(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> int:
     return cv2.INTER_AREA if factor > 2.0 else cv2.INTER_LINEAR
 
 
-def preprocess(rgb: np.ndarray, meta: ModelMeta, out: np.ndarray | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (1, 3, h, w) float32 normalised network input.
+def preprocess(rgb: np.ndarray, meta: ModelMeta, net: NetInput, out: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (1, 3, net.height, net.width) float32 normalised network input.
 
     ``out`` lets the caller reuse one input buffer across frames.
     """
@@ -33,7 +34,7 @@ def preprocess(rgb: np.ndarray, meta: ModelMeta, out: np.ndarray | None = None) 
         raise InputError(f"expected an (H, W, 3) uint8 RGB image, got {shape} {getattr(rgb, 'dtype', type(rgb))}")
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise InputError(f"empty image {rgb.shape}")
-    h, w = meta.input_height, meta.input_width
+    h, w = net.height, net.width
     if out is None:
         out = np.empty((1, 3, h, w), np.float32)
     elif out.shape != (1, 3, h, w) or out.dtype != np.float32:

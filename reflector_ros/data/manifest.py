@@ -148,7 +148,7 @@ def load_frame(root: Path, fr: dict) -> Sample:
     max_depth = float(fr.get("max_depth", math.inf))
     depth[depth > max_depth] = 0.0
     return Sample(np.ascontiguousarray(bgr[..., ::-1]), depth, float(fr["fx"]), float(fr["fy"]),
-                  float(fr["cx"]), float(fr["cy"]), name=str(Path(fr["rgb"]).stem))
+                  float(fr["cx"]), float(fr["cy"]), name=str(Path(fr["rgb"]).stem), group=str(fr.get("group", "")))
 
 
 def frame_paths(root: Path, stem: str, abs_: bool = False) -> tuple:

@@ -20,14 +20,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from reflector_ros.core.camera_info import CameraInfoFields, calibrated_size, read_calibration
 from reflector_ros.core.errors import InputError
-from reflector_ros.core.rectify import Calibration, Plan, calibration_at, plan, rectify, rectify_setting, should_rectify
+from reflector_ros.core.limits import MAX_SIDE
+from reflector_ros.core.rectify import Calibration, Plan, plan, rectify, rectify_setting, should_rectify
 from reflector_ros.data.sample import Sample
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
-MAX_DIM = 16384
 
 
 @dataclass(frozen=True)
@@ -101,42 +102,21 @@ def _index(reader: Any, topics: Sequence[str]) -> dict[str, list[_Ref]]:
     return refs
 
 
-def _intrinsics_from_info(msg: Any) -> tuple[float, float, float, float, int, int] | None:
-    """(fx, fy, cx, cy, width, height) from K (falls back to P); None for an uncalibrated camera."""
-    for mat, stride in ((np.asarray(msg.k, dtype=np.float64), 3), (np.asarray(msg.p, dtype=np.float64), 4)):
-        if mat.size < 2 * stride + 3:
-            continue
-        fx, fy, cx, cy = mat[0], mat[stride + 1], mat[2], mat[stride + 2]
-        if np.all(np.isfinite([fx, fy, cx, cy])) and fx > 0 and fy > 0:
-            return float(fx), float(fy), float(cx), float(cy), int(msg.width), int(msg.height)
-    return None
-
-
-_InfoFields = tuple  # (k, d, r, p, model, width, height, roi): a camera_info, picklable
-
-
-def _info_fields(msg: Any) -> _InfoFields | None:
-    """What rectification needs from a camera_info; None for an uncalibrated camera.
-
-    An info whose K is unusable but whose P is set is taken as already rectified (K = P).
-    """
-    base = _intrinsics_from_info(msg)
-    if base is None:
-        return None
-    fx, fy, cx, cy, cw, ch = base
-    k, d, r = tuple(float(v) for v in msg.k), tuple(float(v) for v in msg.d), tuple(float(v) for v in msg.r)
-    if not (len(k) == 9 and (fx, fy, cx, cy) == (k[0], k[4], k[2], k[5])):   # base came from P
-        k, d, r = (fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0), (), (0.0,) * 9
-    roi = msg.roi
-    return (k, d, r, tuple(float(v) for v in msg.p), str(msg.distortion_model), cw, ch,
-            (roi.x_offset, roi.y_offset, roi.width, roi.height))
-
-
-def _calibration(fields: _InfoFields, width: int, height: int) -> Calibration | None:
-    """The camera_info's K, D, R, P at the image's size; None where the node would refuse it."""
-    k, d, r, p, model, cw, ch, roi = fields
+def _info_fields(msg: Any) -> CameraInfoFields | None:
+    """A camera_info's fields (core.camera_info), or None where it describes no camera
+    (read_calibration would refuse it), so such messages are skipped like the node skips them."""
+    fields = CameraInfoFields.from_msg(msg)
     try:
-        return calibration_at(k, d, r, p, model, (cw or width, ch or height), (width, height), roi)
+        read_calibration(fields, calibrated_size(fields, (640, 480)))
+    except InputError:
+        return None
+    return fields
+
+
+def _calibration(fields: CameraInfoFields, width: int, height: int) -> Calibration | None:
+    """The camera_info's calibration at the image's size; None where the node would refuse it."""
+    try:
+        return read_calibration(fields, (width, height))[0]
     except InputError:
         return None
 
@@ -163,8 +143,8 @@ def decode_depth(msg: Any) -> np.ndarray:
     if enc not in dtypes:
         raise InputError(f"depth encoding {msg.encoding!r} not supported; expected 16UC1 (mm) or 32FC1 (m)")
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if not (0 < h < MAX_DIM and 0 < w < MAX_DIM):
-        raise InputError(f"depth image size {w}x{h} out of range (1..{MAX_DIM - 1})")
+    if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE):
+        raise InputError(f"depth image size {w}x{h} out of range (1..{MAX_SIDE})")
     dtype = np.dtype(dtypes[enc]).newbyteorder(">" if msg.is_bigendian else "<")
     if step < w * dtype.itemsize:
         raise InputError(f"depth step {step} < width {w} x {dtype.itemsize} bytes")
@@ -293,7 +273,7 @@ class BagDataset(Sequence[Sample]):
             self._plans[cal] = (how, None if how.maps is None else cv2.convertMaps(*how.maps, cv2.CV_32FC1))
         return self._plans[cal]
 
-    def _read_infos(self, reader: Any) -> list[tuple[int, _InfoFields]]:
+    def _read_infos(self, reader: Any) -> list[tuple[int, CameraInfoFields]]:
         conns = [c for c in reader.connections if c.topic == self.info_topic]
         out = []
         for conn, _, raw in reader.messages(connections=conns):
@@ -343,11 +323,11 @@ class BagDataset(Sequence[Sample]):
 
 
 def iter_bag_images(path: str | Path, image_topic: str, camera_info_topic: str | None = None,
-                    max_pending: int = 64) -> Iterator[tuple[int, np.ndarray, Calibration | None]]:
-    """Yield (header stamp ns, RGB uint8, calibration or None) in recording order.
+                    max_pending: int = 64) -> Iterator[tuple[int, np.ndarray, CameraInfoFields | None]]:
+    """Yield (header stamp ns, RGB uint8, camera_info fields or None) in recording order.
 
-    Streams the bag once (offline inference, INT8 calibration). The calibration is the
-    latest valid CameraInfo received so far, at the image's size (core.rectify).
+    Streams the bag once (offline inference, INT8 calibration). The fields are the
+    latest CameraInfo received so far that describes a camera (core.camera_info).
     Drivers often publish the first info just after the first image, so up to
     ``max_pending`` images before the first info wait for it; None only when no info
     topic is given or none arrives in time.
@@ -359,12 +339,11 @@ def iter_bag_images(path: str | Path, image_topic: str, camera_info_topic: str |
         if camera_info_topic:
             _check_topic(reader, path, camera_info_topic, (CAMERA_INFO,))
         conns = [c for c in reader.connections if c.topic in (image_topic, camera_info_topic)]
-        info: _InfoFields | None = None   # the latest usable camera_info
+        info: CameraInfoFields | None = None   # the latest usable camera_info
         pending: list[tuple[int, Any, str]] = []
 
-        def emit(stamp: int, msg: Any, msgtype: str) -> tuple[int, np.ndarray, Calibration | None]:
-            rgb = decode_rgb(msg, msgtype)
-            return stamp, rgb, (None if info is None else _calibration(info, rgb.shape[1], rgb.shape[0]))
+        def emit(stamp: int, msg: Any, msgtype: str) -> tuple[int, np.ndarray, CameraInfoFields | None]:
+            return stamp, decode_rgb(msg, msgtype), info
 
         for conn, _, raw in reader.messages(connections=conns):
             try:

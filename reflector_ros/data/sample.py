@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from reflector_ros.core.camera import Intrinsics
 
 
 @dataclass
@@ -15,6 +20,14 @@ class Sample:
     cx: float
     cy: float
     name: str = ""
+    group: str = ""     # where the frame comes from (real_eval's per-place groups), for per-group tables
+
+    @property
+    def camera(self) -> "Intrinsics":
+        """The frame's camera as the project's one camera type."""
+        from reflector_ros.core.camera import Intrinsics
+
+        return Intrinsics(self.fx, self.fy, self.cx, self.cy, self.image.shape[1], self.image.shape[0])
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:

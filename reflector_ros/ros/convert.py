@@ -16,12 +16,11 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from reflector_ros.core.camera import Intrinsics, intrinsics_from_k, k_matrix, p_matrix
+from reflector_ros.core.camera import Intrinsics, k_matrix, p_matrix
 from reflector_ros.core.decode import decode_compressed, decode_image
 from reflector_ros.core.depth import to_millimetres
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.pointcloud import POINT_STEP, cloud_fields
-from reflector_ros.core.rectify import Calibration, calibration_at
 
 _BIGENDIAN = int(sys.byteorder == "big")
 
@@ -76,35 +75,6 @@ def rgb_from_image(msg: Image) -> np.ndarray:
 
 def rgb_from_compressed(msg: CompressedImage) -> np.ndarray:
     return decode_compressed(msg.data, msg.format)
-
-
-def camera_info_key(msg: CameraInfo) -> tuple:
-    """What the calibration of a camera_info depends on, cheap to compare (~1 us): drivers
-    republish the same calibration with every frame."""
-    roi = msg.roi
-    return (np.asarray(msg.k, np.float64).tobytes(), np.asarray(msg.d, np.float64).tobytes(),
-            np.asarray(msg.r, np.float64).tobytes(), np.asarray(msg.p, np.float64).tobytes(),
-            msg.distortion_model, msg.width, msg.height, roi.x_offset, roi.y_offset, roi.width, roi.height)
-
-
-def calibration_from_camera_info(msg: CameraInfo, image_width: int, image_height: int) -> Calibration:
-    """K, D, R, P of this camera_info at the image's resolution (core.rectify.calibration_at).
-
-    camera_info for another resolution than the image (full-sensor calibration with
-    binned or resized frames) is scaled, not refused; width/height 0 means "same as the image".
-    """
-    cw, ch = int(msg.width), int(msg.height)
-    if cw == 0 or ch == 0:
-        cw, ch = int(image_width), int(image_height)
-    roi = msg.roi
-    return calibration_at(list(msg.k), list(msg.d), list(msg.r), list(msg.p), msg.distortion_model, (cw, ch),
-                          (int(image_width), int(image_height)), (roi.x_offset, roi.y_offset, roi.width, roi.height))
-
-
-def intrinsics_from_camera_info(msg: CameraInfo, image_width: int, image_height: int) -> Intrinsics:
-    """K of this camera_info at the image's resolution (the raw camera's pinhole part)."""
-    cal = calibration_from_camera_info(msg, image_width, image_height)
-    return intrinsics_from_k(cal.k, cal.width, cal.height)
 
 
 def _image(header: Header, arr: np.ndarray, encoding: str, channels: int) -> Image:
