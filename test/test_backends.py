@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 from reflector_ros.backends import make_backend
+from reflector_ros.backends.base import run as backend_run
+from reflector_ros.core.depth import Validity
 from reflector_ros.core.errors import InputError
+from reflector_ros.meta import NetInput
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,9 +31,11 @@ def _frame(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _rays(h: int, w: int, fx: float = 100.0, fy: float = 110.0) -> np.ndarray:
-    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
-    return np.stack([(u - w / 2) / fx, (v - h / 2) / fy, np.ones_like(u)], -1).astype(np.float32)
+def _run(backend, rgb: np.ndarray, scale: float, out_hw: tuple[int, int], cloud=None, validity=None,
+         net_hw: tuple[int, int] | None = None):
+    """infer + finish at the model's nominal input size with this focal scale."""
+    hw = net_hw or (backend.meta.input_height, backend.meta.input_width)
+    return backend_run(backend, rgb, NetInput(*hw, scale), out_hw, validity, cloud)
 
 
 @pytest.fixture(scope="module")
@@ -49,30 +54,32 @@ def torch_cpu(tiny_model_dir: Path):
 def test_ort_outputs(ort) -> None:
     meta = ort.meta
     assert ort.name == "onnxruntime-cpu" and (meta.input_height, meta.input_width) == (64, 80)
-    rays = _rays(120, 160)
-    r = ort.run(_frame(240, 320), 1.5, (120, 160), rays)
+    r = _run(ort, _frame(240, 320), 1.5, (120, 160))
     assert r.depth.shape == (120, 160) and r.depth.dtype == np.float32
     assert r.confidence.shape == (120, 160)
     assert np.isfinite(r.depth).all()  # untrained but valid: bins keep depth in range
     assert (r.depth >= meta.min_depth * 1.5 - 1e-4).all() and (r.depth <= meta.max_depth * 1.5 + 1e-4).all()
     assert (r.confidence >= 0).all() and (r.confidence <= 1).all()
-    assert r.points is not None and r.points.shape == (120, 160, 3)
-    np.testing.assert_allclose(r.points, rays * r.depth[..., None], rtol=1e-6)
+    assert r.cloud is None
     assert set(r.timings_ms) >= {"preprocess", "inference", "postprocess", "points"}
 
 
 def test_depth_doubles_with_focal_scale(ort) -> None:
     rgb = _frame(64, 80, seed=3)
-    a = ort.run(rgb, 1.0, (64, 80)).depth
-    b = ort.run(rgb, 2.0, (64, 80)).depth
+    a = _run(ort, rgb, 1.0, (64, 80)).depth
+    b = _run(ort, rgb, 2.0, (64, 80)).depth
     np.testing.assert_allclose(b, 2.0 * a, rtol=1e-5)
+    # finish()'s scale (the floor anchor's) multiplies the same way, before validity
+    maps = ort.infer(rgb, NetInput(64, 80, 1.0))
+    c = ort.finish(maps, (64, 80), Validity(), 2.0).depth
+    np.testing.assert_allclose(c, b, rtol=1e-5)
 
 
 def test_cpu_spin_wait_is_an_ort_session_option(tiny_model_dir: Path, ort) -> None:
     spinning = make_backend("onnxruntime", tiny_model_dir / "tiny.onnx", num_threads=2, cpu_spin_wait=True)
     assert "spin-waiting" in spinning.reason and "spin-waiting" not in ort.reason
     frame = _frame(64, 80)
-    np.testing.assert_allclose(spinning.run(frame, 1.0, (64, 80)).depth, ort.run(frame, 1.0, (64, 80)).depth,
+    np.testing.assert_allclose(_run(spinning, frame, 1.0, (64, 80)).depth, _run(ort, frame, 1.0, (64, 80)).depth,
                                rtol=1e-5)
 
 
@@ -80,7 +87,7 @@ def test_fused_and_pair_agree(tiny_model_dir: Path, ort) -> None:
     pair = make_backend("onnxruntime", tiny_model_dir / "tiny.onnx", num_threads=1, use_pair=True)
     assert "pair" in pair.reason
     rgb = _frame(96, 128, seed=5)
-    a, b = ort.run(rgb, 1.2, (96, 128)), pair.run(rgb, 1.2, (96, 128))
+    a, b = _run(ort, rgb, 1.2, (96, 128)), _run(pair, rgb, 1.2, (96, 128))
     np.testing.assert_allclose(b.depth, a.depth, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(b.confidence, a.confidence, atol=1e-4)
 
@@ -89,21 +96,19 @@ def test_torch_cpu_agrees_with_ort(ort, torch_cpu) -> None:
     # At the network input size both preprocessings are the same arithmetic, so the
     # comparison isolates the network and the post-processing (upsampled output).
     rgb = _frame(64, 80, seed=7)
-    rays = _rays(128, 160)
-    a = ort.run(rgb, 1.3, (128, 160), rays)
-    b = torch_cpu.run(rgb, 1.3, (128, 160), rays)
+    a = _run(ort, rgb, 1.3, (128, 160))
+    b = _run(torch_cpu, rgb, 1.3, (128, 160))
     assert torch_cpu.name == "torch-cpu"
     rel = np.linalg.norm(b.depth - a.depth) / np.linalg.norm(a.depth)
     assert rel <= 1e-3, rel
     assert np.abs(b.confidence - a.confidence).max() <= 1e-3
-    assert np.linalg.norm(b.points - a.points) / np.linalg.norm(a.points) <= 1e-3
 
 
 def test_torch_cpu_agrees_with_ort_after_resizing(ort, torch_cpu) -> None:
     # A VGA-like frame is shrunk: INTER_AREA (numpy) vs antialiased bilinear (torch)
     # differ slightly on texture; the metric depth must still agree closely.
     rgb = _frame(240, 320, seed=8)
-    a, b = ort.run(rgb, 1.0, (240, 320)), torch_cpu.run(rgb, 1.0, (240, 320))
+    a, b = _run(ort, rgb, 1.0, (240, 320)), _run(torch_cpu, rgb, 1.0, (240, 320))
     rel = np.linalg.norm(b.depth - a.depth) / np.linalg.norm(a.depth)
     assert rel <= 2e-2, rel
 
@@ -124,23 +129,27 @@ def test_torch_preprocess_matches_core(tiny_model_dir: Path, ort) -> None:
     def ours(rgb: np.ndarray) -> np.ndarray:
         return torch_ops.preprocess(torch_ops.upload_rgb(rgb, dev), hw, scale, bias).numpy()
 
+    net = NetInput(*hw, 1.0)
     same = _frame(64, 80, seed=1)  # no resize: identical up to float rounding
-    np.testing.assert_allclose(ours(same), preprocess(same, meta), atol=1e-5)
+    np.testing.assert_allclose(ours(same), preprocess(same, meta, net), atol=1e-5)
     # upsampling: both bilinear with half-pixel centres; both round to uint8 on the CPU
     # (cv2 in fixed point), so they agree to within one intensity level
     grow = _frame(32, 40, seed=2)
-    assert np.abs(ours(grow) - preprocess(grow, meta)).max() <= 1.001 / 255 / min(meta.std)
+    assert np.abs(ours(grow) - preprocess(grow, meta, net)).max() <= 1.001 / 255 / min(meta.std)
     shrink = _frame(256, 320, seed=4)  # 4x shrink: area vs antialiased bilinear
-    diff = np.abs(ours(shrink) - preprocess(shrink, meta))
+    diff = np.abs(ours(shrink) - preprocess(shrink, meta, net))
     assert diff.mean() < 0.03 and ours(shrink).shape == (1, 3, 64, 80)
 
 
 @pytest.mark.parametrize("out_hw", [(128, 160), (48, 60), (64, 80), (100, 130)])
-def test_torch_resize_and_finalize_match_core(out_hw: tuple[int, int]) -> None:
+@pytest.mark.parametrize("limits", [(0.0, float("inf"), 0.0, False), (1.0, 4.0, 0.3, True)])
+def test_torch_finish_matches_core(out_hw: tuple[int, int], limits: tuple) -> None:
+    """torch_ops.finish_depth (what CUDA and TensorRT run) is the bit-for-bit twin of the host's
+    finalize_outputs + finalize_depth: the same NaN pixels, the same values, unseen included."""
     import torch
 
     from reflector_ros.backends import torch_ops
-    from reflector_ros.core.depth import finalize_outputs as finalize
+    from reflector_ros.core.depth import finalize_depth, finalize_outputs
     from reflector_ros.core.preprocess import resize_to
 
     rng = np.random.default_rng(0)
@@ -148,32 +157,23 @@ def test_torch_resize_and_finalize_match_core(out_hw: tuple[int, int]) -> None:
     net[3, 4] = np.nan
     net[10, 10] = -1.0
     conf = rng.uniform(-0.2, 1.2, (64, 80)).astype(np.float32)
-    d_t, c_t = torch_ops.finalize(torch_ops.resize_map(torch.from_numpy(net)[None, None], out_hw),
-                                  torch_ops.resize_map(torch.from_numpy(conf), out_hw))
-    d_np = resize_to(np.nan_to_num(net, nan=np.nan), out_hw).astype(np.float32)
+    lo, hi, min_conf, with_unseen = limits
+    unseen = (rng.random(out_hw) < 0.1) if with_unseen else None
+    validity = Validity(lo, hi, min_conf, unseen)
+    d_t, c_t = torch_ops.finish_depth(torch_ops.resize_map(torch.from_numpy(net)[None, None], out_hw),
+                                      torch_ops.resize_map(torch.from_numpy(conf), out_hw), validity,
+                                      None if unseen is None else torch.from_numpy(unseen))
+    d_np = resize_to(net, out_hw).astype(np.float32)
     c_np = resize_to(conf, out_hw).astype(np.float32)
-    finalize(d_np, c_np)
+    finalize_outputs(d_np, c_np, unseen)
+    finalize_depth(d_np, c_np, validity, out=d_np)
     np.testing.assert_array_equal(np.isnan(d_t.numpy()), np.isnan(d_np))
     np.testing.assert_allclose(d_t.numpy(), d_np, rtol=1e-4, atol=1e-4, equal_nan=True)
     np.testing.assert_allclose(c_t.numpy(), c_np, atol=1e-4)
     assert not (d_t.numpy() == 0).any()
-
-
-def test_torch_backproject_matches_core() -> None:
-    import torch
-
-    from reflector_ros.backends import torch_ops
-    from reflector_ros.core.camera import Intrinsics
-    from reflector_ros.core.pointcloud import backproject, ray_table
-
-    rays = ray_table(Intrinsics(fx=300.0, fy=310.0, cx=79.5, cy=59.5, width=160, height=120))
-    depth = np.random.default_rng(1).uniform(0.3, 8.0, (120, 160)).astype(np.float32)
-    depth[5, 7] = np.nan
-    ours = torch_ops.backproject(torch.from_numpy(depth), torch.from_numpy(rays)).numpy()
-    np.testing.assert_allclose(ours, backproject(depth, rays), rtol=1e-6, equal_nan=True)
-    u, v = 100, 20
-    assert ours[v, u, 0] == pytest.approx((u - 79.5) * depth[v, u] / 300.0, rel=1e-6)
-    assert np.isnan(ours[5, 7]).all()
+    if with_unseen:
+        assert np.isnan(d_np[unseen]).all() and (c_np[unseen] == 0).all()
+        assert 0 < np.isnan(d_np).mean() < 1
 
 
 @pytest.mark.parametrize("stride,out_hw,rgb", [(1, (64, 80), True), (3, (64, 80), False), (2, (48, 60), True)])
@@ -188,18 +188,19 @@ def test_backend_cloud_matches_host_build(ort, torch_cpu, stride: int, out_hw: t
     rays = ray_table(Intrinsics(fx=70.0, fy=72.0, cx=(w - 1) / 2, cy=(h - 1) / 2, width=w, height=h), stride)
     out = np.full((*rays.shape[:2], 4), 7.0, np.float32)
     frame = _frame(64, 80, seed=3)
-    res0 = torch_cpu.run(frame, 1.0, out_hw)
+    res0 = _run(torch_cpu, frame, 1.0, out_hw)
     d = res0.depth[np.isfinite(res0.depth)]
     lo, hi = np.quantile(d, [0.1, 0.9])                 # cut both tails so every filter bites
-    spec = CloudSpec(rays, ray_lengths(rays), stride, float(lo), float(hi), 0.01,
-                     float(np.quantile(d, 0.2)), float(np.quantile(d, 0.8) * 1.05), 0.02, rgb, out=out)
+    validity = Validity(float(lo), float(hi), 0.01)
+    spec = CloudSpec(rays, ray_lengths(rays), stride, float(np.quantile(d, 0.2)), float(np.quantile(d, 0.8) * 1.05),
+                     0.02, rgb, out=out)
     host_spec = dataclasses.replace(spec, out=None)
     for backend in (torch_cpu, ort):
-        res = backend.run(frame, 1.0, out_hw, cloud=spec)
+        res = _run(backend, frame, 1.0, out_hw, spec, validity)
         assert res.cloud is out                     # the one device-to-host copy landed in the caller's buffer
         got = res.cloud.copy()
-        host = build_cloud(finalize_depth(res.depth, res.confidence, spec.min_depth, spec.max_depth,
-                                          spec.min_confidence), res.confidence, frame, host_spec)
+        assert np.isnan(res.depth[(res0.depth < lo) | (res0.depth > hi)]).all()   # validity applied first
+        host = build_cloud(finalize_depth(res.depth, res.confidence, validity), res.confidence, frame, host_spec)
         valid = ~np.isnan(got[..., 2])
         assert 0 < valid.sum() < valid.size
         if rgb and out_hw != frame.shape[:2]:   # colour resized on each side by a different resampler
@@ -214,10 +215,10 @@ def test_bad_cloud_spec_is_refused(torch_cpu) -> None:
 
     rays = ray_table(Intrinsics(fx=70.0, fy=72.0, cx=39.5, cy=31.5, width=80, height=64), 2)
     with pytest.raises(InputError, match="stride"):
-        torch_cpu.run(_frame(64, 80), 1.0, (64, 80), cloud=CloudSpec(rays, ray_lengths(rays), 1))
+        _run(torch_cpu, _frame(64, 80), 1.0, (64, 80), cloud=CloudSpec(rays, ray_lengths(rays), 1))
     with pytest.raises(InputError, match="cloud.out"):
-        torch_cpu.run(_frame(64, 80), 1.0, (64, 80), cloud=CloudSpec(rays, ray_lengths(rays), 2,
-                                                                      out=np.empty((3, 3, 4), np.float32)))
+        _run(torch_cpu, _frame(64, 80), 1.0, (64, 80), cloud=CloudSpec(rays, ray_lengths(rays), 2,
+                                                                        out=np.empty((3, 3, 4), np.float32)))
 
 
 # --- make_backend -----------------------------------------------------------------------
@@ -280,14 +281,18 @@ def test_bad_run_arguments(which: str, request) -> None:
     b = request.getfixturevalue(which)
     good = _frame(64, 80)
     with pytest.raises(InputError, match="uint8"):
-        b.run(good.astype(np.float32), 1.0, (64, 80))
+        _run(b, good.astype(np.float32), 1.0, (64, 80))
     with pytest.raises(InputError, match="focal scale"):
-        b.run(good, float("nan"), (64, 80))
-    with pytest.raises(InputError, match="rays"):
-        b.run(good, 1.0, (64, 80), _rays(32, 40))
-    with pytest.raises(InputError, match="output size"):
-        b.run(good, 1.0, (100000, 80))
-    assert np.isfinite(b.run(good, 1.0, (64, 80)).depth).all()  # still serving
+        _run(b, good, float("nan"), (64, 80))
+    with pytest.raises(InputError, match="network input"):
+        _run(b, good, 1.0, (64, 80), net_hw=(0, 80))
+    with pytest.raises(InputError, match="output"):
+        _run(b, good, 1.0, (100000, 80))
+    with pytest.raises(InputError, match="unseen"):
+        _run(b, good, 1.0, (64, 80), validity=Validity(unseen=np.zeros((3, 3), bool)))
+    with pytest.raises(InputError, match="depth scale"):
+        b.finish(b.infer(good, NetInput(64, 80, 1.0)), (64, 80), Validity(), float("inf"))
+    assert np.isfinite(_run(b, good, 1.0, (64, 80)).depth).all()  # still serving
 
 
 def test_cpu_path_never_imports_torch(tiny_model_dir: Path) -> None:
@@ -295,9 +300,12 @@ def test_cpu_path_never_imports_torch(tiny_model_dir: Path) -> None:
         import sys
         import numpy as np
         from reflector_ros.backends import make_backend
+        from reflector_ros.core.camera import Intrinsics
+        from reflector_ros.pipeline import DepthPipeline, FrameSettings
         for name in ("onnxruntime", "auto"):
             b = make_backend(name, {str(tiny_model_dir / 'tiny.onnx')!r}, num_threads=1)
-            r = b.run(np.zeros((48, 64, 3), np.uint8), 1.0, (48, 64))
+            r = DepthPipeline(b).process(np.zeros((48, 64, 3), np.uint8), Intrinsics(50., 50., 31.5, 23.5, 64, 48),
+                                         FrameSettings())
             assert r.depth.shape == (48, 64), r.depth.shape
         print("torch" in sys.modules, b.name)
     """)
@@ -329,7 +337,7 @@ def test_calibration_batches_from_folder(tmp_path: Path, ort) -> None:
         assert b.shape == (1, 3, 64, 80) and b.dtype == np.float32 and b.flags.c_contiguous
     by_name = sorted(folder.rglob("f[0-4].png"))
     ref = cv2.cvtColor(cv2.imread(str(by_name[0])), cv2.COLOR_BGR2RGB)
-    np.testing.assert_array_equal(got[0], preprocess(ref, ort.meta))
+    np.testing.assert_array_equal(got[0], preprocess(ref, ort.meta, NetInput(64, 80, 1.0)))
 
     three = list(calibration_batches(folder, ort.meta, frames=3))
     assert len(three) == 3
@@ -361,6 +369,7 @@ def test_bench_cli_json(tiny_model_dir: Path) -> None:
     out = json.loads(proc.stdout)
     (row,) = out["results"]
     assert row["backend"] == "onnxruntime-cpu" and row["input_hw"] == [64, 80] and row["frame_wh"] == [160, 120]
+    assert row["model"].endswith("tiny.onnx") and row["fx"] == 0.9 * 160
     assert row["total_ms"] > 0 and row["inference_ms"] > 0 and 0 < row["inference_share"] <= 1
     assert "tensorrt" in out["skipped"]
 

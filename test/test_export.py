@@ -19,12 +19,13 @@ from reflector_ros.model.reflector import build_model, load_checkpoint
 torch.set_num_threads(1)  # 2 OpenMP threads on a shared 2-core VM mostly wait for each other
 
 # Operators both TensorRT 8.5 and 10.x parse (Identity: a no-op the exporter leaves around
-# folded BatchNorm weights). Nothing data-dependent: no TopK/Sort/NonZero/Loop.
+# folded BatchNorm weights; Cast: the int64 shape -> Resize sizes of graphs whose sizes are read
+# from the input, as canonical-camera models need). Nothing data-dependent: no TopK/Sort/NonZero/Loop.
 ALLOWED = {
     "Conv", "ConvTranspose", "Relu", "Clip", "Sigmoid", "Softplus", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt",
     "Exp", "Log", "MatMul", "Gemm", "Reshape", "Transpose", "Concat", "Slice", "Gather", "Unsqueeze", "Squeeze",
     "Shape", "Constant", "ReduceMean", "ReduceSum", "ReduceMax", "Softmax", "Resize", "BatchNormalization",
-    "GlobalAveragePool", "AveragePool", "MaxPool", "CumSum", "Erf", "Tanh", "Identity",
+    "GlobalAveragePool", "AveragePool", "MaxPool", "CumSum", "Erf", "Tanh", "Identity", "Cast",
 }
 
 
@@ -170,3 +171,31 @@ def test_export_cli(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert "not a readable Reflector checkpoint" in err and "Traceback" not in err
     assert cli_main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--output", str(tmp_path)]) == 2
+
+
+def test_canonical_model_exports_with_the_input_size_free(tmp_path: Path) -> None:
+    """A canonical-camera model's input size follows the camera: its fused graph and its pair
+    take any size and agree with torch at each (the sizes below are what cameras give)."""
+    from reflector_ros.meta import ModelMeta
+    from reflector_ros.model.export import export_onnx
+    from reflector_ros.model.reflector import build_model
+
+    torch.manual_seed(0)
+    meta = ModelMeta(arch="lite0", input_height=64, input_width=80, n_bins=16, input_mode="canonical",
+                     focal_canonical=60.0)
+    model = build_model(meta).eval()
+    paths = export_onnx(model, meta, tmp_path, "canon")
+    fused, backbone, reflector = (_session(paths[k]) for k in ("fused", "backbone", "reflector"))
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(paths["fused"])).graph.input[0].type.tensor_type.shape.dim]
+    assert dims[:2] == [1, 3] and all(isinstance(d, str) for d in dims[2:]), dims
+    for hw in ((64, 80), (50, 77), (96, 128)):
+        x = torch.randn(1, 3, *hw)
+        with torch.no_grad():
+            ref = model(x, torch.ones(1))["depth"].numpy()
+        got = fused.run(["depth"], {"image": x.numpy(), "focal_scale": np.ones(1, np.float32)})[0]
+        assert got.shape == (1, 1, *hw) and _rel_err(ref, got) <= 1e-3, hw
+        feats = dict(zip([o.name for o in backbone.get_outputs()], backbone.run(None, {"image": x.numpy()})))
+        feed = {**feats, "image": x.numpy(), "focal_scale": np.ones(1, np.float32)}
+        names = {i.name for i in reflector.get_inputs()}
+        pair = reflector.run(["depth"], {k: v for k, v in feed.items() if k in names})[0]
+        assert _rel_err(got, pair) <= 1e-5, hw

@@ -20,8 +20,15 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 
 from reflector_ros.backends import make_backend  # noqa: E402
 from reflector_ros.core.camera import Intrinsics  # noqa: E402
-from reflector_ros.core.depth import finalize_depth  # noqa: E402
+from reflector_ros.backends.base import run  # noqa: E402
+from reflector_ros.core.depth import Validity, finalize_depth  # noqa: E402
 from reflector_ros.core.pointcloud import CloudSpec, build_cloud, ray_lengths, ray_table  # noqa: E402
+from reflector_ros.meta import NetInput  # noqa: E402
+
+
+def _run(backend, rgb, scale, out_hw, cloud=None, validity=None):
+    net = NetInput(backend.meta.input_height, backend.meta.input_width, scale)
+    return run(backend, rgb, net, out_hw, validity, cloud)
 
 
 def _frame(h: int, w: int, seed: int) -> np.ndarray:
@@ -42,11 +49,11 @@ def test_cuda_agrees_with_cpu(tiny_model_dir: Path, cpu, precision: str, graph: 
     from reflector_ros.backends.torch_backend import TorchBackend
 
     gpu = TorchBackend(tiny_model_dir / "tiny.pt", device="cuda", precision=precision, cuda_graph=graph)
-    assert ("CUDA graph" in gpu.reason) == graph
+    assert ("CUDA graphs" in gpu.reason) == graph
     tol = 2e-3 if precision == "fp32" else 3e-2
     for seed, out_hw in ((0, (120, 160)), (1, (64, 80)), (2, (97, 131))):
         frame = _frame(120, 160, seed)
-        a, b = gpu.run(frame, 1.3, out_hw), cpu.run(frame, 1.3, out_hw)
+        a, b = _run(gpu, frame, 1.3, out_hw), _run(cpu, frame, 1.3, out_hw)
         assert a.depth.shape == out_hw and a.depth.dtype == np.float32
         rel = np.abs(a.depth - b.depth) / b.depth
         assert np.nanmedian(rel) < tol and np.nanmax(rel) < 10 * tol, (precision, graph, np.nanmax(rel))
@@ -55,9 +62,9 @@ def test_cuda_agrees_with_cpu(tiny_model_dir: Path, cpu, precision: str, graph: 
 
 def test_results_do_not_alias_static_buffers(tiny_model_dir: Path) -> None:
     gpu = make_backend("torch-cuda", tiny_model_dir / "tiny.pt")
-    first = gpu.run(_frame(120, 160, 0), 1.0, (120, 160))
+    first = _run(gpu, _frame(120, 160, 0), 1.0, (120, 160))
     kept = first.depth.copy()
-    gpu.run(_frame(120, 160, 5), 2.0, (120, 160))      # replays the graph into the same buffers
+    _run(gpu, _frame(120, 160, 5), 2.0, (120, 160))      # replays the graph into the same buffers
     np.testing.assert_array_equal(first.depth, kept)
 
 
@@ -68,14 +75,16 @@ def test_device_cloud_matches_host_bit_for_bit(tiny_model_dir: Path, stride: int
     rays = ray_table(Intrinsics(150.0, 150.0, (w - 1) / 2, (h - 1) / 2, w, h), stride)
     out = np.zeros((*rays.shape[:2], 4), np.float32)
     frame = _frame(h, w, 3)
-    probe = gpu.run(frame, 1.0, (h, w)).depth
+    probe = _run(gpu, frame, 1.0, (h, w)).depth
     lo, hi = np.nanquantile(probe, [0.1, 0.9])
-    spec = CloudSpec(rays, ray_lengths(rays), stride, float(lo), float(hi), 0.01, 0.0,
-                     float(np.nanquantile(probe, 0.8)), 0.02, True, out=out)
-    res = gpu.run(frame, 1.0, (h, w), cloud=spec)
-    assert res.cloud is out
-    host = build_cloud(finalize_depth(res.depth, res.confidence, spec.min_depth, spec.max_depth,
-                                      spec.min_confidence), res.confidence, frame, dataclasses.replace(spec, out=None))
+    unseen = np.zeros((h, w), bool)
+    unseen[:10, :20] = True
+    validity = Validity(float(lo), float(hi), 0.01, unseen)
+    spec = CloudSpec(rays, ray_lengths(rays), stride, 0.0, float(np.nanquantile(probe, 0.8)), 0.02, True, out=out)
+    res = _run(gpu, frame, 1.0, (h, w), spec, validity)
+    assert res.cloud is out and np.isnan(res.depth[unseen]).all()
+    host = build_cloud(finalize_depth(res.depth, res.confidence, validity), res.confidence, frame,
+                       dataclasses.replace(spec, out=None))
     valid = ~np.isnan(out[..., 2])
     assert 0 < valid.sum() < valid.size
     np.testing.assert_array_equal(out.view(np.uint32), host.view(np.uint32))
@@ -88,5 +97,25 @@ def test_onnxruntime_cuda_provider(tiny_model_dir: Path) -> None:
     gpu = make_backend("onnxruntime-cuda", tiny_model_dir / "tiny.onnx")
     cpu = make_backend("onnxruntime", tiny_model_dir / "tiny.onnx")
     frame = _frame(120, 160, 4)
-    a, b = gpu.run(frame, 1.0, (120, 160)), cpu.run(frame, 1.0, (120, 160))
+    a, b = _run(gpu, frame, 1.0, (120, 160)), _run(cpu, frame, 1.0, (120, 160))
     assert np.nanmax(np.abs(a.depth - b.depth) / b.depth) < 1e-3
+
+
+def test_canonical_model_follows_the_camera_on_cuda(tmp_path: Path) -> None:
+    """Input sizes that follow the camera: one CUDA graph per size, each agreeing with the CPU."""
+    from reflector_ros.meta import ModelMeta
+    from reflector_ros.model.reflector import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    meta = ModelMeta(arch="lite0", input_height=64, input_width=80, n_bins=16, input_mode="canonical",
+                     focal_canonical=60.0)
+    save_checkpoint(tmp_path / "c.pt", build_model(meta).eval(), meta)
+    gpu = make_backend("torch-cuda", tmp_path / "c.pt", precision="fp32")
+    cpu = make_backend("torch-cpu", tmp_path / "c.pt")
+    frame = _frame(120, 160, 6)
+    for hw in ((64, 80), (72, 96), (64, 80)):
+        net = NetInput(*hw, 1.0)
+        a = run(gpu, frame, net, (120, 160))
+        b = run(cpu, frame, net, (120, 160))
+        assert np.nanmedian(np.abs(a.depth - b.depth) / b.depth) < 2e-3, hw
+    assert len(gpu._graphs) == 2

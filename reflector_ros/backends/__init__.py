@@ -65,7 +65,7 @@ def _with_suffix(path: Path, suffix: str) -> Path:
 
 
 def _default(suffix: str) -> Path:
-    from reflector_ros.models import default_model
+    from reflector_ros.weights import default_model
 
     return default_model(suffix)
 

@@ -1,71 +1,103 @@
-"""The one interface every inference backend implements."""
+"""The one interface every inference backend implements, and its shared host half.
+
+A frame goes through a backend in two calls, so that a caller can look at the network's
+depth between them (the floor scale anchor fits a plane to it):
+
+1. ``infer(rgb, net) -> NetMaps``: resize to ``net``'s size, normalise, run the network.
+   The maps stay where the backend computed them (host arrays, or device tensors).
+2. ``finish(maps, out_hw, validity, scale, cloud) -> DepthResult``: resize back to the
+   output size, multiply by ``scale``, apply the validity rules, and pack the cloud,
+   on the backend's device, with one device-to-host copy per output.
+"""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
-from reflector_ros.core.depth import finalize_depth, finalize_outputs
-from reflector_ros.core.pointcloud import CloudSpec, backproject, build_cloud
+from reflector_ros.core.depth import Validity, finalize_depth, finalize_outputs
+from reflector_ros.core.errors import InputError
+from reflector_ros.core.limits import MAX_SIDE, check_size
+from reflector_ros.core.pointcloud import CloudSpec, build_cloud
 from reflector_ros.core.preprocess import resize_to
-from reflector_ros.meta import ModelMeta
+from reflector_ros.meta import ModelMeta, NetInput
+
+
+@dataclass
+class NetMaps:
+    """The network's outputs for one frame at the network resolution (h, w).
+
+    depth: metric depth in metres (canonical depth x focal_scale); confidence in [0, 1].
+    Host numpy arrays for host backends, device tensors for torch/TensorRT; ``image`` is
+    the frame as the backend holds it (host RGB, or the uploaded tensor) for the cloud's
+    colours.
+    """
+    depth: Any
+    confidence: Any
+    image: Any
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    marks: tuple[Any, ...] | None = None   # device backends: clock marks of infer(), read in finish()
+
+    def depth_on_host(self) -> np.ndarray:
+        """(h, w) float32 network-resolution depth on the host (one small copy for a device)."""
+        d = self.depth
+        if isinstance(d, np.ndarray):
+            return d.reshape(d.shape[-2:]).astype(np.float32, copy=False)
+        return d.detach().float().reshape(d.shape[-2], d.shape[-1]).cpu().numpy()
 
 
 @dataclass
 class DepthResult:
-    depth: np.ndarray                 # (h, w) float32 metres along optical Z, NaN invalid
-    confidence: np.ndarray            # (h, w) float32 in [0, 1]
-    points: np.ndarray | None = None  # (h, w, 3) float32 xyz in the optical frame, if rays given
+    depth: np.ndarray                 # (h, w) float32 metres along optical Z, NaN invalid (validity applied)
+    confidence: np.ndarray            # (h, w) float32 in [0, 1], 0 where the lens saw nothing
     cloud: np.ndarray | None = None   # (h', w', 4) float32 packed cloud (pack_cloud layout), if a CloudSpec given
-    timings_ms: dict[str, float] | None = None  # preprocess / inference / postprocess
+    timings_ms: dict[str, float] | None = None  # preprocess / inference / postprocess / points
 
 
 class Backend(Protocol):
     name: str          # "tensorrt", "torch-cuda", "torch-cpu", "onnxruntime-cpu", ...
     meta: ModelMeta
-    builds_cloud: bool  # packs the cloud on its own device: the node then passes a CloudSpec
+    builds_cloud: bool  # True: finish() packs the cloud on the backend's device (reported in diagnostics)
 
-    def run(self, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-            rays: np.ndarray | None = None, cloud: CloudSpec | None = None) -> DepthResult:
-        """rgb: (H, W, 3) uint8 RGB. scale: focal_scale() for this camera.
+    def infer(self, rgb: np.ndarray, net: NetInput) -> NetMaps:
+        """rgb: (H, W, 3) uint8 RGB of the camera ``net`` was planned for (meta.network_input)."""
+        ...
 
-        Pre-processing (resize, normalise), the network, and post-processing (resize
-        back to out_hw, canonical de-scaling, confidence, optional back-projection
-        through ``rays`` of shape (out_h, out_w, 3), optional packed cloud per ``cloud``)
-        all happen on the backend's device, with one device-to-host copy per output
-        (the cloud's lands in ``cloud.out``).
-        """
+    def finish(self, maps: NetMaps, out_hw: tuple[int, int], validity: Validity, scale: float = 1.0,
+               cloud: CloudSpec | None = None) -> DepthResult:
+        """Network maps -> output-size depth x scale with ``validity`` applied, and the cloud."""
         ...
 
 
-MAX_DIM = 16384  # refuse sizes no camera produces, before allocating anything
+def run(backend: Backend, rgb: np.ndarray, net: NetInput, out_hw: tuple[int, int],
+        validity: Validity | None = None, cloud: CloudSpec | None = None) -> DepthResult:
+    """infer + finish in one call (warm-up, benchmarks, tests)."""
+    return backend.finish(backend.infer(rgb, net), out_hw, validity or Validity(), 1.0, cloud)
 
 
-def check_run_args(rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-                   rays: np.ndarray | None, cloud: CloudSpec | None = None) -> tuple[int, int]:
-    """Shared input validation for every backend's run(); returns out_hw as ints.
-
-    Raises InputError (the node skips the frame and keeps serving).
-    """
-    from reflector_ros.core.errors import InputError
-
+def check_frame(rgb: np.ndarray, net: NetInput) -> None:
+    """Shared input validation of infer(); InputError (the caller skips the frame)."""
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         desc = f"{rgb.shape} {rgb.dtype}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
         raise InputError(f"image must be an (H, W, 3) uint8 RGB array, got {desc}")
-    if not (0 < rgb.shape[0] < MAX_DIM and 0 < rgb.shape[1] < MAX_DIM):
-        raise InputError(f"image size {rgb.shape[1]}x{rgb.shape[0]} outside 1..{MAX_DIM - 1}")
-    if not (np.isfinite(scale) and scale > 0):
-        raise InputError(f"focal scale must be finite and > 0, got {scale}")
+    check_size(rgb.shape[1], rgb.shape[0], "image")
+    check_size(net.width, net.height, "network input")
+    if not (np.isfinite(net.focal_scale) and net.focal_scale > 0):
+        raise InputError(f"focal scale must be finite and > 0, got {net.focal_scale}")
+
+
+def check_finish(out_hw: tuple[int, int], validity: Validity, scale: float,
+                 cloud: CloudSpec | None) -> tuple[int, int]:
+    """Shared validation of finish()'s arguments; returns out_hw as ints."""
     if len(out_hw) != 2:
         raise InputError(f"out_hw must be (height, width), got {out_hw}")
-    h, w = int(out_hw[0]), int(out_hw[1])
-    if not (0 < h < MAX_DIM and 0 < w < MAX_DIM):
-        raise InputError(f"output size {w}x{h} outside 1..{MAX_DIM - 1}")
-    if rays is not None and (not isinstance(rays, np.ndarray) or rays.shape != (h, w, 3)):
-        got = rays.shape if isinstance(rays, np.ndarray) else type(rays).__name__
-        raise InputError(f"rays must have shape ({h}, {w}, 3) to match out_hw, got {got}")
+    w, h = check_size(out_hw[1], out_hw[0], "output")
+    if not (np.isfinite(scale) and scale > 0):
+        raise InputError(f"depth scale must be finite and > 0, got {scale}")
+    if validity.unseen is not None and validity.unseen.shape != (h, w):
+        raise InputError(f"unseen mask {validity.unseen.shape} does not match the output {(h, w)}")
     if cloud is not None:
         s = cloud.stride
         if not isinstance(s, int) or s < 1:
@@ -81,22 +113,30 @@ def check_run_args(rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
     return h, w
 
 
-def host_postprocess(depth_net: np.ndarray, conf_net: np.ndarray, out_hw: tuple[int, int], rgb: np.ndarray,
-                     rays: np.ndarray | None, cloud: CloudSpec | None, timings: dict[str, float]) -> DepthResult:
-    """Network outputs on the host -> DepthResult: resize back, finalize, optional points
-    and packed cloud. Shared by the backends whose outputs land on the host anyway (ONNX
-    Runtime, TensorRT on pycuda); adds "postprocess" and "points" to ``timings``."""
+def host_finish(maps: NetMaps, out_hw: tuple[int, int], validity: Validity, scale: float = 1.0,
+                cloud: CloudSpec | None = None) -> DepthResult:
+    """finish() for backends whose maps are on the host (ONNX Runtime, TensorRT on pycuda):
+    resize back, scale, finalize, validity, then the packed cloud. torch_ops.DevicePipeline
+    .finish is its device twin."""
+    out_hw = check_finish(out_hw, validity, scale, cloud)
+    timings = dict(maps.timings_ms)
     t0 = time.perf_counter()
-    # the outputs are the caller's fresh arrays (or resized copies), so finalizing in place is safe
-    depth = resize_to(np.asarray(depth_net, np.float32).reshape(depth_net.shape[-2:]), out_hw)
-    conf = resize_to(np.asarray(conf_net, np.float32).reshape(conf_net.shape[-2:]), out_hw)
-    finalize_outputs(depth, conf)
+    # the outputs are fresh arrays (or resized copies), so finalizing in place is safe
+    depth_net = np.asarray(maps.depth, np.float32)
+    depth = resize_to(depth_net.reshape(depth_net.shape[-2:]), out_hw)
+    conf_net = np.asarray(maps.confidence, np.float32)
+    conf = resize_to(conf_net.reshape(conf_net.shape[-2:]), out_hw)
+    if depth is depth_net.reshape(depth_net.shape[-2:]):
+        depth = depth.copy()
+    if scale != 1.0:
+        depth *= np.float32(scale)
+    finalize_outputs(depth, conf, validity.unseen)
+    finalize_depth(depth, conf, validity, out=depth)
     t1 = time.perf_counter()
-    points = backproject(depth, rays) if rays is not None else None
-    packed = None
-    if cloud is not None:
-        final = finalize_depth(depth, conf, cloud.min_depth, cloud.max_depth, cloud.min_confidence)
-        packed = build_cloud(final, conf, rgb, cloud)
+    packed = build_cloud(depth, conf, maps.image, cloud) if cloud is not None else None
     t2 = time.perf_counter()
     timings.update(postprocess=1e3 * (t1 - t0), points=1e3 * (t2 - t1))
-    return DepthResult(depth=depth, confidence=conf, points=points, cloud=packed, timings_ms=timings)
+    return DepthResult(depth=depth, confidence=conf, cloud=packed, timings_ms=timings)
+
+
+__all__ = ["Backend", "NetMaps", "DepthResult", "run", "check_frame", "check_finish", "host_finish", "MAX_SIDE"]

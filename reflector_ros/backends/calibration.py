@@ -62,10 +62,15 @@ def _bag_frames(bag: Path, frames: int, image_topic: str | None) -> Iterator[np.
 
 
 def calibration_batches(source: str | os.PathLike[str], meta: ModelMeta, frames: int = 200,
-                        image_topic: str | None = None) -> Iterator[np.ndarray]:
+                        image_topic: str | None = None,
+                        input_hw: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
     """Yield up to ``frames`` contiguous (1, 3, H, W) float32 network inputs, preprocessed
-    exactly as at run time (a calibrator fed other statistics gives wrong ranges)."""
+    exactly as at run time (a calibrator fed other statistics gives wrong ranges), at the
+    engine's input size (default the model's nominal size)."""
     from reflector_ros.core.preprocess import preprocess
+    from reflector_ros.meta import NetInput
+
+    net = NetInput(*(input_hw or (meta.input_height, meta.input_width)), 1.0)
 
     src = Path(source).expanduser()
     if frames <= 0:
@@ -75,7 +80,7 @@ def calibration_batches(source: str | os.PathLike[str], meta: ModelMeta, frames:
     rgbs = _bag_frames(src, frames, image_topic) if is_bag(src) else _folder_frames(src, frames)
     n = 0
     for rgb in rgbs:
-        yield np.ascontiguousarray(preprocess(rgb, meta), dtype=np.float32)
+        yield np.ascontiguousarray(preprocess(rgb, meta, net), dtype=np.float32)
         n += 1
     if n == 0:
         raise InputError(f"no usable calibration frames in {src}")

@@ -88,8 +88,13 @@ def _progress_monitor() -> Any:
 
 def build_serialized(onnx_path: str | os.PathLike[str], precision: str = "fp16",
                      workspace_mb: int | None = None, timing_cache: str | os.PathLike[str] | None = None,
-                     calibrator: Any = None, logger: trt.ILogger | None = None) -> bytes:
-    """Parse ONNX and build a serialised engine; raises RuntimeError with the parser errors."""
+                     calibrator: Any = None, logger: trt.ILogger | None = None,
+                     input_hw: tuple[int, int] | None = None) -> bytes:
+    """Parse ONNX and build a serialised engine; raises RuntimeError with the parser errors.
+
+    A graph whose image input has a dynamic height and width (canonical-camera models)
+    gets an optimisation profile fixed at ``input_hw``: one engine per camera input size.
+    """
     if precision not in ("fp16", "fp32", "int8"):
         raise ValueError(f"precision must be fp16, fp32 or int8, got {precision!r}")
     if precision == "int8" and calibrator is None:
@@ -112,6 +117,21 @@ def build_serialized(onnx_path: str | os.PathLike[str], precision: str = "fp16",
         raise RuntimeError(f"TensorRT could not parse {path}:\n{errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace << 20)
+    dynamic = []
+    for i in range(network.num_inputs):
+        dims = network.get_input(i).shape
+        if any(int(dims[k]) < 0 for k in range(len(dims))):
+            dynamic.append(network.get_input(i))
+    if dynamic:
+        if input_hw is None:
+            raise ValueError(f"{path.name} has a dynamic input size: give the camera's input size")
+        profile = builder.create_optimization_profile()
+        for tensor in dynamic:
+            if tensor.name != "image":
+                raise ValueError(f"{path.name}: only the image input may be dynamic, not {tensor.name}")
+            shape = trt.Dims([1, 3, int(input_hw[0]), int(input_hw[1])])
+            profile.set_shape(tensor.name, shape, shape, shape)
+        config.add_optimization_profile(profile)
     if precision in ("fp16", "int8"):
         if builder.platform_has_fast_fp16:
             config.set_flag(trt.BuilderFlag.FP16)
@@ -147,42 +167,56 @@ def graphs_for(onnx_path: Path, pair: bool) -> list[Path]:
     return [onnx_path.with_name(f"{stem}_backbone.onnx"), onnx_path.with_name(f"{stem}_reflector.onnx")]
 
 
-def input_shape_of(onnx_path: Path) -> tuple[int, ...]:
-    """Static shape of the graph's `image` input, for the cache key."""
+def input_shape_of(onnx_path: Path, input_hw: tuple[int, int] | None = None) -> tuple[int, ...]:
+    """Shape of the graph's `image` input, for the cache key: the static one, or, for a
+    dynamic graph, (1, 3, *input_hw)."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     for inp in model.graph.input:
         if inp.name == "image":
-            return tuple(int(d.dim_value) for d in inp.type.tensor_type.shape.dim)
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
+            if any(d < 0 for d in dims[2:]):
+                if input_hw is None:
+                    raise ValueError(f"{onnx_path.name} has a dynamic input size: give the camera's input size")
+                return (1, 3, int(input_hw[0]), int(input_hw[1]))
+            return tuple(int(d) for d in dims)
     raise ValueError(f"{onnx_path}: no 'image' input")
 
 
-def engine_key(onnx_path: Path, precision: str) -> engine_cache.EngineKey:
+def engine_key(onnx_path: Path, precision: str, input_hw: tuple[int, int] | None = None) -> engine_cache.EngineKey:
     name, cc = gpu_identity()
-    return engine_cache.make_key(onnx_path, trt.__version__, name, cc, precision, input_shape_of(onnx_path))
+    return engine_cache.make_key(onnx_path, trt.__version__, name, cc, precision,
+                                 input_shape_of(onnx_path, input_hw))
 
 
-def open_context(engine: trt.ICudaEngine,
-                 label: str) -> tuple[trt.IExecutionContext, list[tuple[str, tuple[int, ...], trt.DataType, bool]]]:
-    """An execution context with every input's static shape set, and the engine's I/O
-    tensors as (name, shape, dtype, is_input). Shared by the torch- and pycuda-buffer
-    backends, which differ only in where the buffers come from."""
+def open_context(engine: trt.ICudaEngine, label: str, input_hw: tuple[int, int] | None = None
+                 ) -> tuple[trt.IExecutionContext, list[tuple[str, tuple[int, ...], trt.DataType, bool]]]:
+    """An execution context with every input's shape set (a dynamic image input to
+    (1, 3, *input_hw), the engine's one profile), and the engine's I/O tensors as
+    (name, shape, dtype, is_input) with the output shapes that follow. Shared by the
+    torch- and pycuda-buffer backends, which differ only in where the buffers come from."""
     context = engine.create_execution_context()
     if context is None:
         raise RuntimeError(f"{label}: could not create an execution context (GPU memory?)")
-    tensors: list[tuple[str, tuple[int, ...], trt.DataType, bool]] = []
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    for name in inputs:
         dims = engine.get_tensor_shape(name)
         shape = tuple(int(dims[k]) for k in range(len(dims)))
         if any(d < 0 for d in shape):
-            raise RuntimeError(f"{label}: tensor {name} has a dynamic shape {shape}; "
-                               f"export with static shapes (batch 1, the model's input size)")
-        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-        if is_input and not context.set_input_shape(name, shape):
+            if name != "image" or input_hw is None:
+                raise RuntimeError(f"{label}: input {name} has a dynamic shape {shape} and no size was given")
+            shape = (1, 3, int(input_hw[0]), int(input_hw[1]))
+        if not context.set_input_shape(name, shape):
             raise RuntimeError(f"{label}: set_input_shape({name}, {shape}) refused")
-        tensors.append((name, shape, engine.get_tensor_dtype(name), is_input))
+    tensors: list[tuple[str, tuple[int, ...], trt.DataType, bool]] = []
+    for name in names:
+        dims = context.get_tensor_shape(name)
+        shape = tuple(int(dims[k]) for k in range(len(dims)))
+        if any(d < 0 for d in shape):
+            raise RuntimeError(f"{label}: tensor {name} still has a dynamic shape {shape}")
+        tensors.append((name, shape, engine.get_tensor_dtype(name), name in inputs))
     return context, tensors
 
 
@@ -201,15 +235,23 @@ def meta_from_onnx(path: Path) -> ModelMeta:
 
 
 def load_engines(model_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None,
-                 precision: str, use_pair: bool,
-                 workspace_mb: int | None) -> tuple[list[tuple[trt.ICudaEngine, str]], Path, bool, ModelMeta]:
+                 precision: str, use_pair: bool, workspace_mb: int | None,
+                 input_hw: tuple[int, int] | None = None
+                 ) -> tuple[list[tuple[trt.ICudaEngine, str]], Path, bool, ModelMeta]:
     """Deserialise the cached engines for ``model_path`` (X.onnx), building any that are
     missing or stale. Returns ([(engine, file name)], cache dir, built any now, metadata);
-    shared by the torch-buffer and pycuda-buffer TensorRT backends."""
+    shared by the torch-buffer and pycuda-buffer TensorRT backends. Canonical-camera models
+    (dynamic input size) get one engine per ``input_hw`` (default: the nominal size) and
+    run the fused graph only."""
     path = Path(model_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
     meta = meta_from_onnx(path)
+    if meta.input_mode == "canonical":
+        if use_pair:
+            raise ValueError(f"{path.name} follows the camera's input size: TensorRT runs its fused graph "
+                             "(the backbone/Reflector pair needs a fixed size)")
+        input_hw = input_hw or (meta.input_height, meta.input_width)
     cache_dir = engine_cache.default_cache_dir(engine_dir)
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engines: list[tuple[trt.ICudaEngine, str]] = []
@@ -219,14 +261,14 @@ def load_engines(model_path: str | os.PathLike[str], engine_dir: str | os.PathLi
             raise FileNotFoundError(f"ONNX graph not found: {g}")
         # same convention as build-engine: with int8 only the image-fed graph is INT8
         prec = precision if (i == 0 or precision != "int8") else "fp16"
-        key = engine_key(g, prec)
+        key = engine_key(g, prec, input_hw)
 
         def build(g: Path = g, prec: str = prec) -> bytes:
             if prec == "int8":
                 raise ValueError(f"no cached INT8 engine for {g.name} in {cache_dir}: INT8 needs "
                                  f"calibration, build it first with `reflector build-engine --onnx "
                                  f"{path} --precision int8 --calib DIR`")
-            return build_serialized(g, prec, workspace_mb, cache_dir / "timing.cache")
+            return build_serialized(g, prec, workspace_mb, cache_dir / "timing.cache", input_hw=input_hw)
 
         def load(data: bytes) -> trt.ICudaEngine | None:
             return runtime.deserialize_cuda_engine(data)
@@ -249,6 +291,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None, help="engine cache (default: engines/ or $REFLECTOR_ENGINE_DIR)")
     p.add_argument("--timing-cache", type=Path, default=None, help="timing cache file (default <cache-dir>/timing.cache)")
     p.add_argument("--force", action="store_true", help="rebuild even if a valid cached engine exists")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="network input size for models that follow the camera (the node logs it as "
+                        "'network input HxW'); default: the model's nominal size")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -272,7 +317,11 @@ def run(args: argparse.Namespace) -> int:
             # INT8 calibrates on images, so only the graph fed by images gets it; the
             # Reflector of a pair stays fp16 (its bin centres need the precision anyway).
             precision = args.precision if (i == 0 or args.precision != "int8") else "fp16"
-            key = engine_key(g, precision)
+            input_hw = tuple(args.input_size) if args.input_size else None
+            if input_hw is None:
+                m = meta_from_onnx(g)
+                input_hw = (m.input_height, m.input_width)
+            key = engine_key(g, precision, input_hw)
             if not args.force and engine_cache.lookup(cache_dir, g.stem, key) is not None:
                 print(f"{g.name}: cached engine is valid: {engine_cache.engine_paths(cache_dir, g.stem, key)[0]}")
                 continue
@@ -285,9 +334,9 @@ def run(args: argparse.Namespace) -> int:
                 import onnx
 
                 meta = ModelMeta.from_props({p.key: p.value for p in onnx.load(str(g), load_external_data=False).metadata_props})
-                batches = calibration_batches(args.calib, meta, args.calib_frames, args.calib_topic)
+                batches = calibration_batches(args.calib, meta, args.calib_frames, args.calib_topic, input_hw)
                 calibrator = make_calibrator(batches, cache_dir / f"{g.stem}.calib")
-            data = build_serialized(g, precision, args.workspace_mb, timing, calibrator)
+            data = build_serialized(g, precision, args.workspace_mb, timing, calibrator, input_hw=input_hw)
             path = engine_cache.store(cache_dir, g.stem, key, data)
             print(f"{g.name}: wrote {path} ({len(data) / 1e6:.1f} MB)")
     except (FileNotFoundError, ValueError, RuntimeError) as err:

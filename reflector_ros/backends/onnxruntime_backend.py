@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from reflector_ros.backends.base import DepthResult, check_run_args, host_postprocess
+from reflector_ros.backends.base import DepthResult, NetMaps, check_frame, host_finish
+from reflector_ros.core.depth import Validity
 from reflector_ros.core.pointcloud import CloudSpec
-from reflector_ros.meta import ModelMeta
+from reflector_ros.meta import ModelMeta, NetInput
 
 FEATURES = ("rel_depth", "feat0", "feat1", "feat2", "feat3")
 
@@ -113,7 +114,7 @@ class OnnxRuntimeBackend:
         self.reason = (f"{self.name} with {threads} intra-op thread(s){' (spin-waiting)' if spin_wait else ''}, "
                        f"{'backbone+reflector pair' if self.pair else 'fused graph'} {path.name}")
 
-    def infer(self, x: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, x: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
         """Network only: (1,3,H,W) float32 -> depth, confidence at the network size."""
         s = np.array([scale], dtype=np.float32)
         if not self.pair:
@@ -125,13 +126,15 @@ class OnnxRuntimeBackend:
         depth, conf = self._reflector.run(["depth", "confidence"], feed)
         return depth, conf
 
-    def run(self, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-            rays: np.ndarray | None = None, cloud: CloudSpec | None = None) -> DepthResult:
-        out_hw = check_run_args(rgb, scale, out_hw, rays, cloud)
+    def infer(self, rgb: np.ndarray, net: NetInput) -> NetMaps:
+        check_frame(rgb, net)
         t0 = time.perf_counter()
-        x = self._preprocess(rgb, self.meta)
+        x = self._preprocess(rgb, self.meta, net)
         t1 = time.perf_counter()
-        depth_net, conf_net = self.infer(x, scale)
+        depth_net, conf_net = self.forward(x, net.focal_scale)
         t2 = time.perf_counter()
-        timings = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1)}
-        return host_postprocess(depth_net, conf_net, out_hw, rgb, rays, cloud, timings)
+        return NetMaps(depth_net, conf_net, rgb, {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1)})
+
+    def finish(self, maps: NetMaps, out_hw: tuple[int, int], validity: Validity, scale: float = 1.0,
+               cloud: CloudSpec | None = None) -> DepthResult:
+        return host_finish(maps, out_hw, validity, scale, cloud)

@@ -18,9 +18,11 @@ import numpy as np
 import tensorrt as trt
 import torch
 
-from reflector_ros.backends.base import DepthResult
+from reflector_ros.backends.base import DepthResult, NetMaps
 from reflector_ros.backends.torch_ops import DevicePipeline
+from reflector_ros.core.depth import Validity
 from reflector_ros.core.pointcloud import CloudSpec
+from reflector_ros.meta import NetInput
 
 LOG = logging.getLogger(__name__)
 
@@ -39,12 +41,13 @@ def torch_dtype(dt: trt.DataType) -> torch.dtype:
 class TrtGraph:
     """One engine + execution context with named I/O and static output buffers."""
 
-    def __init__(self, engine: trt.ICudaEngine, device: torch.device, label: str) -> None:
+    def __init__(self, engine: trt.ICudaEngine, device: torch.device, label: str,
+                 input_hw: tuple[int, int] | None = None) -> None:
         from reflector_ros.backends.engine_build import open_context
 
         self.engine = engine
         self.label = label
-        self.context, tensors = open_context(engine, label)
+        self.context, tensors = open_context(engine, label, input_hw)
         self.inputs: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         self.outputs: dict[str, torch.Tensor] = {}
         for name, shape, trt_dtype, is_input in tensors:
@@ -76,7 +79,9 @@ class TrtGraph:
 
 class TensorRTBackend:
     """Backend protocol on TensorRT engines built from ``model_path`` (X.onnx), cached
-    under engine_dir and rebuilt when TensorRT, the GPU, the ONNX bytes or precision change."""
+    under engine_dir and rebuilt when TensorRT, the GPU, the ONNX bytes, precision or the
+    input size change. Canonical-camera models get one engine per input size, built the
+    first time a camera of that size is seen (cached on disk after that)."""
 
     def __init__(self, model_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None = None,
                  precision: str = "fp16", use_pair: bool = False, workspace_mb: int | None = None) -> None:
@@ -85,28 +90,46 @@ class TensorRTBackend:
         if not torch.cuda.is_available():
             raise RuntimeError("the TensorRT backend with torch buffers needs torch with CUDA "
                                "(tensorrt_pycuda covers machines with pycuda and no CUDA torch)")
+        self._args = (model_path, engine_dir, precision, use_pair, workspace_mb)
         engines, cache_dir, built_any, self.meta = load_engines(model_path, engine_dir, precision, use_pair,
                                                                 workspace_mb)
         self.device = torch.device("cuda")
         self.name = "tensorrt"
         self.builds_cloud = True   # torch_ops.build_cloud, next to the network
-        self.graphs = [TrtGraph(engine, self.device, label) for engine, label in engines]
-        image_dtype = self.graphs[0].inputs["image"][1]
+        nominal = (self.meta.input_height, self.meta.input_width)
+        self._sets: dict[tuple[int, int], list[TrtGraph]] = {
+            nominal: [TrtGraph(engine, self.device, label, nominal) for engine, label in engines]}
+        image_dtype = self._sets[nominal][0].inputs["image"][1]
         self.pipeline = DevicePipeline(self.meta, self.device, input_dtype=image_dtype)
         self.reason = (f"tensorrt {trt.__version__} {precision} on {torch.cuda.get_device_name()}, torch buffers, "
                        f"{'pair' if use_pair else 'fused'} engine(s) "
                        f"{'built now' if built_any else 'from cache'} in {cache_dir}")
 
-    def infer(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if len(self.graphs) == 1:
-            out = self.graphs[0]({"image": x, "focal_scale": s})
+    def _graphs(self, hw: tuple[int, int]) -> list[TrtGraph]:
+        """The engine set for this input size (a canonical-camera model's camera decides it)."""
+        if hw not in self._sets:
+            from reflector_ros.backends.engine_build import load_engines
+
+            model_path, engine_dir, precision, use_pair, workspace_mb = self._args
+            LOG.info("network input %dx%d: loading or building its engine", hw[1], hw[0])
+            engines, _, _, _ = load_engines(model_path, engine_dir, precision, use_pair, workspace_mb, hw)
+            self._sets[hw] = [TrtGraph(engine, self.device, label, hw) for engine, label in engines]
+        return self._sets[hw]
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        graphs = self._graphs((int(x.shape[2]), int(x.shape[3])))
+        if len(graphs) == 1:
+            out = graphs[0]({"image": x, "focal_scale": s})
             return out["depth"], out["confidence"]
-        backbone, reflector = self.graphs
+        backbone, reflector = graphs
         feats = backbone({"image": x})
         feeds = {"image": x, "focal_scale": s, **feats}
         out = reflector({k: v for k, v in feeds.items() if k in reflector.inputs})
         return out["depth"], out["confidence"]
 
-    def run(self, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-            rays: np.ndarray | None = None, cloud: CloudSpec | None = None) -> DepthResult:
-        return self.pipeline.run(self.infer, rgb, scale, out_hw, rays, cloud)
+    def infer(self, rgb: np.ndarray, net: NetInput) -> NetMaps:
+        return self.pipeline.infer(self.forward, rgb, net)
+
+    def finish(self, maps: NetMaps, out_hw: tuple[int, int], validity: Validity, scale: float = 1.0,
+               cloud: CloudSpec | None = None) -> DepthResult:
+        return self.pipeline.finish(maps, out_hw, validity, scale, cloud)

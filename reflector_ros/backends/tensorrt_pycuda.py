@@ -17,9 +17,11 @@ import numpy as np
 import pycuda.driver as cuda
 import tensorrt as trt
 
-from reflector_ros.backends.base import DepthResult, check_run_args, host_postprocess
+from reflector_ros.backends.base import DepthResult, NetMaps, check_frame, host_finish
+from reflector_ros.core.depth import Validity
 from reflector_ros.core.pointcloud import CloudSpec
 from reflector_ros.core.preprocess import preprocess
+from reflector_ros.meta import NetInput
 
 
 def numpy_dtype(dt: trt.DataType) -> np.dtype:
@@ -37,11 +39,11 @@ def numpy_dtype(dt: trt.DataType) -> np.dtype:
 class PycudaGraph:
     """One engine + execution context; a device buffer per I/O tensor, allocated once."""
 
-    def __init__(self, engine: trt.ICudaEngine, label: str) -> None:
+    def __init__(self, engine: trt.ICudaEngine, label: str, input_hw: tuple[int, int] | None = None) -> None:
         from reflector_ros.backends.engine_build import open_context
 
         self.label = label
-        self.context, tensors = open_context(engine, label)
+        self.context, tensors = open_context(engine, label, input_hw)
         self.inputs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         self.outputs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         self.buffers: dict[str, Any] = {}   # name -> pycuda DeviceAllocation
@@ -61,6 +63,42 @@ class PycudaGraph:
             raise RuntimeError(f"{self.label}: execute_async_v3 failed")
 
 
+class EngineSet:
+    """The engines of one input size with their pinned host buffers: the fused graph, or a
+    backbone/Reflector pair whose features never leave the device."""
+
+    def __init__(self, engines: list[tuple[trt.ICudaEngine, str]], input_hw: tuple[int, int]) -> None:
+        self.graphs = [PycudaGraph(engine, label, input_hw) for engine, label in engines]
+        if len(self.graphs) == 2:
+            backbone, reflector = self.graphs
+            for name in ("image", *backbone.outputs):   # the image is shared, features passed on
+                if name in reflector.inputs:
+                    reflector.bind(name, backbone.buffers[name])
+        first, last = self.graphs[0], self.graphs[-1]
+        # pinned host memory for every copy: the asynchronous copies read it later
+        self.image = cuda.pagelocked_empty(*first.inputs["image"])
+        self.scales = [cuda.pagelocked_empty((1,), g.inputs["focal_scale"][1])
+                       if "focal_scale" in g.inputs else None for g in self.graphs]
+        self.host_out = {n: cuda.pagelocked_empty(shape, dtype)
+                         for n, (shape, dtype) in last.outputs.items() if n in ("depth", "confidence")}
+
+    def forward(self, x: np.ndarray, scale: float, stream: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(1,3,H,W) float32 on the host -> network-size depth, confidence on the host."""
+        first, last = self.graphs[0], self.graphs[-1]
+        self.image[...] = x.reshape(self.image.shape)   # casts to the engine's input dtype
+        cuda.memcpy_htod_async(first.buffers["image"], self.image, stream)
+        for graph, host in zip(self.graphs, self.scales):
+            if host is not None:
+                host[0] = scale
+                cuda.memcpy_htod_async(graph.buffers["focal_scale"], host, stream)
+            graph.enqueue(stream)
+        for name, host in self.host_out.items():
+            cuda.memcpy_dtoh_async(host, last.buffers[name], stream)
+        stream.synchronize()
+        return (self.host_out["depth"].astype(np.float32, copy=True),
+                self.host_out["confidence"].astype(np.float32, copy=True))
+
+
 class TensorRTPycudaBackend:
     """Backend protocol on TensorRT engines with pycuda memory; see the module docstring."""
 
@@ -71,27 +109,16 @@ class TensorRTPycudaBackend:
         cuda.init()
         device = cuda.Device(0)
         # the runtime API (and so TensorRT) works in the primary context; the node calls
-        # run() from its worker thread, so every call pushes it and pops it again
+        # infer() from its worker thread, so every call pushes it and pops it again
         self._ctx = device.retain_primary_context()
         self._ctx.push()
         try:
+            self._args = (model_path, engine_dir, precision, use_pair, workspace_mb)
             engines, cache_dir, built_any, self.meta = load_engines(model_path, engine_dir, precision, use_pair,
                                                                     workspace_mb)
-            self.graphs = [PycudaGraph(engine, label) for engine, label in engines]
-            if len(self.graphs) == 2:       # backbone features never leave the device
-                backbone, reflector = self.graphs
-                for name in ("image", *backbone.outputs):   # the image is shared, features passed on
-                    if name in reflector.inputs:
-                        reflector.bind(name, backbone.buffers[name])
+            nominal = (self.meta.input_height, self.meta.input_width)
+            self._sets = {nominal: EngineSet(engines, nominal)}
             self.stream = cuda.Stream()
-            first = self.graphs[0]
-            self._image = cuda.pagelocked_empty(*first.inputs["image"])
-            # pinned host memory for every copy: the asynchronous copies read it later
-            self._scales = [cuda.pagelocked_empty((1,), g.inputs["focal_scale"][1])
-                            if "focal_scale" in g.inputs else None for g in self.graphs]
-            last = self.graphs[-1]
-            self._host_out = {n: cuda.pagelocked_empty(shape, dtype)
-                              for n, (shape, dtype) in last.outputs.items() if n in ("depth", "confidence")}
         finally:
             self._ctx.pop()
         self.name = "tensorrt"
@@ -100,33 +127,28 @@ class TensorRTPycudaBackend:
                        f"(torch has no CUDA), {'pair' if use_pair else 'fused'} engine(s) "
                        f"{'built now' if built_any else 'from cache'} in {cache_dir}")
 
-    def infer(self, x: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-        """(1,3,H,W) float32 on the host -> network-size depth, confidence on the host."""
-        first, last = self.graphs[0], self.graphs[-1]
-        self._image[...] = x.reshape(self._image.shape)   # casts to the engine's input dtype
-        cuda.memcpy_htod_async(first.buffers["image"], self._image, self.stream)
-        for graph, host in zip(self.graphs, self._scales):
-            if host is not None:
-                host[0] = scale
-                cuda.memcpy_htod_async(graph.buffers["focal_scale"], host, self.stream)
-            graph.enqueue(self.stream)
-        for name, host in self._host_out.items():
-            cuda.memcpy_dtoh_async(host, last.buffers[name], self.stream)
-        self.stream.synchronize()
-        return (self._host_out["depth"].astype(np.float32, copy=True),
-                self._host_out["confidence"].astype(np.float32, copy=True))
+    def _set(self, hw: tuple[int, int]) -> EngineSet:
+        if hw not in self._sets:
+            from reflector_ros.backends.engine_build import load_engines
 
-    def run(self, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-            rays: np.ndarray | None = None, cloud: CloudSpec | None = None) -> DepthResult:
-        out_hw = check_run_args(rgb, scale, out_hw, rays, cloud)
+            model_path, engine_dir, precision, use_pair, workspace_mb = self._args
+            engines, _, _, _ = load_engines(model_path, engine_dir, precision, use_pair, workspace_mb, hw)
+            self._sets[hw] = EngineSet(engines, hw)
+        return self._sets[hw]
+
+    def infer(self, rgb: np.ndarray, net: NetInput) -> NetMaps:
+        check_frame(rgb, net)
         t0 = time.perf_counter()
-        x = preprocess(rgb, self.meta)
+        x = preprocess(rgb, self.meta, net)
         t1 = time.perf_counter()
         self._ctx.push()
         try:
-            depth_net, conf_net = self.infer(x, scale)
+            depth_net, conf_net = self._set((net.height, net.width)).forward(x, net.focal_scale, self.stream)
         finally:
             self._ctx.pop()
         t2 = time.perf_counter()
-        timings = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1)}
-        return host_postprocess(depth_net, conf_net, out_hw, rgb, rays, cloud, timings)
+        return NetMaps(depth_net, conf_net, rgb, {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1)})
+
+    def finish(self, maps: NetMaps, out_hw: tuple[int, int], validity: Validity, scale: float = 1.0,
+               cloud: CloudSpec | None = None) -> DepthResult:
+        return host_finish(maps, out_hw, validity, scale, cloud)

@@ -8,13 +8,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from reflector_ros.backends.base import DepthResult
+from reflector_ros.backends.base import DepthResult, NetMaps
 from reflector_ros.backends.torch_ops import DevicePipeline
+from reflector_ros.core.depth import Validity
 from reflector_ros.core.pointcloud import CloudSpec
+from reflector_ros.meta import NetInput
 
 LOG = logging.getLogger(__name__)
 
@@ -41,63 +44,81 @@ class TorchBackend:
         if dev.type == "cpu" and num_threads > 0:
             torch.set_num_threads(num_threads)
         model, meta, _ = load_checkpoint(path, map_location="cpu")
-        self.meta = meta
+        self._setup(model, meta, dev, precision, cuda_graph, f"checkpoint {path.name}")
         self.model_path = path
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, meta: Any, device: str | torch.device = "cpu") -> "TorchBackend":
+        """A backend around an in-memory model (validation while training): fp32, no CUDA
+        graphs, the model's mode and weights left as they are (it is not copied)."""
+        self = cls.__new__(cls)
+        self._setup(model, meta, torch.device(device), "fp32", False, "in-memory model", move=False)
+        return self
+
+    def _setup(self, model: torch.nn.Module, meta: Any, dev: torch.device, precision: str, cuda_graph: bool,
+               label: str, move: bool = True) -> None:
+        self.meta = meta
         half = dev.type == "cuda" and precision == "fp16"
         dtype = torch.float16 if half else torch.float32
-        model = model.eval().to(dev)
-        if dev.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-            if half:
-                model = model.half()
+        if move:
+            model = model.eval().to(dev)
+            if dev.type == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+                if half:
+                    model = model.half()
         self.model = model
         self.device = dev
         self.name = "torch-cuda" if dev.type == "cuda" else "torch-cpu"
         self.builds_cloud = True   # torch_ops.build_cloud, next to the network
-        self.pipeline = DevicePipeline(meta, dev, input_dtype=dtype, channels_last=dev.type == "cuda")
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._static: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        graph_note = ""
-        if dev.type == "cuda" and cuda_graph:
-            try:
-                self._capture(dtype)
-                graph_note = ", CUDA graph"
-            except Exception as err:  # an op that cannot be captured: eager still works
-                LOG.warning("CUDA graph capture failed (%s); running eagerly", err)
-                self._graph, self._static = None, None
-                graph_note = f", eager (CUDA graph capture failed: {err})"
-        self.reason = (f"{self.name} on {dev}{' fp16' if half else ' fp32'}{graph_note}, "
-                       f"checkpoint {path.name}")
+        self.pipeline = DevicePipeline(meta, dev, input_dtype=dtype, channels_last=dev.type == "cuda" and move)
+        self._dtype = dtype
+        # CUDA graphs, one per input shape (canonical-camera models follow the camera, so
+        # a node sees one shape; a resolution change captures another)
+        self._graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...]] | None] = {}
+        self._use_graphs = dev.type == "cuda" and cuda_graph
+        self.reason = (f"{self.name} on {dev}{' fp16' if half else ' fp32'}"
+                       f"{', CUDA graphs' if self._use_graphs else ''}, {label}")
 
-    def _capture(self, dtype: torch.dtype) -> None:
-        """Record the forward once with static input/output buffers; replay per frame."""
-        h, w = self.meta.input_height, self.meta.input_width
-        x = torch.zeros((1, 3, h, w), dtype=dtype, device=self.device).contiguous(
-            memory_format=torch.channels_last)
-        s = torch.ones((1,), dtype=dtype, device=self.device)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.inference_mode(), torch.cuda.stream(side):
-            for _ in range(3):  # warm-up: cudnn autotuning and lazy allocations outside the graph
-                self.model(x, s)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph):
-            out = self.model(x, s)
-        self._graph = graph
-        self._static = (x, s, out["depth"], out["confidence"])
+    def _capture(self, shape: tuple[int, ...]) -> tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...]] | None:
+        """Record the forward once for this input shape with static buffers; replay per frame.
+        None when an op cannot be captured (eager still works; said once in the log)."""
+        try:
+            x = torch.zeros(shape, dtype=self._dtype, device=self.device).contiguous(
+                memory_format=torch.channels_last)
+            s = torch.ones((1,), dtype=self._dtype, device=self.device)
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.inference_mode(), torch.cuda.stream(side):
+                for _ in range(3):  # warm-up: cudnn autotuning and lazy allocations outside the graph
+                    self.model(x, s)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(graph):
+                out = self.model(x, s)
+            return graph, (x, s, out["depth"], out["confidence"])
+        except Exception as err:  # noqa: BLE001  an op that cannot be captured
+            LOG.warning("CUDA graph capture for input %s failed (%s); running eagerly", shape, err)
+            return None
 
-    def infer(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Network only, on device tensors; outputs may be static graph buffers."""
-        if self._graph is not None and self._static is not None:
-            sx, ss, depth, conf = self._static
-            sx.copy_(x)
-            ss.copy_(s)
-            self._graph.replay()
-            return depth, conf
+        if self._use_graphs:
+            shape = tuple(x.shape)
+            if shape not in self._graphs:
+                self._graphs[shape] = self._capture(shape)
+            captured = self._graphs[shape]
+            if captured is not None:
+                graph, (sx, ss, depth, conf) = captured
+                sx.copy_(x)
+                ss.copy_(s)
+                graph.replay()
+                return depth, conf
         out = self.model(x, s)
         return out["depth"], out["confidence"]
 
-    def run(self, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-            rays: np.ndarray | None = None, cloud: CloudSpec | None = None) -> DepthResult:
-        return self.pipeline.run(self.infer, rgb, scale, out_hw, rays, cloud)
+    def infer(self, rgb: np.ndarray, net: NetInput) -> NetMaps:
+        return self.pipeline.infer(self.forward, rgb, net)
+
+    def finish(self, maps: NetMaps, out_hw: tuple[int, int], validity: Validity, scale: float = 1.0,
+               cloud: CloudSpec | None = None) -> DepthResult:
+        return self.pipeline.finish(maps, out_hw, validity, scale, cloud)

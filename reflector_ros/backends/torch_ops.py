@@ -9,16 +9,17 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reflector_ros.backends.base import DepthResult, check_run_args
+from reflector_ros.backends.base import DepthResult, NetMaps, check_finish, check_frame
+from reflector_ros.core.depth import Validity
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.pointcloud import CloudSpec
-from reflector_ros.meta import ModelMeta
+from reflector_ros.meta import ModelMeta, NetInput
 
 # network forward: (image [1,3,H,W], focal_scale [1]) -> (depth [1,1,H,W], confidence [1,1,H,W])
 InferFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -79,24 +80,30 @@ def resize_map(m: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     return x[0, 0]
 
 
-def finalize(depth: torch.Tensor, confidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """NaN for depth that is non-finite or <= 0 (REP 118: never 0.0); confidence in [0, 1]."""
-    ok = torch.isfinite(depth) & (depth > 0)
-    depth = torch.where(ok, depth, torch.full_like(depth, float("nan")))
+def finish_depth(depth: torch.Tensor, confidence: torch.Tensor, validity: Validity,
+                 unseen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Device twin of core.depth.finalize_outputs + finalize_depth: NaN where depth is
+    non-finite, <= 0, outside [min_depth, max_depth], below min_confidence or unseen;
+    confidence in [0, 1] (NaN and unseen as 0). ``unseen`` is validity.unseen on the device.
+    The same float32 comparisons as the host, so both agree bit for bit."""
     confidence = torch.nan_to_num(confidence, nan=0.0).clamp_(0.0, 1.0)
+    lo = validity.min_depth if validity.min_depth > 0 else float(np.nextafter(np.float32(0), np.float32(1)))
+    hi = validity.max_depth if math.isfinite(validity.max_depth) else float(np.finfo(np.float32).max)
+    good = (depth >= lo) & (depth <= hi)              # NaN compares False, +inf fails the second
+    if validity.min_confidence > 0:
+        good &= confidence >= validity.min_confidence
+    if unseen is not None:
+        good &= ~unseen
+        confidence = confidence.masked_fill(unseen, 0.0)
+    depth = torch.where(good, depth, torch.full_like(depth, float("nan")))
     return depth, confidence
-
-
-def backproject(depth: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
-    """(H, W) depth x (H, W, 3) rays ((u-cx)/fx, (v-cy)/fy, 1) -> (H, W, 3) xyz; NaN stays NaN."""
-    return rays * depth.unsqueeze(-1)
 
 
 def build_cloud(depth: torch.Tensor, confidence: torch.Tensor, img: torch.Tensor | None, spec: CloudSpec,
                 rays: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Device twin of core.depth.finalize_depth + core.pointcloud.build_cloud.
+    """Device twin of core.pointcloud.build_cloud.
 
-    depth, confidence: (H, W) float32 after finalize(); img: (H0, W0, 3) uint8 colour;
+    depth, confidence: (H, W) float32 after finish_depth(); img: (H0, W0, 3) uint8 colour;
     rays (h', w', 3) and lengths (h', w') on the device. Returns (h', w', 4) float32 with
     NaN xyz for every invalid point and, with spec.rgb, the 0x00RRGGBB bits in channel 3.
     The same float32 comparisons and single multiplies as the host, so the two agree bit
@@ -105,14 +112,7 @@ def build_cloud(depth: torch.Tensor, confidence: torch.Tensor, img: torch.Tensor
     s = spec.stride
     z = depth[::s, ::s]
     c = confidence[::s, ::s]
-    lo = spec.min_depth if spec.min_depth > 0 else float(np.nextafter(np.float32(0), np.float32(1)))
-    good = z >= lo                                    # NaN compares False
-    if math.isfinite(spec.max_depth):
-        good &= z <= spec.max_depth
-    else:
-        good &= z <= float(np.finfo(np.float32).max)  # +inf is invalid, as on the host
-    if spec.min_confidence > 0:
-        good &= c >= spec.min_confidence
+    good = torch.ones_like(z, dtype=torch.bool)
     if spec.min_range > 0 or math.isfinite(spec.max_range):
         dist = lengths * z
         if spec.min_range > 0:
@@ -120,7 +120,7 @@ def build_cloud(depth: torch.Tensor, confidence: torch.Tensor, img: torch.Tensor
         if math.isfinite(spec.max_range):
             good &= ~(dist > spec.max_range)
     if spec.min_point_confidence > 0:
-        good &= c >= spec.min_point_confidence
+        good &= c >= spec.min_point_confidence   # NaN is low too
     z = torch.where(good, z, torch.full_like(z, float("nan")))
     bits = torch.zeros((*z.shape, 4), dtype=torch.int32, device=z.device)
     out = bits.view(torch.float32)                    # rgb goes in as integer bits, never as a float
@@ -165,8 +165,9 @@ def download(tensors: list[torch.Tensor], into: dict[int, np.ndarray] | None = N
 
 
 class DevicePipeline:
-    """Frame pipeline around a network forward: upload, preprocess, infer, postprocess,
-    back-project, download. Holds the per-device state (normalisation, ray table)."""
+    """A backend's frame work around its network forward: upload, preprocess, infer;
+    then resize back, scale, validity, cloud, download. Holds the per-device state
+    (normalisation, the uploaded ray table and unseen mask)."""
 
     def __init__(self, meta: ModelMeta, device: torch.device, input_dtype: torch.dtype = torch.float32,
                  channels_last: bool = False) -> None:
@@ -175,72 +176,81 @@ class DevicePipeline:
         self.input_dtype = input_dtype
         self.channels_last = channels_last
         self.norm_scale, self.norm_bias = normalisation(meta, device)
-        self._rays_src: np.ndarray | None = None
-        self._rays_dev: torch.Tensor | None = None
-        self._cloud_src: tuple[np.ndarray, np.ndarray] | None = None
-        self._cloud_dev: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._uploads: dict[str, tuple[tuple[int, ...], torch.Tensor]] = {}
         # a stream of our own: TensorRT's enqueue on the legacy default stream adds syncs
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
-    def rays_on_device(self, rays: np.ndarray) -> torch.Tensor:
-        """Upload the ray table once and reuse it while the caller passes the same array
-        (the node keeps one per camera intrinsics and stride)."""
-        if self._rays_src is not rays or self._rays_dev is None:
-            self._rays_dev = torch.from_numpy(np.ascontiguousarray(rays, dtype=np.float32)).to(self.device)
-            self._rays_src = rays
-        return self._rays_dev
+    def on_device(self, name: str, *arrays: np.ndarray) -> torch.Tensor:
+        """Upload a host table once and reuse it while the caller passes the same arrays
+        (the pipeline keeps one ray table per camera and stride, one unseen mask per
+        calibration). Keyed by the arrays' identity."""
+        key = tuple(id(a) for a in arrays)
+        hit = self._uploads.get(name)
+        if hit is None or hit[0] != key:
+            t = torch.from_numpy(np.ascontiguousarray(arrays[0])).to(self.device)
+            hit = self._uploads[name] = (key, t)
+        return hit[1]
 
-    def cloud_tables_on_device(self, spec: CloudSpec) -> tuple[torch.Tensor, torch.Tensor]:
-        """The spec's rays and lengths, uploaded once per ray table (as rays_on_device)."""
-        src = self._cloud_src
-        if src is None or src[0] is not spec.rays or src[1] is not spec.lengths or self._cloud_dev is None:
-            self._cloud_dev = (torch.from_numpy(np.ascontiguousarray(spec.rays, dtype=np.float32)).to(self.device),
-                               torch.from_numpy(np.ascontiguousarray(spec.lengths, dtype=np.float32)).to(self.device))
-            self._cloud_src = (spec.rays, spec.lengths)
-        return self._cloud_dev
-
-    def run(self, infer: InferFn, rgb: np.ndarray, scale: float, out_hw: tuple[int, int],
-            rays: np.ndarray | None = None, cloud: CloudSpec | None = None) -> DepthResult:
-        out_hw = check_run_args(rgb, scale, out_hw, rays, cloud)
+    def _clock(self) -> Callable[[], object]:
         cuda = self.device.type == "cuda"
-        marks: list[object] = []
 
-        def mark() -> None:
+        def mark() -> object:
             if cuda:
                 ev = torch.cuda.Event(enable_timing=True)
                 ev.record()
-                marks.append(ev)
-            else:
-                marks.append(time.perf_counter())
+                return ev
+            return time.perf_counter()
+        return mark
 
-        on_stream = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
-        with torch.inference_mode(), on_stream:
-            mark()
+    def _elapsed(self, a: object, b: object) -> float:
+        if self.device.type == "cuda":
+            return float(a.elapsed_time(b))  # type: ignore[attr-defined]
+        return 1000.0 * (b - a)  # type: ignore[operator]
+
+    def _on_stream(self) -> Any:
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def infer(self, forward: InferFn, rgb: np.ndarray, net: NetInput) -> NetMaps:
+        check_frame(rgb, net)
+        mark = self._clock()
+        with torch.inference_mode(), self._on_stream():
+            m0 = mark()
             img = upload_rgb(rgb, self.device)
-            x = preprocess(img, (self.meta.input_height, self.meta.input_width), self.norm_scale,
-                           self.norm_bias, self.input_dtype, self.channels_last)
-            s = torch.full((1,), float(scale), dtype=self.input_dtype, device=self.device)
-            mark()
-            depth_net, conf_net = infer(x, s)
-            mark()
-            depth, conf = finalize(resize_map(depth_net, out_hw), resize_map(conf_net, out_hw))
-            mark()
+            x = preprocess(img, (net.height, net.width), self.norm_scale, self.norm_bias, self.input_dtype,
+                           self.channels_last)
+            s = torch.full((1,), float(net.focal_scale), dtype=self.input_dtype, device=self.device)
+            m1 = mark()
+            # may be static buffers (CUDA graph, TensorRT): valid until the next infer()
+            depth_net, conf_net = forward(x, s)
+            m2 = mark()
+        return NetMaps(depth_net, conf_net, img, marks=(m0, m1, m2))
+
+    def finish(self, maps: NetMaps, out_hw: tuple[int, int], validity: Validity, scale: float = 1.0,
+               cloud: CloudSpec | None = None) -> DepthResult:
+        out_hw = check_finish(out_hw, validity, scale, cloud)
+        mark = self._clock()
+        with torch.inference_mode(), self._on_stream():
+            m3 = mark()
+            depth = resize_map(maps.depth, out_hw)
+            if scale != 1.0:
+                depth = depth * float(scale)
+            unseen = self.on_device("unseen", validity.unseen) if validity.unseen is not None else None
+            depth, conf = finish_depth(depth, resize_map(maps.confidence, out_hw), validity, unseen)
+            m4 = mark()
             outs = [depth, conf]
             into: dict[int, np.ndarray] = {}
-            if rays is not None:
-                outs.append(backproject(depth, self.rays_on_device(rays)))
             if cloud is not None:
                 if cloud.out is not None:
                     into[len(outs)] = cloud.out
-                outs.append(build_cloud(depth, conf, img, cloud, *self.cloud_tables_on_device(cloud)))
-            mark()
+                rays = self.on_device("rays", cloud.rays)
+                lengths = self.on_device("lengths", cloud.lengths)
+                outs.append(build_cloud(depth, conf, maps.image, cloud, rays, lengths))
+            m5 = mark()
             host = download(outs, into)
-            mark()
-        if cuda:  # download() synchronised the stream, so every event is complete
-            ms = [marks[i].elapsed_time(marks[i + 1]) for i in range(len(marks) - 1)]  # type: ignore[attr-defined]
-        else:
-            ms = [1000.0 * (marks[i + 1] - marks[i]) for i in range(len(marks) - 1)]  # type: ignore[operator]
-        # the device-to-host copies count as post-processing (they are on every frame)
-        timings = {"preprocess": ms[0], "inference": ms[1], "postprocess": ms[2] + ms[4], "points": ms[3]}
-        return DepthResult(depth=host[0], confidence=host[1], points=host[2] if rays is not None else None,
-                           cloud=host[-1] if cloud is not None else None, timings_ms=timings)
+            m6 = mark()
+        m0, m1, m2 = maps.marks if maps.marks is not None else (m3, m3, m3)
+        # download() synchronised the stream, so every CUDA event is complete
+        timings = {"preprocess": self._elapsed(m0, m1), "inference": self._elapsed(m1, m2),
+                   "postprocess": self._elapsed(m3, m4) + self._elapsed(m5, m6), "points": self._elapsed(m4, m5)}
+        return DepthResult(depth=host[0], confidence=host[1], cloud=host[2] if cloud is not None else None,
+                           timings_ms=timings)

@@ -68,20 +68,34 @@ class _HeadOnly(nn.Module):
 
 def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: list[str],
             outputs: list[str], meta: ModelMeta) -> Path:
-    """TorchScript-based exporter (static shapes), then metadata, checker, atomic rename."""
+    """TorchScript-based exporter, then metadata, checker, atomic rename.
+
+    Static shapes for fixed-size models; a canonical-camera model's image-sized tensors
+    (and the features that follow them) get dynamic height and width axes, because its
+    input size follows the camera.
+    """
     import onnx
 
+    dynamic: dict[str, dict[int, str]] | None = None
+    if meta.input_mode == "canonical":
+        dynamic = {n: {2: f"{n}_h", 3: f"{n}_w"} for n in (*inputs, *outputs) if n != "focal_scale"}
+        for n in ("image", "rel_depth", "depth", "confidence"):
+            if n in dynamic:
+                dynamic[n] = {2: "height", 3: "width"}
     tmp = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape-to-int conversions are expected
         torch.onnx.export(module, args, str(tmp), opset_version=OPSET, input_names=inputs,
-                          output_names=outputs, dynamo=False, do_constant_folding=True)
+                          output_names=outputs, dynamo=False, do_constant_folding=True,
+                          dynamic_axes=dynamic)
     model = onnx.load(str(tmp))
     del model.metadata_props[:]
     for key, value in meta.to_props().items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    model.doc_string = f"Reflector {meta.arch} {meta.input_height}x{meta.input_width}, {meta.n_bins} bins"
+    size = ("input size follows the camera (f_c " f"{meta.focal_canonical:g} px)" if meta.input_mode == "canonical"
+            else f"{meta.input_height}x{meta.input_width}")
+    model.doc_string = f"Reflector {meta.arch}, {size}, {meta.n_bins} bins"
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(tmp))
     tmp.replace(path)

@@ -40,7 +40,7 @@ class AttractorLayer(nn.Module):
     def forward(self, feat: Tensor, rel: Tensor, centres: Tensor,
                 prev_emb: Tensor | None) -> tuple[Tensor, Tensor]:
         """Returns (centres at this level's resolution, embedding for the next level)."""
-        size = (int(feat.shape[-2]), int(feat.shape[-1]))  # static in the exported graph
+        size = feat.shape[-2:]  # read from the graph: follows a dynamic input size, folded when static
         e = self.embed(torch.cat([feat, rel], dim=1))
         if prev_emb is not None:
             e = e + F.interpolate(prev_emb, size=size, mode="bilinear", align_corners=False)

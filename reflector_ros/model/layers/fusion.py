@@ -37,11 +37,11 @@ class ResidualConvUnit(nn.Module):
 def upsample_to(x: Tensor, ref: Tensor) -> Tensor:
     """Bilinear resize to ref's spatial size: works for sizes not divisible by 32.
 
-    The size is taken as Python ints so the exported graph has a constant-size Resize
-    (no Shape/Cast chain) with the static input shape.
+    The size is read from ref's shape, so an ONNX graph exported with dynamic height and
+    width (canonical-camera models) follows the input; with a static input shape the
+    exporter folds it to constants.
     """
-    return F.interpolate(x, size=(int(ref.shape[-2]), int(ref.shape[-1])), mode="bilinear",
-                         align_corners=False)
+    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class FeatureFusionBlock(nn.Module):
