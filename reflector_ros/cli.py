@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "node": ("reflector_ros.ros.node", "run the ROS 2 depth node (same as depth_node)"),
-    "demo": ("reflector_ros.demo", "publish a camera feed to the node, write a preview PNG, print timings"),
+    "demo": ("reflector_ros.commands.demo", "publish a camera feed to the node, write a preview PNG, print timings"),
     "train": ("reflector_ros.train.train", "train or fine-tune a Reflector model"),
     "eval": ("reflector_ros.train.evaluate", "evaluate a model on depth datasets"),
-    "infer": ("reflector_ros.train.infer", "offline inference on images, folders, videos or bags"),
+    "infer": ("reflector_ros.commands.infer", "offline inference on images, folders, videos or bags"),
     "export": ("reflector_ros.model.export", "export a checkpoint to ONNX (pair and fused)"),
     "build-engine": ("reflector_ros.backends.engine_build", "build TensorRT engines from ONNX"),
-    "bench": ("reflector_ros.bench", "per-stage latency of every available backend"),
+    "bench": ("reflector_ros.commands.bench", "per-stage latency of every available backend"),
     "synth": ("reflector_ros.data.synthetic", "render a synthetic metric-depth dataset"),
 }
 
@@ -31,6 +32,22 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    if argv[0] == "node":
+        # `ros2 launch` may stop the node while Python is still importing it (~0.3 s): end
+        # cleanly then too; the node's own handlers take over once it runs
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            return _command(argv)
+        except KeyboardInterrupt:
+            return 0
+    return _command(argv)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _command(argv: list[str]) -> int:
     module = importlib.import_module(COMMANDS[argv[0]][0])
     cmd = argparse.ArgumentParser(prog=f"reflector {argv[0]}", description=COMMANDS[argv[0]][1])
     module.add_arguments(cmd)

@@ -18,7 +18,14 @@ def test_defaults_are_valid() -> None:
 
 def test_config_yaml_lists_every_parameter_with_its_default() -> None:
     doc = yaml.safe_load((REPO / "config" / "depth.yaml").read_text())
-    params = doc["reflector_depth"]["ros__parameters"]
+    nested = doc["/**/reflector_depth"]["ros__parameters"]
+    # ROS flattens nested mappings with dots: scale_anchor: {mode: ...} is scale_anchor.mode
+    params = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            params.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            params[key] = value
     assert sorted(params) == sorted(PARAMS)
     for key, value in params.items():
         assert value == DEFAULTS[key] and type(value) is type(DEFAULTS[key]), key
@@ -103,3 +110,16 @@ def test_rectify_takes_a_bool_or_a_word() -> None:
     """`-p rectify:=false` arrives as a bool, `rectify: auto` as a string: both are fine."""
     for value, word in ((False, "false"), (True, "true"), ("AUTO", "auto"), ("off", "false")):
         assert validate_params({"rectify": value}) == [] and normalize({"rectify": value})["rectify"] == word
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ({"scale_anchor.mode": "ceiling"}, "scale_anchor.mode 'ceiling'"),
+    ({"scale_anchor.mode": "floor"}, "camera_height must be in"),            # floor without a height
+    ({"scale_anchor.mode": "floor", "scale_anchor.camera_height": 0.4, "scale_anchor.tolerance_deg": 0.0},
+     "tolerance_deg"),
+    ({"scale_anchor.hold_s": -1.0}, "hold_s"),
+])
+def test_scale_anchor_parameters_are_checked(bad: dict, needle: str) -> None:
+    errors = validate_params(bad)
+    assert any(needle in e for e in errors), errors
+    assert validate_params({"scale_anchor.mode": "floor", "scale_anchor.camera_height": 0.4}) == []

@@ -1,7 +1,8 @@
 """The depth node's parameters: defaults, descriptions and the pure validation rules.
 
 Kept free of rclpy so the rules are unit-tested directly and shared by start-up
-(refuse and exit) and `set_parameters` (reject with the reason).
+(refuse and exit) and `set_parameters` (reject with the reason); ``frame_settings`` turns
+them into the pipeline's FrameSettings.
 """
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from reflector_ros.core.errors import InputError
 from reflector_ros.core.rectify import RECTIFY_SETTINGS, rectify_setting
+from reflector_ros.core.scale_anchor import MODES as ANCHOR_MODES
+from reflector_ros.core.scale_anchor import AnchorSettings
+from reflector_ros.pipeline import CloudSettings, FrameSettings
 
 BACKENDS = ("auto", "tensorrt", "torch", "torch-cuda", "torch-cpu", "onnxruntime", "onnxruntime-cuda")
 PRECISIONS = ("fp16", "fp32", "int8")
@@ -45,6 +50,12 @@ PARAMS: dict[str, tuple[Any, str]] = {
     "rectify": ("auto", "Undistort the image with camera_info's D, R and P first, as image_proc does: auto (unless the image topic is named as rectified, e.g. image_rect) | true | false."),
     "fallback_fx": (0.0, "Without camera_info, assume fx = fy = this (pixels, cx, cy = image centre); 0 = wait for camera_info."),
     "diagnostics_period": (1.0, "Seconds between /diagnostics messages."),
+    "scale_anchor.mode": ("none", "Metric scale anchor: none (the network's own scale) | floor (the camera height above a floor in view fixes the scale)."),
+    "scale_anchor.camera_height": (0.0, "Metres from the floor to the camera's optical centre (mode floor; your URDF has it)."),
+    "scale_anchor.pitch_deg": (0.0, "Expected camera pitch, degrees, positive looking down (REP 103)."),
+    "scale_anchor.roll_deg": (0.0, "Expected camera roll about the optical axis, degrees."),
+    "scale_anchor.tolerance_deg": (35.0, "How far (degrees) the floor's normal may be from the expected up direction; tighten it when pitch and roll are known."),
+    "scale_anchor.hold_s": (2.0, "Seconds the last floor scale is held while no floor is in view, before falling back to the network's scale."),
 }
 
 DEFAULTS: dict[str, Any] = {k: v[0] for k, v in PARAMS.items()}
@@ -122,6 +133,13 @@ def validate_params(params: dict[str, Any], check_files: bool = True) -> list[st
         errors.append(f"points_max_range ({p['points_max_range']}) must be larger than points_min_range ({p['points_min_range']})")
     if p["fallback_fx"] < 0.0:
         errors.append(f"fallback_fx must be >= 0 (0 = off), got {p['fallback_fx']}")
+    if p["scale_anchor.mode"] not in ANCHOR_MODES:
+        errors.append(f"scale_anchor.mode '{p['scale_anchor.mode']}' is not one of: {', '.join(ANCHOR_MODES)}")
+    else:
+        try:
+            anchor_from_params(p).check()
+        except InputError as exc:
+            errors.append(str(exc))
     if not 0.05 <= p["diagnostics_period"] <= 3600.0:
         errors.append(f"diagnostics_period must be in [0.05, 3600] seconds, got {p['diagnostics_period']}")
     if check_files and p["model"]:
@@ -129,6 +147,25 @@ def validate_params(params: dict[str, Any], check_files: bool = True) -> list[st
     if check_files and p["engine_dir"] and Path(p["engine_dir"]).exists() and not Path(p["engine_dir"]).is_dir():
         errors.append(f"engine_dir '{p['engine_dir']}' exists and is not a directory")
     return errors
+
+
+def anchor_from_params(p: dict[str, Any]) -> AnchorSettings:
+    """AnchorSettings from the (normalised) scale_anchor.* parameters."""
+    return AnchorSettings(str(p["scale_anchor.mode"]), float(p["scale_anchor.camera_height"]),
+                          float(p["scale_anchor.pitch_deg"]), float(p["scale_anchor.roll_deg"]),
+                          float(p["scale_anchor.tolerance_deg"]), float(p["scale_anchor.hold_s"]))
+
+
+def frame_settings(p: dict[str, Any], cloud: bool) -> FrameSettings:
+    """The pipeline's FrameSettings from the (normalised) parameters; ``cloud``: whether the
+    points output is wanted this frame."""
+    spec = None
+    if cloud:
+        spec = CloudSettings(int(p["points_stride"]), bool(p["points_rgb"]), float(p["points_min_range"]),
+                             float(p["points_max_range"]) if p["points_max_range"] > 0 else math.inf,
+                             float(p["points_min_confidence"]))
+    return FrameSettings(float(p["output_scale"]), float(p["min_depth"]), float(p["max_depth"]),
+                         float(p["min_confidence"]), str(p["rectify"]), spec, anchor_from_params(p))
 
 
 def model_file_errors(model: str) -> list[str]:

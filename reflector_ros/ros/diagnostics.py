@@ -1,0 +1,115 @@
+"""The node's running statistics and its /diagnostics status (diagnostic_msgs, no updater).
+
+``FrameStats`` is written by the subscription callback and the worker thread and read by
+the diagnostics timer, under one lock. A restarted source (a bag loop, a driver restart,
+a simulation reset) resets what belongs to the old source: latency and stage windows.
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+STATUS_NAME = "reflector_depth: pipeline"
+STAGES = ("decode_ms", "rectify_ms", "preprocess_ms", "inference_ms", "anchor_ms", "postprocess_ms", "points_ms",
+          "depth_msg_ms", "points_msg_ms", "publish_ms")
+WINDOW = 100               # frames in the latency / stage-timing windows
+RATE_WINDOW_S = 5.0
+
+
+def _median(values: Any) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def _percentile(values: Any, q: float) -> float:
+    return float(np.percentile(np.fromiter(values, float), q)) if values else float("nan")
+
+
+def _rate(times: deque, now: float) -> float:
+    """Events per second over the last RATE_WINDOW_S seconds (monotonic times)."""
+    while times and now - times[0] > RATE_WINDOW_S:
+        times.popleft()
+    if len(times) < 2:
+        return 0.0
+    return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
+
+
+class FrameStats:
+    """Counts, rates, latency (image stamp -> depth/image published) and stage medians."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts = {"received": 0, "processed": 0, "dropped": 0, "skipped_bad": 0, "idle": 0, "restarts": 0}
+        self.in_times: deque = deque()
+        self.out_times: deque = deque()
+        self.latency_ms: deque = deque(maxlen=WINDOW)
+        self.stage_ms: dict[str, deque] = {s: deque(maxlen=WINDOW) for s in STAGES}
+        self.last_arrival = time.monotonic()
+
+    def arrived(self, replaced: bool) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.counts["received"] += 1
+            self.counts["dropped"] += int(replaced)
+            self.in_times.append(now)
+            self.last_arrival = now
+
+    def count(self, what: str) -> None:
+        with self.lock:
+            self.counts[what] += 1
+
+    def restarted(self) -> None:
+        """A new source: the old one's latency and stage timings no longer describe it."""
+        with self.lock:
+            self.counts["restarts"] += 1
+            self.latency_ms.clear()
+            for d in self.stage_ms.values():
+                d.clear()
+
+    def processed(self, latency_ms: float, stages: dict[str, float]) -> None:
+        with self.lock:
+            self.counts["processed"] += 1
+            self.out_times.append(time.monotonic())
+            self.latency_ms.append(latency_ms)
+            for key, val in stages.items():
+                if key in self.stage_ms:
+                    self.stage_ms[key].append(val)
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        with self.lock:
+            lat = list(self.latency_ms)
+            return {"counts": dict(self.counts), "in_hz": _rate(self.in_times, now), "out_hz": _rate(self.out_times, now),
+                    "latency_p50": _median(lat), "latency_p95": _percentile(lat, 95),
+                    "stages": {k: _median(v) for k, v in self.stage_ms.items() if v},   # stages that ran
+                    "silent_s": now - self.last_arrival}
+
+
+def status_array(stamp: Any, hardware_id: str, level: int, message: str, values: dict[str, str]) -> DiagnosticArray:
+    """A DiagnosticArray with the node's one status."""
+    status = DiagnosticStatus(level=level, name=STATUS_NAME, message=message, hardware_id=hardware_id,
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    arr = DiagnosticArray(status=[status])
+    arr.header.stamp = stamp
+    return arr
+
+
+def summary(snap: dict[str, Any]) -> dict[str, str]:
+    """The statistics part of the status values."""
+    c = snap["counts"]
+    return {
+        "input_rate_hz": f"{snap['in_hz']:.2f}", "output_rate_hz": f"{snap['out_hz']:.2f}",
+        "latency_p50_ms": f"{snap['latency_p50']:.2f}", "latency_p95_ms": f"{snap['latency_p95']:.2f}",
+        "received_frames": str(c["received"]), "processed_frames": str(c["processed"]),
+        "dropped_frames": str(c["dropped"]), "skipped_bad_frames": str(c["skipped_bad"]),
+        "idle_frames": str(c["idle"]), "source_restarts": str(c["restarts"]),
+        **{k: f"{v:.2f}" for k, v in snap["stages"].items()},
+    }
+
+
+LEVELS = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
