@@ -1,0 +1,212 @@
+"""Metric scale from the robot's own geometry: the camera's height above the floor.
+
+A ground robot knows how high its camera is (its URDF says so). Wherever the floor is in
+view, that one number fixes the metric scale of the whole frame, however right or wrong
+the network's own scale is:
+
+    scale = camera_height / (distance of the camera to the floor plane found in the depth)
+
+Per frame, ``fit_floor`` finds the floor among the back-projected points of the lower
+part of the view by RANSAC (Fischler & Bolles 1981) on a subsample, with the plane's
+normal constrained to the expected up direction, then refines it by least squares on the
+inliers. Thresholds are relative to the plane distance, so the fit does not depend on the
+depth's (unknown) scale. Over time, ``FloorAnchor`` smooths the scale with a running
+median (one outlier frame cannot yank it), holds the last good scale for ``hold_s``
+seconds while the floor is out of view, then falls back to the model's own scale.
+
+Frames (REP 103): points are in the camera's optical frame (x right, y down, z forward).
+Camera pitch is positive when the camera looks down, roll positive when it turns about
+its optical axis from the image's +x towards +y, both from level.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from reflector_ros.core.camera import Intrinsics
+from reflector_ros.core.errors import InputError
+
+MODES = ("none", "floor")
+SOURCES = ("floor", "held", "model")
+
+
+@dataclass(frozen=True)
+class AnchorSettings:
+    """The ``scale_anchor.*`` parameters.
+
+    mode: none | floor. camera_height: metres from the floor to the optical centre.
+    pitch_deg, roll_deg: the camera's expected attitude (REP 103 sense, see the module);
+    tolerance_deg: how far the floor normal may be from the expected up direction.
+    hold_s: how long the last good scale is held while the floor is out of view.
+    min_inliers: fraction of the sampled lower-view points the floor must explain.
+    window: frames in the running median.
+    """
+    mode: str = "none"
+    camera_height: float = 0.0
+    pitch_deg: float = 0.0
+    roll_deg: float = 0.0
+    tolerance_deg: float = 35.0
+    hold_s: float = 2.0
+    min_inliers: float = 0.2
+    window: int = 9
+
+    def check(self) -> "AnchorSettings":
+        """self, or InputError naming what is wrong."""
+        if self.mode not in MODES:
+            raise InputError(f"scale_anchor.mode '{self.mode}' is not one of: {', '.join(MODES)}")
+        if self.mode == "floor" and not (0.02 <= self.camera_height <= 20.0):
+            raise InputError(f"scale_anchor.camera_height must be in [0.02, 20] metres with mode floor, "
+                             f"got {self.camera_height}")
+        if not (-89.0 <= self.pitch_deg <= 89.0 and -180.0 <= self.roll_deg <= 180.0):
+            raise InputError(f"scale_anchor pitch_deg must be in [-89, 89] and roll_deg in [-180, 180], "
+                             f"got {self.pitch_deg}, {self.roll_deg}")
+        if not 1.0 <= self.tolerance_deg <= 80.0:
+            raise InputError(f"scale_anchor.tolerance_deg must be in [1, 80], got {self.tolerance_deg}")
+        if not 0.0 <= self.hold_s <= 3600.0:
+            raise InputError(f"scale_anchor.hold_s must be in [0, 3600] seconds, got {self.hold_s}")
+        if not 0.01 <= self.min_inliers <= 1.0:
+            raise InputError(f"scale_anchor.min_inliers must be in [0.01, 1], got {self.min_inliers}")
+        if not 1 <= self.window <= 1000:
+            raise InputError(f"scale_anchor.window must be in [1, 1000] frames, got {self.window}")
+        return self
+
+
+def up_direction(pitch_deg: float, roll_deg: float) -> np.ndarray:
+    """The world's up direction in the optical frame of a camera pitched down by pitch_deg and
+    rolled by roll_deg: (0, -1, 0) for a level camera, (0, 0, -1) looking straight down."""
+    p, r = math.radians(pitch_deg), math.radians(roll_deg)
+    return np.array([-math.cos(p) * math.sin(r), -math.cos(p) * math.cos(r), -math.sin(p)])
+
+
+@dataclass(frozen=True)
+class FloorFit:
+    normal: np.ndarray        # (3,) unit normal, pointing from the floor towards the camera
+    distance: float           # camera to floor plane, in the depth's units (metres if it is metric)
+    inlier_fraction: float    # of the sampled points
+    points: int               # points sampled
+
+
+def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_deg: float = 35.0,
+              min_inliers: float = 0.2, samples: int = 1500, iterations: int = 64,
+              rng: np.random.Generator | None = None) -> FloorFit | None:
+    """The floor plane in a depth map, or None when no plane near ``up`` explains enough points.
+
+    depth: (h, w) metres along optical z (NaN or <= 0 invalid), in ``camera``'s pixels.
+    up: (3,) expected up direction in the optical frame (``up_direction``). Points come from
+    the rows below the expected horizon (the lower part of the view for a level camera),
+    about ``samples`` of them on a regular grid. A plane p·n + d = 0 counts a point as an
+    inlier within 3 % of d, and must make an angle below ``tolerance_deg`` with ``up``.
+    """
+    h, w = depth.shape
+    if (w, h) != (camera.width, camera.height):
+        raise InputError(f"depth {w}x{h} does not match its camera {camera.width}x{camera.height}")
+    up = np.asarray(up, np.float64) / np.linalg.norm(up)
+    # the horizon: rows whose ray is level with the floor; the floor lies below it
+    tilt = math.atan2(-up[2], -up[1])          # camera pitch, radians, down positive
+    horizon = camera.cy - camera.fy * math.tan(min(max(tilt, -1.2), 1.2))
+    top = int(min(max(horizon + 0.05 * h, 0.35 * h if tilt < 0.1 else 0.0), h - 2))
+    step = max(1, int(math.sqrt((h - top) * w / samples)))
+    v, u = np.mgrid[top:h:step, 0:w:step]
+    z = depth[v, u].astype(np.float64).ravel()
+    ok = np.isfinite(z) & (z > 0)
+    if ok.sum() < 30:
+        return None
+    z, u, v = z[ok], u.ravel()[ok], v.ravel()[ok]
+    pts = np.stack([(u - camera.cx) / camera.fx * z, (v - camera.cy) / camera.fy * z, z], axis=1)
+    rng = rng or np.random.default_rng(0)
+    n = len(pts)
+    triples = rng.integers(0, n, (iterations, 3))
+    a, b, c = pts[triples[:, 0]], pts[triples[:, 1]], pts[triples[:, 2]]
+    normals = np.cross(b - a, c - a)
+    norm = np.linalg.norm(normals, axis=1)
+    good = norm > 1e-12
+    normals[good] /= norm[good, None]
+    normals[normals @ up < 0] *= -1.0                      # orient towards the camera's side
+    cos_tol = math.cos(math.radians(tolerance_deg))
+    good &= normals @ up >= cos_tol
+    if not good.any():
+        return None
+    normals, a = normals[good], a[good]
+    d = -(normals * a).sum(axis=1)                         # n·p + d = 0; d > 0: the camera is above
+    keep = d > 0
+    if not keep.any():
+        return None
+    normals, d = normals[keep], d[keep]
+    resid = np.abs(pts @ normals.T + d)                     # (n, planes)
+    inliers = resid < 0.03 * d
+    best = int(np.argmax(inliers.sum(axis=0)))
+    mask = inliers[:, best]
+    if mask.mean() < min_inliers:
+        return None
+    # least-squares refinement on the inliers: the smallest principal direction
+    p = pts[mask]
+    centre = p.mean(axis=0)
+    _, _, vt = np.linalg.svd(p - centre, full_matrices=False)
+    normal = vt[2] if vt[2] @ up > 0 else -vt[2]
+    if normal @ up < cos_tol:
+        return None
+    dist = float(-(normal @ centre))
+    if dist <= 0:
+        return None
+    frac = float((np.abs(pts @ normal + dist) < 0.03 * dist).mean())
+    if frac < min_inliers:
+        return None
+    return FloorFit(normal, dist, frac, n)
+
+
+@dataclass(frozen=True)
+class AnchorState:
+    """What /diagnostics reports: the scale in use, where it came from, the last fit's inliers."""
+    scale: float
+    source: str               # floor | held | model
+    inlier_fraction: float    # of the last frame's fit, 0 when none
+    raw_scale: float          # this frame's own camera_height / distance, NaN when no floor
+
+
+class FloorAnchor:
+    """The scale over time: a running median of per-frame floor scales, held while the floor
+    is out of view, then the model's own scale (1.0). Not thread-safe: one caller."""
+
+    PLAUSIBLE = (1 / 3, 3.0)   # a network off by more than 3x in scale is not trusted to have seen a floor
+
+    def __init__(self, settings: AnchorSettings) -> None:
+        self.settings = settings.check()
+        self.up = up_direction(settings.pitch_deg, settings.roll_deg)
+        self._recent: deque[float] = deque(maxlen=settings.window)
+        self._last_good_t: float | None = None
+        self._last_t: float | None = None
+        self.state = AnchorState(1.0, "model", 0.0, float("nan"))
+
+    def reset(self) -> None:
+        """A restarted source (bag loop, new camera): forget the old scale."""
+        self._recent.clear()
+        self._last_good_t = self._last_t = None
+        self.state = AnchorState(1.0, "model", 0.0, float("nan"))
+
+    def update(self, depth: np.ndarray, camera: Intrinsics, t: float, camera_height: float | None = None
+               ) -> AnchorState:
+        """One frame's depth (network resolution is enough) and its time in seconds -> the
+        scale to multiply this frame's depth by. ``camera_height`` overrides the setting
+        (a robot whose camera height changes, or the real-data check)."""
+        s = self.settings
+        if self._last_t is not None and t < self._last_t:
+            self.reset()
+        self._last_t = t
+        height = s.camera_height if camera_height is None else float(camera_height)
+        fit = fit_floor(depth, camera, self.up, s.tolerance_deg, s.min_inliers)
+        raw = height / fit.distance if fit is not None else float("nan")
+        lo, hi = self.PLAUSIBLE
+        if fit is not None and lo <= raw <= hi:
+            self._recent.append(raw)
+            self._last_good_t = t
+            self.state = AnchorState(float(np.median(self._recent)), "floor", fit.inlier_fraction, raw)
+        elif self._last_good_t is not None and t - self._last_good_t <= s.hold_s and self._recent:
+            self.state = AnchorState(float(np.median(self._recent)), "held",
+                                     fit.inlier_fraction if fit else 0.0, raw)
+        else:
+            self._recent.clear()
+            self.state = AnchorState(1.0, "model", fit.inlier_fraction if fit else 0.0, raw)
+        return self.state

@@ -1,0 +1,208 @@
+"""The floor scale anchor: the camera height fixes the metric scale of a network whose own
+scale is off by a known factor, through the real pipeline and ONNX Runtime backend."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anchor_helpers import encode_depth, floor_share, robot_view, truth_model
+from reflector_ros.backends import make_backend
+from reflector_ros.core.errors import InputError
+from reflector_ros.core.scale_anchor import AnchorSettings, FloorAnchor, fit_floor, up_direction
+from reflector_ros.pipeline import DepthPipeline, FrameSettings
+
+H, W, CAM_H, PITCH = 96, 128, 0.35, 12.0
+SEEDS = (3, 11, 17)
+
+
+@pytest.fixture(scope="module")
+def views() -> list:
+    out = []
+    for seed in SEEDS:
+        depth, cam = robot_view(seed, H, W, CAM_H, PITCH)
+        assert floor_share(depth, cam, CAM_H, PITCH) > 0.3, seed     # the floor is really in view
+        out.append((depth, cam))
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[float, Path]:
+    d = tmp_path_factory.mktemp("truth")
+    return {k: truth_model(d, H, W, k) for k in (0.7, 1.0, 1.4)}
+
+
+def test_up_direction_conventions() -> None:
+    np.testing.assert_allclose(up_direction(0, 0), [0, -1, 0], atol=1e-12)
+    np.testing.assert_allclose(up_direction(90, 0), [0, 0, -1], atol=1e-12)     # looking straight down
+    np.testing.assert_allclose(up_direction(30, 0), [0, -math.cos(math.radians(30)), -0.5], atol=1e-12)
+
+
+def test_fit_floor_finds_the_true_height(views) -> None:
+    for depth, cam in views:
+        fit = fit_floor(depth, cam, up_direction(PITCH, 0.0))
+        assert fit is not None and fit.distance == pytest.approx(CAM_H, rel=0.01)
+        assert fit.normal @ up_direction(PITCH, 0.0) > math.cos(math.radians(2))
+        # scale-free: the same depth x 3 gives a plane 3 x as far with the same inliers
+        fit3 = fit_floor(3.0 * depth, cam, up_direction(PITCH, 0.0))
+        assert fit3.distance == pytest.approx(3 * fit.distance, rel=0.01)
+
+
+@pytest.mark.parametrize("k", [0.7, 1.4])
+def test_pipeline_recovers_the_metric_scale(views, models, k: float) -> None:
+    """A backend whose depth is k x the truth: with the camera height, the output is the truth."""
+    plain = DepthPipeline(make_backend("onnxruntime", models[k], num_threads=1))
+    anchored = DepthPipeline(make_backend("onnxruntime", models[k], num_threads=1))
+    settings = FrameSettings(anchor=AnchorSettings("floor", CAM_H))
+    for i, (depth, cam) in enumerate(views):
+        ok = depth > 0
+        raw = plain.process(encode_depth(depth), cam, FrameSettings(), t=float(i)).depth
+        assert np.median(raw[ok] / depth[ok]) == pytest.approx(k, rel=0.01)          # the model is off by k
+        res = anchored.process(encode_depth(depth), cam, settings, t=float(i))
+        assert res.anchor is not None and res.anchor.source == "floor"
+        assert res.anchor.raw_scale == pytest.approx(1.0 / k, rel=0.02)
+        err = np.abs(res.depth[ok] / depth[ok] - 1.0)
+        assert np.median(err) < 0.02 and np.percentile(err, 90) < 0.03, (k, i, np.median(err))
+        assert "anchor_ms" in res.timings_ms
+
+
+def test_a_wall_filling_the_lower_view_is_not_a_floor(models) -> None:
+    depth, cam = robot_view(5, H, W, CAM_H, wall=True)
+    # it is a plane the fit would take if the normal were free: the normal constraint rejects it
+    wall_normal = np.array([0.0, 0.0, -1.0])
+    assert fit_floor(depth, cam, wall_normal, tolerance_deg=10) is not None
+    assert fit_floor(depth, cam, up_direction(0.0, 0.0)) is None
+    pipe = DepthPipeline(make_backend("onnxruntime", models[1.4], num_threads=1))
+    res = pipe.process(encode_depth(depth), cam, FrameSettings(anchor=AnchorSettings("floor", CAM_H)))
+    assert res.anchor.source == "model" and res.anchor.scale == 1.0
+    ok = depth > 0
+    assert np.median(res.depth[ok] / depth[ok]) == pytest.approx(1.4, rel=0.01)   # left at the model's scale
+
+
+def test_holds_then_falls_back_when_the_floor_leaves_the_view(views, models) -> None:
+    wall, wall_cam = robot_view(5, H, W, CAM_H, wall=True)
+    pipe = DepthPipeline(make_backend("onnxruntime", models[0.7], num_threads=1))
+    settings = FrameSettings(anchor=AnchorSettings("floor", CAM_H, hold_s=1.0))
+    depth, cam = views[0]
+    seen = []
+    for t, (d, c) in ((0.0, (depth, cam)), (0.1, (depth, cam)), (0.5, (wall, wall_cam)), (0.9, (wall, wall_cam)),
+                      (1.2, (wall, wall_cam)), (1.5, (depth, cam))):
+        res = pipe.process(encode_depth(d), c, settings, t=t)
+        seen.append((res.anchor.source, round(res.anchor.scale, 3)))
+    s = round(1 / 0.7, 3)
+    assert [x[0] for x in seen] == ["floor", "floor", "held", "held", "model", "floor"], seen
+    assert seen[2][1] == pytest.approx(s, rel=0.02) and seen[4][1] == 1.0
+
+
+def test_an_outlier_frame_cannot_yank_the_scale(views) -> None:
+    depth, cam = views[1]
+    anchor = FloorAnchor(AnchorSettings("floor", CAM_H, window=9))
+    scales = [anchor.update(depth, cam, float(t)).scale for t in range(6)]
+    assert scales[-1] == pytest.approx(1.0, rel=0.01)
+    odd = anchor.update(1.8 * depth, cam, 6.0)          # one frame whose depth is 1.8x off
+    assert odd.raw_scale == pytest.approx(1 / 1.8, rel=0.02)
+    assert odd.scale == pytest.approx(1.0, rel=0.01)     # the running median does not follow it
+    assert anchor.update(depth, cam, 7.0).scale == pytest.approx(1.0, rel=0.01)
+    anchor.update(depth, cam, 1.0)                       # time going back: a restarted source
+    assert len(anchor._recent) == 1
+
+
+@pytest.mark.parametrize("kw,needle", [({"mode": "wall"}, "mode"), ({"mode": "floor"}, "camera_height"),
+                                       ({"tolerance_deg": 90.0}, "tolerance"), ({"window": 0}, "window")])
+def test_bad_settings_are_refused(kw: dict, needle: str) -> None:
+    with pytest.raises(InputError, match=needle):
+        AnchorSettings(**kw).check()
+
+
+def test_infer_camera_height(tmp_path: Path, views, models) -> None:
+    """`reflector infer --camera-height` does what the node's scale_anchor does, and logs the scale."""
+    import cv2
+
+    from reflector_ros.cli import main
+
+    depth, cam = views[0]
+    img = tmp_path / "frame.png"
+    cv2.imwrite(str(img), cv2.cvtColor(encode_depth(depth), cv2.COLOR_RGB2BGR))   # lossless: the code survives
+    flags = ["--fx", str(cam.fx), "--fy", str(cam.fy), "--cx", str(cam.cx), "--cy", str(cam.cy), "--npy",
+             "--model", str(models[1.4]), "--backend", "onnxruntime"]
+    assert main(["infer", str(img), "-o", str(tmp_path / "a"), "--camera-height", str(CAM_H), *flags]) == 0
+    assert main(["infer", str(img), "-o", str(tmp_path / "b"), *flags]) == 0
+    ok = depth > 0
+    anchored, plain = np.load(tmp_path / "a" / "frame.npy"), np.load(tmp_path / "b" / "frame.npy")
+    assert np.median(np.abs(anchored[ok] / depth[ok] - 1)) < 0.02
+    assert np.median(plain[ok] / depth[ok]) == pytest.approx(1.4, rel=0.01)
+    rows = (tmp_path / "a" / "scale_anchor.csv").read_text().splitlines()
+    assert rows[0] == "frame,scale,source,floor_inliers" and rows[1].startswith("frame,0.71") and ",floor," in rows[1]
+
+
+@pytest.mark.timeout(180)
+def test_node_anchors_over_dds_then_holds_and_falls_back(tmp_path: Path, views, models) -> None:
+    """The node with scale_anchor.mode floor, over real DDS, on a model 1.4x off: depth/image is
+    the truth within 2 %; with the floor gone /diagnostics says held, then model."""
+    pytest.importorskip("rclpy")
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from ros_helpers import (Harness, diagnostics_values, image_array, make_camera_info, make_image_msg, read_log,
+                             start_node, stop_node)
+
+    ns = "/anchor_test"
+    proc = start_node({"backend": "onnxruntime", "model": str(models[1.4]), "num_threads": 1,
+                       "diagnostics_period": 0.2, "scale_anchor.mode": "floor", "scale_anchor.camera_height": CAM_H,
+                       "scale_anchor.pitch_deg": PITCH, "scale_anchor.tolerance_deg": 15.0,
+                       "scale_anchor.hold_s": 1.0}, remaps={"__ns": ns})
+    h = Harness("anchor_test_harness")
+    try:
+        h.subscribe_diagnostics()
+        h.subscribe(f"{ns}/depth/image", Image)
+        h.publisher(f"{ns}/image", Image, "best_effort", 5)
+        h.publisher(f"{ns}/camera_info", CameraInfo, "reliable", 5)
+        assert h.wait_matched(f"{ns}/image", 1, 60), read_log(proc)
+        (depth, cam), (wall, wall_cam) = views[0], robot_view(5, H, W, CAM_H, wall=True)
+        t0 = 1000.0
+
+        def send(d: np.ndarray, c, t: float) -> None:
+            info = make_camera_info(W, H, c.fx, c.fy, c.cx, c.cy, stamp=t)
+            h.publish(f"{ns}/camera_info", info)
+            h.publish(f"{ns}/image", make_image_msg(encode_depth(d), "rgb8", t))
+
+        def answer(t: float):
+            for m in list(h.received[f"{ns}/depth/image"]):
+                if abs(m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 - t) < 1e-6:
+                    return m
+            return None
+
+        def diag() -> dict:
+            for msg in reversed(h.received["/diagnostics"]):
+                vals = diagnostics_values(msg, hardware_id=f"{ns}/reflector_depth")
+                if vals is not None:
+                    return vals
+            return {}
+
+        got = None
+        for i in range(60):                      # until discovery is done and the node answers
+            send(depth, cam, t0 + 0.05 * i)
+            if h.wait_for(lambda: answer(t0 + 0.05 * i) is not None, 0.5):
+                got = answer(t0 + 0.05 * i)
+                break
+        assert got is not None, read_log(proc)
+        ok = depth > 0
+        out = image_array(got)
+        assert np.median(np.abs(out[ok] / depth[ok] - 1)) < 0.02
+        assert h.wait_for(lambda: diag().get("scale_source") == "floor", 5), diag()
+        assert float(diag()["scale"]) == pytest.approx(1 / 1.4, rel=0.02)
+        t = t0 + 0.05 * i                        # the last frame with the floor in view
+        for dt, state in ((0.3, "held"), (1.8, "model")):      # hold_s is 1.0
+            for k in range(20):                  # the input is best effort: send until one is processed
+                send(wall, wall_cam, t + dt + 0.01 * k)
+                if h.wait_for(lambda: diag().get("scale_source") == state, 0.5):
+                    break
+            assert diag().get("scale_source") == state, (state, diag())
+            want = 1.0 if state == "model" else 1 / 1.4
+            assert float(diag()["scale"]) == pytest.approx(want, rel=0.02)
+        assert "using the network's own scale" in read_log(proc)
+    finally:
+        h.close()
+        log = stop_node(proc)
+    assert "Traceback" not in log, log
