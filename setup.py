@@ -15,7 +15,7 @@ setup(
     name=PKG,
     version="0.1.0",
     packages=find_packages(include=[PKG, f"{PKG}.*"]),
-    package_data={PKG: ["models/*.onnx", "models/*.pt", "models/*.json"]},
+    package_data={PKG: ["weights/*.onnx", "weights/*.pt", "weights/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PKG}"]),
         (f"share/{PKG}", ["package.xml"]),

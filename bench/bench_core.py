@@ -21,11 +21,11 @@ import numpy as np
 
 from reflector_ros.core.camera import intrinsics_from_k
 from reflector_ros.core.decode import decode_compressed, decode_image
-from reflector_ros.core.depth import colorize, finalize_depth, to_millimetres
+from reflector_ros.core.depth import Validity, colorize, finalize_depth, to_millimetres
 from reflector_ros.core.pointcloud import backproject, cloud_fields, pack_cloud, ray_lengths, ray_table
 from reflector_ros.core.preprocess import preprocess, resize_to
 from reflector_ros.core.rectify import calibration, rectify, undistort_maps
-from reflector_ros.meta import ModelMeta
+from reflector_ros.meta import ModelMeta, NetInput
 
 H, W = 480, 640
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     net_conf = rng.uniform(0, 1, net_depth.shape).astype(np.float32)
     depth = resize_to(net_depth, (H, W))
     conf = resize_to(net_conf, (H, W))
-    final = finalize_depth(depth, conf, 0.1, 10.0, 0.2)
+    final = finalize_depth(depth, conf, Validity(0.1, 10.0, 0.2))
     intr = intrinsics_from_k([525.0, 0, 319.5, 0, 525.0, 239.5, 0, 0, 1], W, H)
     rays = ray_table(intr, 1)
     lengths = ray_lengths(rays)   # cached with the ray table, as the node does
@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         "decode rgb8 padded step": lambda: decode_image(padded_bytes, "rgb8", W, H, W * 3 + 64, 0),
         "decode jpeg": lambda: decode_compressed(jpeg, "rgb8; jpeg compressed bgr8"),
         "rectify 640x480 (a lens with distortion, rectify: true)": lambda: rectify(rgb, *rect_maps),
-        "preprocess 640x480 -> 256x320": lambda: preprocess(rgb, meta, out=x_in),
+        "preprocess 640x480 -> 256x320": lambda: preprocess(rgb, meta, NetInput(256, 320, 1.0), out=x_in),
         "resize back (one map)": lambda: resize_to(net_depth, (H, W)),
-        "finalize_depth": lambda: finalize_depth(depth, conf, 0.1, 10.0, 0.2, out=fin_out),
+        "finalize_depth": lambda: finalize_depth(depth, conf, Validity(0.1, 10.0, 0.2), out=fin_out),
         "colorize": lambda: colorize(final, 0.1, 10.0),
         "to_millimetres": lambda: to_millimetres(final),
         "depth msg 32FC1 (copy)": lambda: convert.depth_image_msg(header, final),
@@ -117,9 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     results["rectify maps 640x480 (once per calibration)"] = median_ms(lambda: undistort_maps(lens), 5, warmup=1)
     lens_info = CameraInfo(width=W, height=H, distortion_model="plumb_bob")
     lens_info.k, lens_info.d, lens_info.r, lens_info.p = lens.k, list(lens.d), lens.r, lens.p
-    results["camera_info -> calibration (a new one)"] = median_ms(
-        lambda: convert.calibration_from_camera_info(lens_info, W, H), reps)
-    results["camera_info cache key (the same one again)"] = median_ms(lambda: convert.camera_info_key(lens_info), reps)
+    from reflector_ros.core.camera_info import CameraInfoFields, read_calibration
+
+    fields = CameraInfoFields.from_msg(lens_info)
+    results["camera_info -> calibration (a new one)"] = median_ms(lambda: read_calibration(fields, (W, H)), reps)
+    results["camera_info -> fields (every message, the cache key)"] = median_ms(
+        lambda: CameraInfoFields.from_msg(lens_info), reps)
     per_frame = ["decode rgb8", "preprocess 640x480 -> 256x320", "resize back (one map)", "resize back (one map)",
                  "finalize_depth", "colorize", "depth msg 32FC1 (message_array, node)", "confidence msg", "colored msg",
                  "camera_info msg", "points msg xyz (pack + msg)"]
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         compare["sensor_msgs_py"] = "sensor_msgs_py not importable: skipped"
     else:
         fields = [PointField(name=n, offset=o, datatype=t, count=c) for n, o, t, c in cloud_fields(False)]
-        plain = finalize_depth(depth, None, 0.1, 10.0)
+        plain = finalize_depth(depth, None, Validity(0.1, 10.0))
 
         def ours() -> PointCloud2:
             return convert.cloud_msg(header, pack_cloud(plain, rays, out=cloud_out), H, W, False)

@@ -25,7 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from reflector_ros.demo import stop_process  # noqa: E402  (after the path set-up)
+from reflector_ros.commands.demo import stop_process  # noqa: E402  (after the path set-up)
 NAMESPACE = "reflector_bench"
 STATUS_NAME = "reflector_depth: pipeline"
 
@@ -88,7 +88,7 @@ def bench(args: argparse.Namespace) -> dict:
     from sensor_msgs.msg import CameraInfo, Image
     from tqdm import tqdm
 
-    from reflector_ros.models import default_model
+    from reflector_ros.weights import default_model
     from reflector_ros.ros.fastdds import apply_default_profile
 
     model = Path(args.model) if args.model else default_model(".onnx")

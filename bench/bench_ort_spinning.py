@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("need 0 < rate <= 200 Hz and 1 <= seconds <= 600")
     if not all(1 <= n <= 256 for n in args.threads):
         ap.error("need 1 <= threads <= 256")
-    from reflector_ros.models import default_model
+    from reflector_ros.weights import default_model
 
     model = args.model or default_model(".onnx")
     if not model.is_file():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from reflector_ros.cli import main
-from reflector_ros.models import default_model
+from reflector_ros.weights import default_model
 from reflector_ros.train.evaluate import backend_predictor, evaluate_dataset, focal_consistency
 
 
@@ -83,16 +83,18 @@ def _focal_ratios(hololens_dir: Path) -> list[float]:
 
     predict = backend_predictor(_shipped_backend())
     ds = open_dataset(f"manifest:{hololens_dir}?frames=250:373")
-    return [focal_consistency(predict, ds[i].image, ds[i].fx, ds[i].fy) for i in (0, 60, 120)]
+    return [focal_consistency(predict, ds[i].image, ds[i].camera) for i in (0, 60, 120)]
 
 
 def test_focal_consistency_function_on_a_pure_scaling_model() -> None:
     """A model that ignores the image and returns focal_scale x constant doubles under 2x zoom;
     one that returns a fixed metric depth is perfectly consistent."""
+    from reflector_ros.core.camera import Intrinsics
+
     rgb = np.zeros((48, 64, 3), np.uint8)
-    assert focal_consistency(lambda im, fx, fy: np.full(im.shape[:2], fx / 100.0), rgb, 50.0, 50.0) \
-        == pytest.approx(2.0)
-    assert focal_consistency(lambda im, fx, fy: np.full(im.shape[:2], 3.0), rgb, 50.0, 50.0) == pytest.approx(1.0)
+    cam = Intrinsics(50.0, 50.0, 31.5, 23.5, 64, 48)
+    assert focal_consistency(lambda im, c: np.full(im.shape[:2], c.fx / 100.0), rgb, cam) == pytest.approx(2.0)
+    assert focal_consistency(lambda im, c: np.full(im.shape[:2], 3.0), rgb, cam) == pytest.approx(1.0)
 
 
 def test_shipped_model_uses_focal_scale(hololens_dir: Path) -> None:

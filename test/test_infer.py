@@ -9,7 +9,8 @@ import pytest
 
 from reflector_ros.cli import main
 from reflector_ros.core.errors import InputError
-from reflector_ros.train.camera_yaml import Pinhole, load_camera_yaml, load_lens_yaml
+from reflector_ros.core.camera_info import read_calibration
+from reflector_ros.core.camera_yaml import load_camera_yaml
 
 CAMERA_YAML = """\
 image_width: 160
@@ -50,19 +51,19 @@ def _infer(args: list[str], model: Path) -> int:
 def test_camera_yaml(tmp_path: Path) -> None:
     f = tmp_path / "cam.yaml"
     f.write_text(CAMERA_YAML)
-    p = load_camera_yaml(f)
-    assert p == Pinhole(100.0, 101.0, 79.5, 59.5, 160, 120)
-    s = p.scaled_to(320, 240)
-    assert (s.fx, s.fy, s.cx, s.cy) == (200.0, 202.0, 159.5, 119.5)
+    fields = load_camera_yaml(f)
+    assert fields.k == (100.0, 0.0, 79.5, 0.0, 101.0, 59.5, 0.0, 0.0, 1.0) and (fields.width, fields.height) == (160, 120)
+    cal, notes = read_calibration(fields, (320, 240))
+    assert (cal.k[0], cal.k[4], cal.k[2], cal.k[5]) == (200.0, 202.0, 159.5, 119.5) and notes == []
     f.write_text(CAMERA_YAML.replace("data: [100.0, 0.0, 79.5, 0.0, 101.0, 59.5, 0.0, 0.0, 1.0]", "data: [1, 2]"))
     with pytest.raises(InputError, match="camera_matrix.data must be a list of 9"):
         load_camera_yaml(f)
     f.write_text("image_width: [unclosed")
     with pytest.raises(InputError, match="not valid YAML"):
         load_camera_yaml(f)
-    f.write_text(CAMERA_YAML.replace("100.0, 0.0, 79.5", "-5.0, 0.0, 79.5"))
-    with pytest.raises(InputError, match="fx"):
-        load_camera_yaml(f)
+    f.write_text(CAMERA_YAML.replace("100.0, 0.0, 79.5", "-5.0, 0.0, 79.5"))   # K and P both unusable
+    with pytest.raises(InputError, match="describes no camera"):
+        read_calibration(load_camera_yaml(f), (160, 120))
     with pytest.raises(InputError, match="cannot read"):
         load_camera_yaml(tmp_path / "missing.yaml")
 
@@ -145,7 +146,7 @@ def test_camera_yaml_distortion_is_taken_out(tmp_path: Path, tiny_model_dir: Pat
     assert np.allclose(rec["y"], (v - 57.0) * rect[v, u] / 80.0, atol=1e-4)
     cam.write_text(LENS_YAML.replace("data: [-0.3, 0.1, 0.002, -0.001, 0.0]", "data: [-0.3, oops]"))
     with pytest.raises(InputError, match="distortion_coefficients"):
-        load_lens_yaml(cam)
+        load_camera_yaml(cam)
 
 
 def test_video(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -259,3 +260,44 @@ def test_bad_inputs_give_clear_errors(case: str, tmp_path: Path, tiny_model_dir:
     (tmp_path / "empty").mkdir()
     assert _infer([*args[0], "-o", str(tmp_path / "out")], tiny_model_dir / "tiny.onnx") == 2
     assert args[1] in capsys.readouterr().err
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """The JPEG with an APP1 Exif segment holding one IFD0 entry: Orientation (0x0112)."""
+    import struct
+
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+    tiff += struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    body = b"Exif\x00\x00" + tiff
+    app1 = b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+    assert jpeg[:2] == b"\xff\xd8"
+    return jpeg[:2] + app1 + jpeg[2:]
+
+
+def test_exif_rotation_is_ignored_and_a_rotated_calibration_refused(tmp_path: Path, tiny_model_dir: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Drivers and calibrations work on stored pixels: a JPEG tagged "rotate 90" is read as
+    stored, so its stored-pixel calibration applies unchanged; a calibration of another
+    aspect (as after a rotation) is refused unless --scale-calibration."""
+    ok, enc = cv2.imencode(".jpg", _scene(120, 160), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    plain, tagged = tmp_path / "plain.jpg", tmp_path / "tagged.jpg"
+    plain.write_bytes(enc.tobytes())
+    tagged.write_bytes(_with_exif_orientation(enc.tobytes(), 6))
+    assert cv2.imread(str(tagged)).shape == (160, 120, 3)     # OpenCV itself would rotate it
+    cam = tmp_path / "cam.yaml"
+    cam.write_text(CAMERA_YAML)
+    model = tiny_model_dir / "tiny.onnx"
+    for name, img in (("a", plain), ("b", tagged)):
+        assert _infer([str(img), "-o", str(tmp_path / name), "--camera-info", str(cam), "--npy"], model) == 0
+    a, b = np.load(tmp_path / "a" / "plain.npy"), np.load(tmp_path / "b" / "tagged.npy")
+    assert b.shape == (120, 160)
+    np.testing.assert_array_equal(a, b)
+    rotated = tmp_path / "rot.yaml"     # the same camera described for 120x160 (portrait)
+    rotated.write_text(CAMERA_YAML.replace("image_width: 160", "image_width: 120")
+                       .replace("image_height: 120", "image_height: 160"))
+    capsys.readouterr()
+    assert _infer([str(plain), "-o", str(tmp_path / "c"), "--camera-info", str(rotated)], model) == 2
+    assert "another aspect ratio" in capsys.readouterr().err
+    assert _infer([str(plain), "-o", str(tmp_path / "d"), "--camera-info", str(rotated), "--scale-calibration"],
+                  model) == 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-_SKIP = shutil.ignore_patterns(".git", ".venv", "build", "dist", "out", "engines", "*.egg-info",
+_SKIP = shutil.ignore_patterns(".git", ".venv", "build", "dist", "out", "runs", "engines", "*.egg-info",
                                "__pycache__", ".pytest_cache", ".mypy_cache", "*.engine", "*.plan")
 
 

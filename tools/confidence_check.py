@@ -18,7 +18,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reflector_ros.backends import make_backend  # noqa: E402
 from reflector_ros.data.manifest import ManifestDataset  # noqa: E402
-from reflector_ros.meta import focal_scale  # noqa: E402
+from reflector_ros.pipeline import DepthPipeline, FrameSettings  # noqa: E402
+from reflector_ros.train.evaluate import scale_stats  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hololens_office"
 
@@ -31,7 +32,7 @@ def main() -> int:
     p.add_argument("--every", type=int, default=3)
     a = p.parse_args()
     try:
-        backend = make_backend("onnxruntime", a.model)
+        pipeline = DepthPipeline(make_backend("onnxruntime", a.model))
         ds = ManifestDataset(a.data, a.frames)
     except (OSError, ValueError) as exc:  # InputError is a ValueError
         print(f"confidence_check: {exc}", file=sys.stderr)
@@ -39,8 +40,7 @@ def main() -> int:
     every_px, confident, spread, scale = [], [], [], []
     for i in range(0, len(ds), max(1, a.every)):
         s = ds[i]
-        h, w = s.depth.shape
-        r = backend.run(s.image, focal_scale(s.fx, s.fy, w, h, backend.meta), (h, w))
+        r = pipeline.process(s.image, s.camera, FrameSettings())
         ok = (s.depth > 0) & np.isfinite(r.depth)
         err = np.abs(r.depth[ok] - s.depth[ok]) / s.depth[ok]
         conf = r.confidence[ok]
@@ -51,10 +51,10 @@ def main() -> int:
     print(f"{a.model or 'embedded model'} on {a.data} [{a.frames}] every {a.every}: AbsRel all pixels "
           f"{np.mean(every_px):.3f}, most confident half {np.mean(confident):.3f}, "
           f"confidence p90-p10 {np.mean(spread):.4f}")
-    step = 100 * (np.exp(np.abs(np.diff(np.log(scale)))) - 1) if len(scale) > 1 else np.zeros(1)
-    print("scale (median predicted / true depth per frame): p10 {:.3f}, p50 {:.3f}, p90 {:.3f}; change from one "
-          "evaluated frame to the next: median {:.1f} %, p90 {:.1f} %, max {:.1f} %".format(
-              *np.percentile(scale, [10, 50, 90]), *np.percentile(step, [50, 90, 100])))
+    st = scale_stats(scale)
+    print(f"scale (median predicted / true depth per frame): p10 {st['p10']:.3f}, p50 {st['median']:.3f}, "
+          f"p90 {st['p90']:.3f}; median change from one evaluated frame to the next "
+          f"{100 * st['frame_to_frame']:.1f} %")
     return 0
 
 

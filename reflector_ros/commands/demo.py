@@ -3,8 +3,12 @@
 It shows in one command that the whole chain works on this machine: the node starts with
 the embedded (or given) model, a real RGB-D sequence (or synthetic scenes) goes in as
 Image + CameraInfo, and depth, confidence, colour map, cloud and /diagnostics come back.
-It writes out/demo_preview.png and prints the node's per-stage timings and, where the
-sequence has ground truth, AbsRel and delta1 of the depth it received.
+By default the frames are HoloLens 250 and later, which no shipped model trained on.
+It writes out/demo_preview.png (input | ground truth | depth | error | confidence | cloud)
+and prints the node's per-stage timings and, where the sequence has ground truth, the
+metrics of `reflector eval` (train/metrics.py, the same protocol) on the depth it received:
+the node runs with a depth range wide enough to publish every pixel eval scores, so the
+two print the same AbsRel on the same frames.
 """
 from __future__ import annotations
 
@@ -21,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "hololens_office"
+DEFAULT_FIRST = 250          # HoloLens frames 0-249 are the fine-tuning set; 250-372 are held out
 NAMESPACE = "reflector_demo"
 STATUS_NAME = "reflector_depth: pipeline"
 MAX_FRAMES = 10_000
@@ -37,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help=f"a manifest folder (RGB-D sequence); default: {DEFAULT_DATA} if present, else synthetic scenes")
     p.add_argument("--frames", type=int, default=30, help="frames to publish (default 30)")
+    p.add_argument("--first", type=int, default=None,
+                   help=f"first frame of the sequence (default {DEFAULT_FIRST} for the default HoloLens data: "
+                        "the held-out frames; 0 for --data)")
     p.add_argument("--rate", type=float, default=5.0, help="publish rate in Hz (default 5)")
     p.add_argument("--preview-frames", type=int, default=4, help="rows in the preview grid (default 4)")
     p.add_argument("--out", type=Path, default=Path("out/demo_preview.png"), help="preview PNG path")
@@ -44,20 +52,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------- pure helpers
-
-def depth_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float] | None:
-    """AbsRel and delta1 over pixels valid in both (gt > 0, pred finite and > 0); None if none."""
-    if pred.shape != gt.shape:
-        import cv2
-        pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
-    ok = (gt > 0) & np.isfinite(pred) & (pred > 0)
-    if not ok.any():
-        return None
-    p, g = pred[ok].astype(np.float64), gt[ok].astype(np.float64)
-    return {"abs_rel": float(np.mean(np.abs(p - g) / g)),
-            "delta1": float(np.mean(np.maximum(p / g, g / p) < 1.25)),
-            "valid": float(ok.mean())}
-
 
 def birdseye(xyz: np.ndarray, size: tuple[int, int] = (PANEL_H, PANEL_H * 4 // 3), max_range: float | None = None) -> np.ndarray:
     """Top view (x right, z up the image) of optical-frame points, coloured by height (-y), BGR uint8."""
@@ -96,16 +90,36 @@ def _panel(img_bgr: np.ndarray, label: str, height: int = PANEL_H) -> np.ndarray
     return out
 
 
-def preview_row(rgb: np.ndarray, colored_bgr: np.ndarray, confidence: np.ndarray, xyz: np.ndarray | None,
-                caption: str = "") -> np.ndarray:
-    """input | depth colormap | confidence | bird's-eye cloud, one frame, BGR."""
+def error_panel(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """|pred - gt| / gt where gt is valid, 0 (blue) .. 0.5 and above (red); black: no ground truth."""
     import cv2
+
+    ok = gt > 0
+    rel = np.where(ok, np.abs(np.nan_to_num(pred, nan=0.0) - gt) / np.where(ok, gt, 1.0), 0.0)
+    img = cv2.applyColorMap((np.clip(rel / 0.5, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    img[~ok] = 0
+    return img
+
+
+def preview_row(rgb: np.ndarray, gt: np.ndarray | None, depth: np.ndarray, colored_bgr: np.ndarray,
+                confidence: np.ndarray, xyz: np.ndarray | None, depth_range: tuple[float, float],
+                caption: str = "") -> np.ndarray:
+    """input | ground truth | depth | relative error | confidence | bird's-eye cloud, one frame, BGR.
+    Ground truth and depth share one colour scale (the node's colormap, near = warm)."""
+    import cv2
+
+    from reflector_ros.core.depth import colorize
 
     conf = cv2.applyColorMap((np.clip(np.nan_to_num(confidence), 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
     top = birdseye(xyz) if xyz is not None else np.full((PANEL_H, PANEL_H * 4 // 3, 3), 24, np.uint8)
-    return np.concatenate([_panel(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), f"input {caption}"),
-                           _panel(colored_bgr, "depth (node colormap)"),
-                           _panel(conf, "confidence"), _panel(top, "cloud, top view")], axis=1)
+    panels = [_panel(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), f"input {caption}")]
+    if gt is not None:
+        panels.append(_panel(colorize(np.where(gt > 0, gt, np.nan).astype(np.float32), *depth_range), "ground truth"))
+    panels.append(_panel(colorize(depth, *depth_range) if gt is not None else colored_bgr, "depth"))
+    if gt is not None:
+        panels.append(_panel(error_panel(depth, gt), "|error| / gt, 0..0.5"))
+    panels += [_panel(conf, "confidence"), _panel(top, "cloud, top view")]
+    return np.concatenate(panels, axis=1)
 
 
 # ----------------------------------------------------------------------------- message views
@@ -132,13 +146,21 @@ def cloud_view(msg: Any) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- frames
 
-def frame_source(data: Path | None, frames: int):
-    """(samples, description): the real sequence when present, else synthetic scenes."""
+def frame_source(data: Path | None, frames: int, first: int | None = None):
+    """(samples, description, eval spec or None): the real sequence when present (from
+    ``first``, default the held-out HoloLens frames), else synthetic scenes."""
     root = data if data is not None else DEFAULT_DATA
     if (root / "manifest.json").is_file():
         from reflector_ros.data.manifest import ManifestDataset
+        start = first if first is not None else (DEFAULT_FIRST if data is None else 0)
         ds = ManifestDataset(root)
-        return [ds[i % len(ds)] for i in range(frames)], f"{ds.name} ({len(ds)} frames, with ground truth)"
+        if not 0 <= start < len(ds):
+            from reflector_ros.core.errors import InputError
+            raise InputError(f"--first {start}: the sequence has {len(ds)} frames")
+        stop = min(len(ds), start + frames)
+        samples = [ds[i] for i in range(start, stop)]
+        spec = f"manifest:{root.resolve()}?frames={start}:{stop}"
+        return samples, f"{ds.name}, frames {start}-{stop - 1} (with ground truth)", spec
     if data is not None:
         from reflector_ros.core.errors import InputError
         raise InputError(f"--data {data}: no manifest.json there (expected a manifest folder such as hololens_office)")
@@ -148,7 +170,8 @@ def frame_source(data: Path | None, frames: int):
         raise RuntimeError(f"no real sequence at {DEFAULT_DATA} and the synthetic generator is unavailable: {exc}") from exc
     from tqdm import tqdm
     samples = [render(seed, *SYNTH_HW) for seed in tqdm(range(min(frames, 10)), desc="rendering synthetic scenes", unit="scene")]
-    return [samples[i % len(samples)] for i in range(frames)], f"synthetic scenes ({len(samples)} rendered, with ground truth)"
+    return ([samples[i % len(samples)] for i in range(frames)],
+            f"synthetic scenes ({len(samples)} rendered, with ground truth)", None)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -161,7 +184,7 @@ class Collected:
 
 
 def _resolve_model(model: Path | None) -> Path:
-    from reflector_ros.models import default_model
+    from reflector_ros.weights import default_model
 
     path = model if model is not None else default_model(".onnx")
     if not path.is_file():
@@ -174,8 +197,11 @@ def _resolve_model(model: Path | None) -> Path:
 
 
 def _node_cmd(model: Path, backend: str) -> list[str]:
+    # depth range 0..1000 m: every pixel eval scores is published (eval applies no range),
+    # so the demo's metrics are reflector eval's on the same frames
     return [sys.executable, "-m", "reflector_ros.cli", "node", "--ros-args", "-r", f"__ns:=/{NAMESPACE}",
-            "-p", f"model:={model}", "-p", f"backend:={backend}", "-p", "diagnostics_period:=0.5"]
+            "-p", f"model:={model}", "-p", f"backend:={backend}", "-p", "diagnostics_period:=0.5",
+            "-p", "min_depth:=0.0", "-p", "max_depth:=1000.0"]
 
 
 def stop_process(proc: subprocess.Popen) -> None:
@@ -198,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         model = _resolve_model(args.model)
-        samples, source = frame_source(args.data, args.frames)
+        samples, source, spec = frame_source(args.data, args.frames, args.first)
     except Exception as exc:  # noqa: BLE001  every refusal is a message, never a traceback
         print(f"reflector demo: {exc}", file=sys.stderr)
         return 2
@@ -213,12 +239,13 @@ def run(args: argparse.Namespace) -> int:
     proc = subprocess.Popen(_node_cmd(model, args.backend), cwd=str(REPO), env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        return _feed(args, samples, proc, Path(log.name))
+        return _feed(args, samples, proc, Path(log.name), model, spec)
     finally:
         stop_process(proc)
 
 
-def _feed(args: argparse.Namespace, samples: list, proc: subprocess.Popen, log_path: Path) -> int:
+def _feed(args: argparse.Namespace, samples: list, proc: subprocess.Popen, log_path: Path, model: Path,
+          spec: str | None) -> int:
     import rclpy
     import rclpy.executors
     from diagnostic_msgs.msg import DiagnosticArray
@@ -287,7 +314,7 @@ def _feed(args: argparse.Namespace, samples: list, proc: subprocess.Popen, log_p
         executor.shutdown()
         node.destroy_node()
         context.try_shutdown()
-    return _report(args, samples, stamps, got, node_log)
+    return _report(args, samples, stamps, got, node_log, model, spec)
 
 
 def _frame_msgs(s: Any, stamp_ns: int, Image: Any, CameraInfo: Any) -> tuple[Any, Any]:
@@ -305,8 +332,11 @@ def _frame_msgs(s: Any, stamp_ns: int, Image: Any, CameraInfo: Any) -> tuple[Any
     return img, info
 
 
-def _report(args: argparse.Namespace, samples: list, stamps: list[int], got: Collected, node_log) -> int:
+def _report(args: argparse.Namespace, samples: list, stamps: list[int], got: Collected, node_log, model: Path,
+            spec: str | None) -> int:
     import cv2
+
+    from reflector_ros.train.metrics import depth_metrics, valid_mask
 
     depth_of = got.by_stamp["depth"]
     answered = [i for i, st in enumerate(stamps) if st in depth_of]
@@ -317,16 +347,17 @@ def _report(args: argparse.Namespace, samples: list, stamps: list[int], got: Col
         print(f"reflector demo: no depth came back. Node log:\n{node_log()}", file=sys.stderr)
         return 1
 
-    with_gt = [i for i in answered if samples[i].depth.any()]
-    metrics = [m for i in with_gt for m in [depth_metrics(image_view(depth_of[stamps[i]]), samples[i].depth)] if m]
-    if with_gt and not metrics:
-        print(f"depth vs ground truth: no pixel valid in both over {len(with_gt)} frames "
-              "(the model's depth is outside min_depth..max_depth there)")
+    # the protocol of reflector eval on a manifest: ground truth in (1 mm, 10 m], per-frame
+    # metrics averaged over frames, invalid predictions counted as 1 mm (train/metrics.py)
+    masks = {i: valid_mask(samples[i].depth, 1e-3, 10.0) for i in answered}
+    scored = [i for i in answered if masks[i].any()]
+    metrics = [depth_metrics(image_view(depth_of[stamps[i]]), samples[i].depth, masks[i]) for i in scored]
     if metrics:
-        print(f"depth vs ground truth over {len(metrics)} frames: "
+        print(f"depth vs ground truth over {len(metrics)} frames (reflector eval's metrics): "
               f"AbsRel {np.mean([m['abs_rel'] for m in metrics]):.3f}, "
-              f"delta1 {np.mean([m['delta1'] for m in metrics]):.3f}, "
-              f"valid pixels {100 * np.mean([m['valid'] for m in metrics]):.0f} %")
+              f"delta1 {np.mean([m['d1'] for m in metrics]):.3f}")
+        if spec is not None and len(scored) == len(samples):
+            print(f"  the same with reflector eval: reflector eval --model {model} --data '{spec}'")
     if got.diagnostics:
         d = got.diagnostics
         print(f"node ({d.get('backend', '?')}): per-stage medians from /diagnostics")
@@ -344,15 +375,17 @@ def _report(args: argparse.Namespace, samples: list, stamps: list[int], got: Col
     for i in [complete[j] for j in np.linspace(0, len(complete) - 1, n_rows).round().astype(int)] if complete else []:
         st = stamps[i]
         pts = got.by_stamp["points"].get(st)
-        rows.append(preview_row(samples[i].image, image_view(got.by_stamp["colored"][st]),
-                                image_view(got.by_stamp["confidence"][st]),
-                                cloud_view(pts) if pts is not None else None, caption=f"#{i}"))
+        gt = samples[i].depth if samples[i].depth.any() else None
+        rows.append(preview_row(samples[i].image, gt, image_view(depth_of[st]),
+                                image_view(got.by_stamp["colored"][st]), image_view(got.by_stamp["confidence"][st]),
+                                cloud_view(pts) if pts is not None else None, (0.2, 6.0), caption=samples[i].name))
     if rows:
         width = max(r.shape[1] for r in rows)
         grid = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(args.out), grid)
-        print(f"preview: {args.out} ({len(rows)} frames: input | depth | confidence | cloud from above)")
+        print(f"preview: {args.out} ({len(rows)} frames: input | ground truth | depth | error | confidence | "
+              "cloud from above)")
     return 0
 
 

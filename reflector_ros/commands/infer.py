@@ -1,43 +1,68 @@
 """`reflector infer`: metric depth for image files, folders, videos and ROS 2 bags, offline.
 
-For users who want depth maps and point clouds without running a ROS graph:
-the same backends as the node, the same metric convention, files out.
+For users who want depth maps and point clouds without running a ROS graph: the same
+frame pipeline as the node (reflector_ros.pipeline), the same metric convention, files out.
+Pixels are read as stored (EXIF orientation is ignored): drivers and calibrations work on
+stored pixels, so a rotated view would not match its calibration.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Iterator
-from dataclasses import astuple
 from pathlib import Path
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
+from reflector_ros.core.camera import Intrinsics
+from reflector_ros.core.camera_info import CameraInfoFields, aspect_note, calibrated_size
+from reflector_ros.core.camera_yaml import load_camera_yaml
+from reflector_ros.core.depth import colorize, to_millimetres
 from reflector_ros.core.errors import InputError
-from reflector_ros.core.pointcloud import backproject, ray_table
-from reflector_ros.core.rectify import RECTIFY_SETTINGS, Calibration, Plan, calibration_at, plan, rectify
-from reflector_ros.train.camera_yaml import MAX_SIDE, Pinhole, check_pinhole, load_camera_yaml, load_lens_yaml
+from reflector_ros.core.limits import check_size
+from reflector_ros.core.rectify import RECTIFY_SETTINGS
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_EXT = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 BAG_EXT = {".mcap", ".db3"}
 
+
 class Source(NamedTuple):
-    """What a bag says about a frame: its camera_info at the frame's size, and its topic."""
-    cal: Calibration | None
+    """What a bag says about a frame: its camera_info (None: none yet), and its topic."""
+    camera: CameraInfoFields | None
     topic: str
 
 
-Frame = tuple[str, np.ndarray, Source | None]  # stem, RGB uint8, the bag's word on it
+class Frame(NamedTuple):
+    stem: str
+    rgb: np.ndarray                 # RGB uint8
+    source: Source | None           # the bag's word on it
+    t: float | None = None          # seconds, for frames of one sequence (video, bag); None: a lone image
+
+
+class Flags(NamedTuple):
+    """--fx/--fy/--cx/--cy; a principal point not given is the centre of each frame."""
+    fx: float
+    fy: float
+    cx: float | None
+    cy: float | None
+
+    def at(self, width: int, height: int) -> Intrinsics:
+        cx = (width - 1) / 2 if self.cx is None else self.cx
+        cy = (height - 1) / 2 if self.cy is None else self.cy
+        return Intrinsics(self.fx, self.fy, cx, cy, width, height).checked()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders of images, videos, or ROS 2 bags (folder with metadata.yaml, .mcap, .db3)")
     p.add_argument("--output", "-o", required=True, help="output folder")
-    p.add_argument("--camera-info", help="ROS camera_calibration YAML with the intrinsics")
+    p.add_argument("--camera-info", help="ROS camera_calibration YAML with the intrinsics (for the stored pixels)")
+    p.add_argument("--scale-calibration", action="store_true",
+                   help="accept a --camera-info calibration of another aspect ratio than the images and stretch it "
+                        "(refused otherwise: it usually belongs to another camera mode)")
     p.add_argument("--rectify", default="auto", choices=RECTIFY_SETTINGS,
                    help="undistort with the calibration's distortion first, as the node does; auto: unless a "
                         "bag's image topic is named as rectified (image_rect). The depth is in the "
@@ -51,14 +76,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--npy", action="store_true", help="also write float32 metres as .npy (NaN invalid)")
     p.add_argument("--preview", action="store_true", help="also write a colourised <stem>_preview.png")
     p.add_argument("--ply", action="store_true", help="also write a binary PLY point cloud (xyz + rgb)")
+    p.add_argument("--camera-height", type=float, default=0.0,
+                   help="metres from the floor to the camera: fix the metric scale from the floor in view "
+                        "(the node's scale_anchor.mode floor); frames of a video or bag are smoothed over time")
+    p.add_argument("--camera-pitch", type=float, default=0.0, help="expected camera pitch, degrees, positive down")
+    p.add_argument("--camera-roll", type=float, default=0.0, help="expected camera roll, degrees")
+    p.add_argument("--anchor-tolerance", type=float, default=35.0,
+                   help="largest angle (degrees) between the floor normal and the expected up")
     p.add_argument("--image-topic", help="bag image topic (default: the only image topic)")
     p.add_argument("--camera-info-topic", help="bag camera_info topic (default: beside the image topic)")
     p.add_argument("--every", type=int, default=1, help="keep every N-th frame of videos and bags")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
 
 
-def intrinsics_from_args(args: argparse.Namespace) -> Pinhole | None:
-    """Intrinsics the user gave: a YAML file, or --fx/--fy/--cx/--cy (size filled per image)."""
+def camera_from_args(args: argparse.Namespace) -> CameraInfoFields | Flags | None:
+    """The calibration the user gave: a YAML file, or --fx/--fy/--cx/--cy."""
     flags = [args.fx, args.fy, args.cx, args.cy]
     if args.camera_info and any(v is not None for v in flags):
         raise InputError("give either --camera-info or --fx/--fy/--cx/--cy, not both")
@@ -67,60 +99,37 @@ def intrinsics_from_args(args: argparse.Namespace) -> Pinhole | None:
     if any(v is not None for v in flags):
         if args.fx is None:
             raise InputError("--fx is required with --fy/--cx/--cy")
-        fy = args.fy if args.fy is not None else args.fx
-        return Pinhole(args.fx, fy, -1.0 if args.cx is None else args.cx, -1.0 if args.cy is None else args.cy, 0, 0)
+        return Flags(args.fx, args.fy if args.fy is not None else args.fx, args.cx, args.cy)
     return None
 
 
-def resolve_intrinsics(given: Pinhole | None, w: int, h: int, what: str) -> Pinhole:
-    """The user's intrinsics at this frame's size; a YAML of another size is rescaled."""
-    p = given
-    if p is None:
-        raise InputError(f"{what}: no intrinsics; pass --camera-info FILE.yaml or --fx/--fy/--cx/--cy "
-                         "(bags carry them on their camera_info topic)")
-    if p.width == 0:  # from flags: principal point defaults to the centre
-        p = Pinhole(p.fx, p.fy, (w - 1) / 2 if p.cx < 0 else p.cx, (h - 1) / 2 if p.cy < 0 else p.cy, w, h)
-    elif (p.width, p.height) != (w, h):
-        if abs(p.width / p.height - w / h) > 0.02 * (w / h):
-            print(f"warning: {what}: image {w}x{h} and calibration {p.width}x{p.height} differ in aspect; "
-                  "scaling anyway", file=sys.stderr)
-        p = p.scaled_to(w, h)
-    return check_pinhole(p)
-
-
-def frame_camera(given: Pinhole | None, lens: Calibration | None, source: Source | None, w: int, h: int,
-                 setting: str, what: str, plans: dict[tuple[Calibration, str], Plan]) -> tuple[Pinhole, Plan | None]:
-    """The pinhole camera the depth lives in, and how to rectify the frame (None: use it as
-    it is). The user's --camera-info or flags win over a bag's camera_info; a calibration
-    is planned once (``plans`` caches it, with its one warning) as the node does."""
-    if lens is not None:
-        resolve_intrinsics(given, w, h, what)   # the same checks and aspect warning as K alone
-        cal = calibration_at(lens.k, lens.d, lens.r, lens.p, lens.model, (lens.width, lens.height), (w, h))
-    elif given is not None or source is None or source.cal is None:
-        return resolve_intrinsics(given, w, h, what), None
-    else:
-        cal = source.cal
-    key = (cal, source.topic if source is not None else "")
-    if key not in plans:
-        plans[key] = plan(cal, setting, key[1])
-        if plans[key].warning:
-            print(f"warning: {what}: {plans[key].warning}", file=sys.stderr)
-    return check_pinhole(Pinhole(*astuple(plans[key].intrinsics))), plans[key]
-
-
-def _check_size(w: int, h: int, what: str) -> None:
-    if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
-        raise InputError(f"{what}: frame size {w}x{h} is not supported (1..{MAX_SIDE} per side)")
+def frame_camera(given: CameraInfoFields | Flags | None, source: Source | None, w: int, h: int, what: str,
+                 scale_calibration: bool) -> tuple[CameraInfoFields | Intrinsics, str]:
+    """The camera of one frame and the topic name for rectify's auto rule. The user's
+    --camera-info or flags win over a bag's camera_info. A YAML calibration of another
+    aspect ratio is refused unless --scale-calibration (the same rule the node warns with)."""
+    if isinstance(given, Flags):
+        return given.at(w, h), ""
+    if isinstance(given, CameraInfoFields):
+        note = aspect_note(calibrated_size(given, (w, h)), (w, h))
+        if note and not scale_calibration:
+            raise InputError(f"{what}: {note}. Pass --scale-calibration to stretch it anyway")
+        return given, ""
+    if source is not None and source.camera is not None:
+        return source.camera, source.topic
+    raise InputError(f"{what}: no intrinsics; pass --camera-info FILE.yaml or --fx/--fy/--cx/--cy "
+                     "(bags carry them on their camera_info topic)")
 
 
 def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 of an image file; 16-bit and grey images are converted."""
+    """RGB uint8 of an image file, pixels as stored (no EXIF rotation); 16-bit and grey
+    images are converted."""
     if path.stat().st_size > 512 * 1024 * 1024:
         raise InputError(f"{path}: file larger than 512 MB, refusing")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         raise InputError(f"{path}: not a readable image")
-    _check_size(img.shape[1], img.shape[0], str(path))
+    check_size(img.shape[1], img.shape[0], str(path))
     if img.dtype != np.uint8:
         img = (img / 257).astype(np.uint8)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -136,14 +145,15 @@ def iter_video(path: Path, every: int) -> Iterator[Frame]:
         raise InputError(f"{path}: not a readable video")
     try:
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        _check_size(w, h, str(path))
+        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+        check_size(w, h, str(path))
         i = 0
         while True:
             ok, bgr = cap.read()
             if not ok:
                 break
             if i % every == 0:
-                yield f"{path.stem}_{i:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None
+                yield Frame(f"{path.stem}_{i:06d}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None, i / fps)
             i += 1
         if i == 0:
             raise InputError(f"{path}: video has no decodable frames")
@@ -174,9 +184,9 @@ def iter_bag(path: Path, image_topic: str | None, info_topic: str | None, every:
     from reflector_ros.data.rosbag import iter_bag_images
 
     image_topic, info_topic = bag_topics(path, image_topic, info_topic)
-    for i, (stamp_ns, rgb, cal) in enumerate(iter_bag_images(path, image_topic, info_topic)):
+    for i, (stamp_ns, rgb, fields) in enumerate(iter_bag_images(path, image_topic, info_topic)):
         if i % every == 0:
-            yield f"{path.stem}_{stamp_ns}", rgb, Source(cal, image_topic)
+            yield Frame(f"{path.stem}_{stamp_ns}", rgb, Source(fields, image_topic), stamp_ns / 1e9)
 
 
 def iter_inputs(inputs: list[str], every: int = 1, image_topic: str | None = None,
@@ -195,44 +205,35 @@ def iter_inputs(inputs: list[str], every: int = 1, image_topic: str | None = Non
             if not files:
                 raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXT))})")
             for f in files:
-                yield f.stem, read_image(f), None
+                yield Frame(f.stem, read_image(f), None)
         elif path.suffix.lower() in VIDEO_EXT:
             yield from iter_video(path, every)
         elif path.suffix.lower() in IMAGE_EXT:
-            yield path.stem, read_image(path), None
+            yield Frame(path.stem, read_image(path), None)
         else:
             raise InputError(f"{path}: unknown input type (images {sorted(IMAGE_EXT)}, videos {sorted(VIDEO_EXT)}, "
                              "bags: folder with metadata.yaml, .mcap, .db3)")
 
 
-def depth_to_png_mm(depth: np.ndarray) -> np.ndarray:
-    """uint16 millimetres, 0 invalid (the 16UC1 depth convention of ROS)."""
-    ok = np.isfinite(depth) & (depth > 0) & (depth < 65.535)
-    return np.where(ok, np.round(np.where(ok, depth, 0) * 1000.0), 0).astype(np.uint16)
-
-
-def colourise(depth: np.ndarray) -> np.ndarray:
-    """BGR preview: inverse depth through TURBO (near = red), invalid black."""
-    ok = np.isfinite(depth) & (depth > 0)
-    out = np.zeros(depth.shape + (3,), np.uint8)
+def preview(depth: np.ndarray) -> np.ndarray:
+    """BGR preview over the frame's own 2-98 % depth range (core.depth.colorize: near = warm)."""
+    ok = np.isfinite(depth)
     if not ok.any():
-        return out
-    inv = np.where(ok, 1.0 / np.where(ok, depth, 1.0), 0.0)
-    lo, hi = np.percentile(inv[ok], [2, 98])
-    norm = np.clip((inv - lo) / max(hi - lo, 1e-9), 0, 1)
-    col = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
-    out[ok] = col[ok]
-    return out
+        return np.zeros((*depth.shape, 3), np.uint8)
+    lo, hi = np.percentile(depth[ok], [2, 98])
+    return colorize(depth, float(lo), float(max(hi, lo + 1e-3)))
 
 
-def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> int:
-    """Binary little-endian PLY of the valid points; returns the point count."""
-    ok = np.isfinite(xyz).all(-1) & (xyz[..., 2] > 0)
+def write_ply(path: Path, cloud: np.ndarray) -> int:
+    """Binary little-endian PLY of the valid points of a packed cloud ((h, w, 4) float32:
+    x, y, z, 0x00RRGGBB bits, as the node's PointCloud2); returns the point count."""
+    ok = np.isfinite(cloud[..., 2])
     rec = np.zeros(int(ok.sum()), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
                                          ("red", "u1"), ("green", "u1"), ("blue", "u1")])
-    pts, cols = xyz[ok], rgb[ok]
+    pts = cloud[ok]
+    bits = np.ascontiguousarray(pts[:, 3]).view(np.uint32)
     rec["x"], rec["y"], rec["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
-    rec["red"], rec["green"], rec["blue"] = cols[:, 0], cols[:, 1], cols[:, 2]
+    rec["red"], rec["green"], rec["blue"] = (bits >> 16) & 255, (bits >> 8) & 255, bits & 255
     header = ("ply\nformat binary_little_endian 1.0\ncomment reflector_ros metric depth, optical frame\n"
               f"element vertex {len(rec)}\nproperty float x\nproperty float y\nproperty float z\n"
               "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
@@ -243,47 +244,65 @@ def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        n, out = _infer_all(args)
+    except (ValueError, FileNotFoundError) as exc:  # InputError is a ValueError
+        print(f"reflector infer: error: {exc}", file=sys.stderr)
+        return 2
+    extra = f" (scale per frame in {out / 'scale_anchor.csv'})" if args.camera_height > 0 else ""
+    print(f"wrote {n} depth maps to {out}{extra}")
+    return 0
+
+
+def _infer_all(args: argparse.Namespace) -> tuple[int, Path]:
+    """Every frame through the pipeline, files out; returns (frames written, output folder)."""
+    from contextlib import ExitStack
+
     from tqdm import tqdm
 
     from reflector_ros.backends import make_backend
-    from reflector_ros.meta import focal_scale
+    from reflector_ros.core.scale_anchor import AnchorSettings
+    from reflector_ros.pipeline import CloudSettings, DepthPipeline, FrameSettings
 
-    try:
-        given = intrinsics_from_args(args)
-        lens = load_lens_yaml(args.camera_info) if args.camera_info else None
-        plans: dict[tuple[Calibration, str], Plan] = {}
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        backend = make_backend(args.backend, args.model)
-        used: set[str] = set()
-        n = 0
-        for stem, rgb, src in tqdm(iter_inputs(args.inputs, args.every, args.image_topic, args.camera_info_topic),
-                                   desc="infer", unit="frame"):
+    given = camera_from_args(args)
+    anchor = AnchorSettings("floor" if args.camera_height > 0 else "none", args.camera_height, args.camera_pitch,
+                            args.camera_roll, args.anchor_tolerance).check()
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    pipeline = DepthPipeline(make_backend(args.backend, args.model))
+    settings = FrameSettings(rectify=args.rectify, cloud=CloudSettings(rgb=True) if args.ply else None, anchor=anchor)
+    used: set[str] = set()
+    n = 0
+    with ExitStack() as stack:
+        scale_log = None
+        if anchor.mode != "none":
+            scale_log = stack.enter_context(open(out / "scale_anchor.csv", "w"))
+            scale_log.write("frame,scale,source,floor_inliers\n")
+        for stem, rgb, src, t in tqdm(iter_inputs(args.inputs, args.every, args.image_topic, args.camera_info_topic),
+                                      desc="infer", unit="frame"):
             h, w = rgb.shape[:2]
-            pin, how = frame_camera(given, lens, src, w, h, args.rectify, stem, plans)
-            seen = None
-            if how is not None and how.maps is not None:
-                rgb, seen = rectify(rgb, *how.maps), how.seen
+            camera, topic = frame_camera(given, src, w, h, stem, args.scale_calibration)
+            if t is None:          # a lone image: no scale history carries over from the one before
+                pipeline.restarted()
+            res = pipeline.process(rgb, camera, settings, topic, t=t or 0.0)
+            if res.new_plan:
+                for note in res.plan.notes:
+                    print(f"warning: {stem}: {note}", file=sys.stderr)
+            if scale_log is not None and res.anchor is not None:
+                a = res.anchor
+                scale_log.write(f"{stem},{a.scale:.5f},{a.source},{a.inlier_fraction:.3f}\n")
             name, k = stem, 1
             while name in used:
                 name, k = f"{stem}_{k}", k + 1
             used.add(name)
-            res = backend.run(rgb, focal_scale(pin.fx, pin.fy, w, h, backend.meta), (h, w))
-            depth = res.depth.astype(np.float32)
-            if seen is not None:
-                depth[~seen] = np.nan   # the lens never saw these rectified pixels
-            cv2.imwrite(str(out / f"{name}.png"), depth_to_png_mm(depth))
+            cv2.imwrite(str(out / f"{name}.png"), to_millimetres(res.depth))
             if args.npy:
-                np.save(out / f"{name}.npy", depth)
+                np.save(out / f"{name}.npy", res.depth)
             if args.preview:
-                cv2.imwrite(str(out / f"{name}_preview.png"), colourise(depth))
-            if args.ply:
-                write_ply(out / f"{name}.ply", backproject(depth, ray_table(pin.intrinsics())), rgb)
+                cv2.imwrite(str(out / f"{name}_preview.png"), preview(res.depth))
+            if args.ply and res.cloud is not None:
+                write_ply(out / f"{name}.ply", res.cloud)
             n += 1
             if args.max_frames and n >= args.max_frames:
                 break
-    except (ValueError, FileNotFoundError) as exc:  # InputError is a ValueError
-        print(f"reflector infer: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {n} depth maps to {out}")
-    return 0
+    return n, out

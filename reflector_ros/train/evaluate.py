@@ -16,55 +16,43 @@ from typing import Any
 import cv2
 import numpy as np
 
+from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.errors import InputError
 from reflector_ros.data.sample import Sample
 from reflector_ros.train.metrics import (
     depth_metrics, markdown_table, mean_metrics, median_scale, valid_mask,
 )
 
-# rgb (H, W, 3) uint8, fx, fy in pixels of that image -> metric depth (H, W), NaN invalid
-Predictor = Callable[[np.ndarray, float, float], np.ndarray]
+# rgb (H, W, 3) uint8 and its camera -> metric depth (H, W), NaN invalid
+Predictor = Callable[[np.ndarray, Intrinsics], np.ndarray]
 
 
 def backend_predictor(backend: Any) -> Predictor:
-    """Wrap a Backend so evaluation code sees one callable."""
-    from reflector_ros.meta import focal_scale
+    """A Backend through the node's own frame pipeline (reflector_ros.pipeline), with no
+    range or confidence limits: the metrics decide what counts."""
+    from reflector_ros.pipeline import DepthPipeline, FrameSettings
 
-    def predict(rgb: np.ndarray, fx: float, fy: float) -> np.ndarray:
-        h, w = rgb.shape[:2]
-        return backend.run(np.ascontiguousarray(rgb), focal_scale(fx, fy, w, h, backend.meta), (h, w)).depth
+    pipeline = DepthPipeline(backend)
+    settings = FrameSettings()
+
+    def predict(rgb: np.ndarray, camera: Intrinsics) -> np.ndarray:
+        return pipeline.process(np.ascontiguousarray(rgb), camera, settings).depth
     return predict
 
 
 def torch_predictor(model: Any, meta: Any, device: Any = "cpu") -> Predictor:
-    """An in-memory torch model as a Predictor (used for validation during training)."""
-    import torch
-    import torch.nn.functional as F
+    """An in-memory torch model as a Predictor (validation during training), through the
+    same pipeline and torch backend as `reflector eval --backend torch`."""
+    from reflector_ros.backends.torch_backend import TorchBackend
 
-    from reflector_ros.meta import focal_scale
-
-    mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
-
-    @torch.no_grad()
-    def predict(rgb: np.ndarray, fx: float, fy: float) -> np.ndarray:
-        h, w = rgb.shape[:2]
-        x = cv2.resize(rgb, (meta.input_width, meta.input_height), interpolation=cv2.INTER_AREA
-                       if w > meta.input_width else cv2.INTER_LINEAR)
-        t = torch.from_numpy(x).to(device).permute(2, 0, 1)[None].float().div_(255)
-        t = (t - mean) / std
-        s = torch.tensor([focal_scale(fx, fy, w, h, meta)], device=device, dtype=torch.float32)
-        depth = model(t, s)["depth"].float()
-        depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
-        return depth[0, 0].cpu().numpy()
-    return predict
+    return backend_predictor(TorchBackend.from_model(model, meta, device))
 
 
-def predict_flip(predict: Predictor, rgb: np.ndarray, fx: float, fy: float, flip: bool) -> np.ndarray:
+def predict_flip(predict: Predictor, rgb: np.ndarray, camera: Intrinsics, flip: bool) -> np.ndarray:
     """Optionally average with the mirrored image's prediction (ZoeDepth's evaluation)."""
-    d = predict(rgb, fx, fy)
+    d = predict(rgb, camera)
     if flip:
-        d = 0.5 * (d + predict(np.ascontiguousarray(rgb[:, ::-1]), fx, fy)[:, ::-1])
+        d = 0.5 * (d + predict(np.ascontiguousarray(rgb[:, ::-1]), camera.mirrored())[:, ::-1])
     return d
 
 
@@ -80,8 +68,10 @@ def baseline_depth(kind: str, sample: Sample, mask: np.ndarray, constant: float)
 def evaluate_dataset(ds: Sequence[Sample], predict: Predictor | None, *, crop: str = "none",
                      min_depth: float = 1e-3, max_depth: float | None = None, flip: bool = False,
                      baseline: str | None = None, constant: float = 2.5, limit: int = 0,
-                     progress: bool = True, desc: str = "eval") -> dict[str, dict[str, float]]:
-    """Per-image metrics averaged over the set: {'metric': ..., 'median_scaled': ...}."""
+                     progress: bool = True, desc: str = "eval") -> dict[str, Any]:
+    """Per-image metrics averaged over the set: {'metric': ..., 'median_scaled': ...,
+    'scale': per-frame median(pred)/median(gt) statistics, 'groups': {group: {'metric',
+    'median_scaled'}} for sets whose frames carry a group}."""
     from tqdm import tqdm
 
     n = len(ds) if limit <= 0 else min(limit, len(ds))
@@ -89,7 +79,7 @@ def evaluate_dataset(ds: Sequence[Sample], predict: Predictor | None, *, crop: s
         raise InputError("dataset is empty")
     # spread a limited evaluation over the whole set rather than its first frames
     idx = np.linspace(0, len(ds) - 1, n).round().astype(int) if n < len(ds) else np.arange(n)
-    rows, rows_med = [], []
+    rows, rows_med, groups, scales = [], [], [], []
     for i in tqdm(idx, desc=desc, unit="img", disable=not progress, leave=False):
         s = ds[int(i)]
         mask = valid_mask(s.depth, min_depth, max_depth, crop)
@@ -99,13 +89,48 @@ def evaluate_dataset(ds: Sequence[Sample], predict: Predictor | None, *, crop: s
             pred = baseline_depth(baseline, s, mask, constant)
         else:
             assert predict is not None
-            pred = predict_flip(predict, s.image, s.fx, s.fy, flip)
+            pred = predict_flip(predict, s.image, s.camera, flip)
         rows.append(depth_metrics(pred, s.depth, mask))
         rows_med.append(depth_metrics(median_scale(pred, s.depth, mask), s.depth, mask))
-    return {"metric": mean_metrics(rows), "median_scaled": mean_metrics(rows_med)}
+        groups.append(s.group)
+        scales.append(frame_scale(pred, s.depth, mask))
+    out: dict[str, Any] = {"metric": mean_metrics(rows), "median_scaled": mean_metrics(rows_med),
+                           "scale": scale_stats(scales)}
+    if any(groups):
+        out["groups"] = {g: {"metric": mean_metrics([r for r, k in zip(rows, groups) if k == g]),
+                             "median_scaled": mean_metrics([r for r, k in zip(rows_med, groups) if k == g]),
+                             "scale": scale_stats([v for v, k in zip(scales, groups) if k == g])}
+                         for g in sorted(set(groups))}
+    return out
 
 
-def focal_consistency(predict: Predictor, rgb: np.ndarray, fx: float, fy: float) -> float:
+def mean_of_groups(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric averaged over groups (every group weighs the same, however many frames);
+    'n' is the total frame count."""
+    out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "n"}
+    out["n"] = float(sum(r["n"] for r in rows))
+    return out
+
+
+def frame_scale(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
+    """median(pred) / median(gt) on the valid pixels: 1 when the frame's metric scale is right."""
+    p = pred[mask]
+    ok = np.isfinite(p) & (p > 0)
+    return float(np.median(p[ok]) / np.median(gt[mask][ok])) if ok.any() else float("nan")
+
+
+def scale_stats(scales: list[float]) -> dict[str, float]:
+    """Per-frame scale (median pred / median gt): median, p10, p90, and the median relative
+    change between consecutive frames (how much the scale jumps frame to frame)."""
+    a = np.asarray([v for v in scales if np.isfinite(v)], np.float64)
+    if a.size == 0:
+        return {}
+    change = np.abs(np.diff(np.log(a))) if a.size > 1 else np.zeros(1)
+    return {"median": float(np.median(a)), "p10": float(np.percentile(a, 10)), "p90": float(np.percentile(a, 90)),
+            "frame_to_frame": float(np.median(np.expm1(change)))}
+
+
+def focal_consistency(predict: Predictor, rgb: np.ndarray, camera: Intrinsics) -> float:
     """Median ratio of depth from a 2x-upscaled centre crop (fx doubled) to the full frame's.
 
     The same scene seen through a longer lens must keep its metric depth; 1.0 is perfect.
@@ -113,9 +138,10 @@ def focal_consistency(predict: Predictor, rgb: np.ndarray, fx: float, fy: float)
     h, w = rgb.shape[:2]
     ch, cw = h // 2, w // 2
     t, l = (h - ch) // 2, (w - cw) // 2
-    full = predict(rgb, fx, fy)[t:t + ch, l:l + cw]
+    full = predict(rgb, camera)[t:t + ch, l:l + cw]
     up = cv2.resize(rgb[t:t + ch, l:l + cw], (2 * cw, 2 * ch), interpolation=cv2.INTER_CUBIC)
-    zoom = cv2.resize(predict(up, 2 * fx, 2 * fy), (cw, ch), interpolation=cv2.INTER_AREA)
+    zoom_camera = camera.cropped(l, t, cw, ch).scaled(2 * cw, 2 * ch)
+    zoom = cv2.resize(predict(up, zoom_camera), (cw, ch), interpolation=cv2.INTER_AREA)
     ok = np.isfinite(full) & np.isfinite(zoom) & (full > 0) & (zoom > 0)
     if not ok.any():
         raise InputError("no valid depth in the crop to compare")
@@ -139,6 +165,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="evaluate at most N frames per set, spread evenly")
     p.add_argument("--focal-check", type=int, default=0, metavar="N",
                    help="also report the focal-consistency ratio on N frames per set")
+    p.add_argument("--by-group", action="store_true",
+                   help="one row per frame group (manifests whose frames carry a 'group', e.g. real_eval) and "
+                        "a row with the mean over those groups")
+    p.add_argument("--groups", help="comma-separated groups to keep (with --by-group; the mean is over these)")
     p.add_argument("--json", help="write all results as JSON here")
     p.add_argument("--markdown", help="write the table as markdown here")
 
@@ -181,10 +211,24 @@ def run(args: argparse.Namespace) -> int:
             entry: dict[str, Any] = {"crop": crop, "max_depth": cap, **res}
             if args.focal_check and predict is not None:
                 idx = np.linspace(0, len(ds) - 1, min(args.focal_check, len(ds))).round().astype(int)
-                ratios = [focal_consistency(predict, ds[int(i)].image, ds[int(i)].fx, ds[int(i)].fy) for i in idx]
+                ratios = [focal_consistency(predict, ds[int(i)].image, ds[int(i)].camera) for i in idx]
                 entry["focal_ratio_median"] = float(np.median(ratios))
                 entry["focal_ratio_worst"] = float(max(ratios, key=lambda r: abs(r - 1)))
             results["sets"][name] = entry
+            if args.by_group and "groups" in res:
+                keep = [g.strip() for g in args.groups.split(",")] if args.groups else sorted(res["groups"])
+                missing = [g for g in keep if g not in res["groups"]]
+                if missing:
+                    raise InputError(f"{spec}: no frames in group(s) {missing}; groups: {sorted(res['groups'])}")
+                for kind, suffix in (("metric", ""), ("median_scaled", " (median-scaled)")):
+                    if kind == "median_scaled" and not args.median_scale:
+                        continue
+                    for g in keep:
+                        table[f"{g}{suffix}"] = res["groups"][g][kind]
+                    table[f"mean of {len(keep)} groups{suffix}"] = mean_of_groups([res["groups"][g][kind] for g in keep])
+                entry["mean_of_groups"] = mean_of_groups([res["groups"][g]["metric"] for g in keep])
+                entry["mean_of_groups_median_scaled"] = mean_of_groups([res["groups"][g]["median_scaled"] for g in keep])
+                continue
             table[name] = res["metric"]
             if args.median_scale:
                 table[name + " (median-scaled)"] = res["median_scaled"]
