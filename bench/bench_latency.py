@@ -25,7 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from reflector_ros.commands.demo import stop_process  # noqa: E402  (after the path set-up)
+from reflector_ros.commands.demo import spin_until, stop_process  # noqa: E402  (after the path set-up)
 NAMESPACE = "reflector_bench"
 STATUS_NAME = "reflector_depth: pipeline"
 
@@ -136,21 +136,14 @@ def bench(args: argparse.Namespace) -> dict:
     pub_img = node.create_publisher(Image, "image", reliable)
     pub_info = node.create_publisher(CameraInfo, "camera_info", reliable)
 
-    def spin_until(pred, timeout: float) -> bool:
-        # block in the wait set until a message or the deadline: a 2 ms poll loop here woke
-        # this process 500 times a second and stole the cores the node infers on
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not pred():
-            executor.spin_once(timeout_sec=max(0.0, min(0.05, end - time.monotonic())))
-        return pred()
 
     try:
         assert hop_proc.stdout is not None and hop_proc.stdout.readline().strip() == "READY"
-        up = spin_until(lambda: node_proc.poll() is not None or (
+        up = spin_until(executor, lambda: node_proc.poll() is not None or (
             pub_img.get_subscription_count() >= 2 and node.count_publishers("depth/image") > 0), args.startup_timeout)
         if node_proc.poll() is not None or not up:
             raise SystemExit("bench_latency: the node did not come up:\n" + Path(node_log.name).read_text()[-3000:])
-        spin_until(lambda: False, 1.0)
+        spin_until(executor, lambda: False, 1.0)
         h, w = args.height, args.width
         rng = np.random.default_rng(0)
         frames = [rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8) for _ in range(4)]
@@ -176,8 +169,8 @@ def bench(args: argparse.Namespace) -> dict:
             pub_info.publish(info)
             pub_img.publish(msg)
             due += period
-            spin_until(lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()))
-        spin_until(lambda: False, 2.0)  # last outputs and one more diagnostics message
+            spin_until(executor, lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()))
+        spin_until(executor, lambda: False, 2.0)  # last outputs and one more diagnostics message
         out, _ = hop_proc.communicate("stop\n", timeout=30)
         hops = json.loads(out.strip().splitlines()[-1])["hop_ms"]
     finally:

@@ -251,6 +251,26 @@ def diagnostics_values(msg, name: str = "reflector_depth: pipeline",
     return None
 
 
+def wait_diagnostics(h: "Harness", ns: str, pred: Callable[[dict], bool] = lambda d: True,
+                     timeout: float = 10.0) -> dict[str, str]:
+    """The newest /diagnostics status of the node in namespace ``ns`` once it satisfies pred
+    (the harness must subscribe to /diagnostics); AssertionError with the last one seen."""
+    hw = f"{ns}/reflector_depth"
+    found: dict[str, str] = {}
+
+    def check() -> bool:
+        for msg in reversed(h.received["/diagnostics"]):
+            vals = diagnostics_values(msg, hardware_id=hw)
+            if vals is not None:
+                found.clear()
+                found.update(vals)
+                return pred(vals)
+        return False
+
+    assert h.wait_for(check, timeout), f"no matching diagnostics; last: {found}"
+    return found
+
+
 # ----------------------------------------------------------------------------- harness
 
 class Harness:

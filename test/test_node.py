@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ros_helpers import (Harness, cloud_xyz, diagnostics_values, image_array, make_camera_info,
+from ros_helpers import (wait_diagnostics, Harness, cloud_xyz, diagnostics_values, image_array, make_camera_info,
                          make_compressed_msg, make_image_msg, read_log, start_node, stamp_ns, stop_node,
                          test_rgb, to_time, wait_exit)
 
@@ -114,21 +114,7 @@ class Cam:
         raise AssertionError("node never answered")
 
     def diagnostics(self, pred: Callable[[dict], bool] = lambda d: True, timeout: float = 10.0) -> dict:
-        """The newest /diagnostics status of this node satisfying pred."""
-        hw = f"{self.ns}/reflector_depth"
-        found: dict = {}
-
-        def check() -> bool:
-            for msg in reversed(self.h.received["/diagnostics"]):
-                vals = diagnostics_values(msg, hardware_id=hw)
-                if vals is not None:
-                    found.clear()
-                    found.update(vals)
-                    return pred(vals)
-            return False
-
-        assert self.h.wait_for(check, timeout), f"no matching diagnostics; last: {found}"
-        return found
+        return wait_diagnostics(self.h, self.ns, pred, timeout)
 
 
 def subscribe_all(h: Harness, ns: str) -> None:

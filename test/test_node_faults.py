@@ -28,7 +28,7 @@ from rcl_interfaces.srv import GetParameters  # noqa: E402
 from rclpy.parameter import parameter_value_to_python  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
 
-from ros_helpers import (REPO, Harness, cloud_xyz, diagnostics_values, image_array, make_camera_info,  # noqa: E402
+from ros_helpers import (wait_diagnostics, REPO, Harness, cloud_xyz, diagnostics_values, image_array, make_camera_info,  # noqa: E402
                          make_compressed_msg, make_image_msg, node_env, read_log, stop_node, test_rgb, to_time)
 
 W, H, FX = 160, 120, 150.0
@@ -124,19 +124,7 @@ class Cam:
         raise AssertionError(f"node never answered on {topic}")
 
     def diagnostics(self, pred, timeout: float = 10.0) -> dict:
-        hw, found = f"{self.ns}/reflector_depth", {}
-
-        def check() -> bool:
-            for msg in reversed(self.h.received["/diagnostics"]):
-                vals = diagnostics_values(msg, hardware_id=hw)
-                if vals is not None:
-                    found.clear()
-                    found.update(vals)
-                    return pred(vals)
-            return False
-
-        assert self.h.wait_for(check, timeout), f"no matching diagnostics; last: {found}"
-        return found
+        return wait_diagnostics(self.h, self.ns, pred, timeout)
 
 
 # ----------------------------------------------------------------------------- params file under a namespace

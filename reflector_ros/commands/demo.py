@@ -204,6 +204,15 @@ def _node_cmd(model: Path, backend: str) -> list[str]:
             "-p", "min_depth:=0.0", "-p", "max_depth:=1000.0"]
 
 
+def spin_until(executor: Any, pred: Any, timeout: float) -> bool:
+    """Spin until pred() or the deadline, blocking in the wait set (a busy poll would take the
+    cores the node infers on); returns pred()."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not pred():
+        executor.spin_once(timeout_sec=max(0.0, min(0.05, end - time.monotonic())))
+    return pred()
+
+
 def stop_process(proc: subprocess.Popen) -> None:
     """SIGINT (a clean rclpy shutdown), then kill if it hangs."""
     if proc.poll() is None:
@@ -278,23 +287,18 @@ def _feed(args: argparse.Namespace, samples: list, proc: subprocess.Popen, log_p
     pub_img = node.create_publisher(Image, "image", reliable)
     pub_info = node.create_publisher(CameraInfo, "camera_info", reliable)
 
-    def spin_until(pred, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not pred():
-            executor.spin_once(timeout_sec=0.01)
-        return pred()
 
     def node_log() -> str:
         return "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
 
     try:
-        up = spin_until(lambda: proc.poll() is not None or (
+        up = spin_until(executor, lambda: proc.poll() is not None or (
             pub_img.get_subscription_count() > 0 and node.count_publishers("depth/image") > 0), args.startup_timeout)
         if proc.poll() is not None or not up:
             why = f"exited with code {proc.returncode}" if proc.poll() is not None else f"not up after {args.startup_timeout:.0f} s"
             print(f"reflector demo: the node {why}. Its log:\n{node_log()}", file=sys.stderr)
             return 1
-        spin_until(lambda: False, 1.0)  # let the output subscriptions match
+        spin_until(executor, lambda: False, 1.0)  # let the output subscriptions match
         period, stamps = 1.0 / args.rate, []
         due = time.monotonic()
         for i, s in enumerate(tqdm(samples, desc="frames", unit="frame")):
@@ -304,12 +308,12 @@ def _feed(args: argparse.Namespace, samples: list, proc: subprocess.Popen, log_p
             pub_info.publish(info)
             pub_img.publish(img)
             due += period
-            spin_until(lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()))
+            spin_until(executor, lambda: time.monotonic() >= due, max(0.0, due - time.monotonic()))
             if proc.poll() is not None:
                 print(f"reflector demo: the node died at frame {i}. Its log:\n{node_log()}", file=sys.stderr)
                 return 1
-        spin_until(lambda: stamps[-1] in got.by_stamp["depth"], 5.0)
-        spin_until(lambda: False, 1.2)  # one more diagnostics period
+        spin_until(executor, lambda: stamps[-1] in got.by_stamp["depth"], 5.0)
+        spin_until(executor, lambda: False, 1.2)  # one more diagnostics period
     finally:
         executor.shutdown()
         node.destroy_node()

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from reflector_ros.core.camera_info import CameraInfoFields
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.limits import check_size
+from reflector_ros.core.yamlfile import read_mapping
 
 
 def _matrix(doc: dict, key: str, rows: int, cols: int, path: Path) -> tuple[float, ...] | None:
@@ -37,14 +36,7 @@ def load_camera_yaml(path: str | Path) -> CameraInfoFields:
     InputError for unreadable files, bad YAML, a bad size or malformed matrices.
     """
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot read camera info {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: expected a camera_calibration mapping (image_width, camera_matrix, ...)")
+    doc = read_mapping(path, "camera info", "a camera_calibration mapping (image_width, camera_matrix, ...)")
     try:
         width, height = int(doc["image_width"]), int(doc["image_height"])
     except (KeyError, TypeError, ValueError):

@@ -24,6 +24,7 @@ from typing import Any, Union
 import yaml
 
 from reflector_ros.core.errors import InputError
+from reflector_ros.core.yamlfile import read_mapping
 
 STAGES = ("relative", "metric", "end2end", "selfsup")
 MAX_CROP_SIDE = 4096
@@ -337,14 +338,7 @@ def build(raw: Mapping[str, Any], where: str = "config", strict: bool = True) ->
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A config file as a plain dict (InputError when unreadable or not a mapping)."""
-    try:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise InputError(f"cannot read config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: expected a mapping with sections {sorted(SECTIONS)}")
+    doc = read_mapping(path, "config", f"a mapping with sections {sorted(SECTIONS)}")
     unknown = sorted(set(doc) - set(SECTIONS))
     if unknown:
         raise InputError(f"{path}: unknown sections {unknown}; known: {sorted(SECTIONS)}")
