@@ -138,3 +138,22 @@ def test_cli_writes_resumable_manifest(tmp_path: Path) -> None:
 
     bad = _synth(tmp_path / "bad", 0)
     assert bad.returncode == 2 and "--count" in bad.stdout and "Traceback" not in bad.stderr
+
+
+def test_close_views_look_down_at_something_near() -> None:
+    """close_fraction 1: every frame looks down at a target 0.5-2 m away, from outside every
+    object; close_fraction 0 leaves the scenes of earlier versions exactly as they were."""
+    from reflector_ros.data.synthetic import _inside
+
+    near = []
+    for seed in range(6):
+        scene, cam = sample_scene(np.random.default_rng(seed), H, W, close_fraction=1.0)
+        look = cam.rotation[:, 2]
+        assert look[2] < 0                                   # looking down
+        assert not any(_inside(o, np.asarray(cam.position), margin=0.0) for o in scene.objects)
+        s = render(seed, H, W, close_fraction=1.0)
+        near.append(float(np.median(s.depth[s.depth > 0])))
+        _, plain = sample_scene(np.random.default_rng(seed), H, W)
+        _, again = sample_scene(np.random.default_rng(seed), H, W, close_fraction=0.0)
+        assert plain.position == again.position and np.array_equal(plain.rotation, again.rotation)
+    assert np.median(near) < 2.0, near

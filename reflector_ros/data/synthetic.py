@@ -538,8 +538,15 @@ def _far_from(cam_xy: np.ndarray, cxy: tuple[float, float], radius: float, margi
     return float(np.hypot(cam_xy[0] - cxy[0], cam_xy[1] - cxy[1])) > radius + margin
 
 
-def sample_scene(rng: np.random.Generator, height: int, width: int) -> tuple[Scene, Camera]:
-    """A random furnished room and a camera inside it, outside every object."""
+def sample_scene(rng: np.random.Generator, height: int, width: int,
+                 close_fraction: float = 0.0) -> tuple[Scene, Camera]:
+    """A random furnished room and a camera inside it, outside every object.
+
+    close_fraction: the share of frames looking at something 0.5-2 m away from above (a
+    table top with its clutter, a cabinet, things on the floor), as hand-held photos and
+    manipulators do, instead of across the room; drawn after everything else, so 0 gives
+    exactly the scenes of earlier versions.
+    """
     # metric statistics of real indoor spaces: floor sides log-uniform 2.5-10 m (most rooms
     # are 3-6 m), ceilings 2.4-3.4 m
     Lx, Ly = (float(np.exp(rng.uniform(math.log(2.5), math.log(10.0)))) for _ in range(2))
@@ -708,9 +715,50 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> tuple[Sce
     fy = fx * (1 + rng.uniform(-0.02, 0.02)) * 1.0
     cx = (width - 1) / 2 + rng.uniform(-0.04, 0.04) * width
     cy = (height - 1) / 2 + rng.uniform(-0.04, 0.04) * height
-    cam = Camera((float(cam_xy[0]), float(cam_xy[1]), float(cam_z)), camera_rotation(yaw, pitch, roll),
-                 float(fx), float(fy), float(cx), float(cy), height, width)
+    position = (float(cam_xy[0]), float(cam_xy[1]), float(cam_z))
+    if close_fraction > 0 and rng.random() < close_fraction:
+        placed = _close_view(rng, scene, tops, Lx, Ly, Lz)
+        if placed is not None:
+            position, yaw, pitch = placed
+    cam = Camera(position, camera_rotation(yaw, pitch, roll), float(fx), float(fy), float(cx), float(cy), height, width)
     return scene, cam
+
+
+def _close_view(rng: np.random.Generator, scene: Scene, tops: list, Lx: float, Ly: float,
+                Lz: float) -> tuple[tuple[float, float, float], float, float] | None:
+    """A camera 0.5-2 m from a target (a table top, else an object or a floor spot), above it
+    and looking down at it: (position, yaw, pitch), or None when no free spot was found."""
+    for _ in range(12):
+        if tops and rng.random() < 0.6:
+            tx, ty, tz, r, _ = tops[int(rng.integers(len(tops)))]
+            target = np.array([tx + rng.uniform(-r, r), ty + rng.uniform(-r, r), tz])
+        elif scene.objects and rng.random() < 0.7:
+            obj = scene.objects[int(rng.integers(len(scene.objects)))]
+            corners = _bounds(obj)
+            target = 0.5 * (corners.min(axis=0) + corners.max(axis=0))
+            target[2] = corners[:, 2].max()                 # its top, where the camera looks from above
+        else:
+            target = np.array([rng.uniform(0.5, Lx - 0.5), rng.uniform(0.5, Ly - 0.5), 0.0])
+        dist = float(np.exp(rng.uniform(math.log(0.5), math.log(2.0))))
+        down = math.radians(rng.uniform(20.0, 60.0))        # the line of sight's angle below level
+        heading = rng.uniform(-math.pi, math.pi)
+        back = np.array([math.cos(heading), math.sin(heading)]) * dist * math.cos(down)
+        pos = np.array([target[0] - back[0], target[1] - back[1], target[2] + dist * math.sin(down)])
+        if not (0.25 < pos[0] < Lx - 0.25 and 0.25 < pos[1] < Ly - 0.25 and 0.2 < pos[2] < Lz - 0.2):
+            continue
+        if any(_inside(o, pos) for o in scene.objects):
+            continue
+        yaw = heading + math.radians(rng.uniform(-8, 8))
+        pitch = -down + math.radians(rng.uniform(-8, 8))
+        return (float(pos[0]), float(pos[1]), float(pos[2])), yaw, pitch
+    return None
+
+
+def _inside(obj, p: np.ndarray, margin: float = 0.15) -> bool:
+    """Whether point p is within ``margin`` of an object's bounding box."""
+    corners = _bounds(obj)
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    return bool(np.all(p > lo - margin) and np.all(p < hi + margin))
 
 
 def camera_effects(radiance: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -736,12 +784,12 @@ def camera_effects(radiance: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.ascontiguousarray(out)
 
 
-def render(seed: int, height: int = 256, width: int = 320) -> Sample:
-    """One synthetic frame, fully determined by ``seed``."""
+def render(seed: int, height: int = 256, width: int = 320, close_fraction: float = 0.0) -> Sample:
+    """One synthetic frame, fully determined by ``seed`` (and ``close_fraction``, see sample_scene)."""
     if not (8 <= height <= 4096 and 8 <= width <= 4096):
         raise InputError(f"synthetic size {height}x{width} must be within 8..4096 per side")
     rng = np.random.default_rng(seed)
-    scene, cam = sample_scene(rng, height, width)
+    scene, cam = sample_scene(rng, height, width, close_fraction)
     radiance, depth = render_scene(scene, cam)
     rgb = camera_effects(radiance, rng)
     depth = np.where(np.isfinite(depth), depth, 0).astype(F32)
@@ -762,12 +810,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="one scene (--seed) seen along a smooth camera path of --count frames, with "
                         "poses.txt (camera-to-world), for self-supervised training")
     p.add_argument("--step", type=float, default=0.08, help="trajectory: metres the camera moves per frame")
+    p.add_argument("--close-fraction", type=float, default=0.0,
+                   help="share of frames looking down at something 0.5-2 m away (table tops, objects) "
+                        "instead of across the room, 0..1")
 
 
-def _render_one(job: tuple[int, int, int, str]) -> dict:
+def _render_one(job: tuple[int, int, int, str, float]) -> dict:
     from reflector_ros.data.manifest import save_frame
-    seed, h, w, out = job
-    return save_frame(Path(out), render(seed, h, w), f"{seed:08d}", existing_ok=True)
+    seed, h, w, out, close = job
+    return save_frame(Path(out), render(seed, h, w, close), f"{seed:08d}", existing_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -784,6 +835,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"reflector synth: --height/--width must be within 8..4096, got {args.height}x{args.width}")
         return 2
     out: Path = args.out
+    if not 0.0 <= args.close_fraction <= 1.0:
+        print(f"reflector synth: --close-fraction must be in [0, 1], got {args.close_fraction}")
+        return 2
     if args.trajectory:
         try:
             path = write_trajectory(out, args.seed, args.count, args.height, args.width, args.step)
@@ -794,7 +848,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     (out / "rgb").mkdir(parents=True, exist_ok=True)
     (out / "depth").mkdir(parents=True, exist_ok=True)
-    jobs = [(args.seed + i, args.height, args.width, str(out)) for i in range(args.count)]
+    jobs = [(args.seed + i, args.height, args.width, str(out), args.close_fraction) for i in range(args.count)]
     todo = [j for j in jobs if not all(p.exists() for p in frame_paths(out, f"{j[0]:08d}", abs_=True))]
     print(f"reflector synth: {len(jobs) - len(todo)} frames present, rendering {len(todo)} into {out}")
     workers = max(1, int(args.workers))
@@ -809,16 +863,16 @@ def run(args: argparse.Namespace) -> int:
                     pass
     # the manifest lists every frame; intrinsics come from re-sampling the scene (cheap)
     frames = []
-    for seed, h, w, _ in tqdm(jobs, desc="manifest", unit="frame", leave=False):
+    for seed, h, w, _, close in tqdm(jobs, desc="manifest", unit="frame", leave=False):
         rng = np.random.default_rng(seed)
-        _, cam = sample_scene(rng, h, w)
+        _, cam = sample_scene(rng, h, w, close)
         rgb_rel, depth_rel = frame_paths(out, f"{seed:08d}")
         frames.append({"rgb": rgb_rel, "depth": depth_rel, "fx": cam.fx, "fy": cam.fy, "cx": cam.cx,
                        "cy": cam.cy, "width": w, "height": h, "depth_scale": 1000.0, "max_depth": 65.535,
                        "source": f"reflector synth seed {seed}"})
     write_manifest_frames(out, frames, name=f"reflector synthetic indoor, seeds {args.seed}..{args.seed + args.count - 1}")
     if args.preview > 0:
-        write_preview(out / "preview.png", [render(args.seed + i, args.height, args.width)
+        write_preview(out / "preview.png", [render(args.seed + i, args.height, args.width, args.close_fraction)
                                             for i in range(min(args.preview, args.count))])
         print(f"reflector synth: preview at {out / 'preview.png'}")
     print(f"reflector synth: {len(frames)} frames in {out / 'manifest.json'}")
