@@ -31,7 +31,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "depth_node = reflector_ros.ros.node:main",
+            "depth_node = reflector_ros.ros.main:main",
             "reflector = reflector_ros.cli:main",
         ],
     },

@@ -11,7 +11,7 @@ import signal
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "node": ("reflector_ros.ros.node", "run the ROS 2 depth node (same as depth_node)"),
+    "node": ("reflector_ros.ros.main", "run the ROS 2 depth node (same as depth_node)"),
     "demo": ("reflector_ros.commands.demo", "publish a camera feed to the node, write a preview PNG, print timings"),
     "train": ("reflector_ros.train.train", "train or fine-tune a Reflector model"),
     "eval": ("reflector_ros.train.evaluate", "evaluate a model on depth datasets"),

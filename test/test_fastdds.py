@@ -7,7 +7,6 @@ shared-memory segment. Run as a script, this file is the publisher or the subscr
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ros_helpers import (wait_diagnostics, Harness, cloud_xyz, diagnostics_values, image_array, make_camera_info,
+from ros_helpers import (wait_diagnostics, Harness, cloud_xyz, image_array, make_camera_info,
                          make_compressed_msg, make_image_msg, read_log, start_node, stamp_ns, stop_node,
                          test_rgb, to_time, wait_exit)
 

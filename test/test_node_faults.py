@@ -28,7 +28,7 @@ from rcl_interfaces.srv import GetParameters  # noqa: E402
 from rclpy.parameter import parameter_value_to_python  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
 
-from ros_helpers import (wait_diagnostics, REPO, Harness, cloud_xyz, diagnostics_values, image_array, make_camera_info,  # noqa: E402
+from ros_helpers import (wait_diagnostics, REPO, Harness, cloud_xyz, image_array, make_camera_info,  # noqa: E402
                          make_compressed_msg, make_image_msg, node_env, read_log, stop_node, test_rgb, to_time)
 
 W, H, FX = 160, 120, 150.0

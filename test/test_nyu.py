@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from reflector_ros.core.errors import InputError
-from reflector_ros.data.nyu import NYU_CX, NYU_CY, NYU_FX, NYU_FY, NYUMatDataset, NYUSyncDataset
+from reflector_ros.data.nyu import NYU_CX, NYU_FX, NYU_FY, NYUMatDataset, NYUSyncDataset
 
 H, W, N = 6, 10, 5  # non-square: a wrong transpose cannot go unnoticed
 

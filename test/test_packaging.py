@@ -84,7 +84,7 @@ def test_installed_depth_node_runs_the_node(prefix: Path):
     """lib/reflector_ros/depth_node (what `ros2 run`/`ros2 launch` execute) starts the real node.
 
     A bad parameter makes the node refuse with its own message, which proves the script
-    reached reflector_ros.ros.node from the installed copy.
+    reached reflector_ros.ros.main from the installed copy.
     """
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "AMENT_PREFIX_PATH": str(prefix), "PYTHONPATH": str(site_packages(prefix)),

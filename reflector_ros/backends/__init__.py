@@ -180,3 +180,40 @@ def _torch_has_cuda() -> bool | str:
     if not torch.cuda.is_available():
         return f"torch {torch.__version__} has no CUDA device"
     return True
+
+
+def start_backend(name: str, model_path: str | os.PathLike[str] | None = None,
+                  **kwargs: Any) -> tuple[Backend, str, float]:
+    """make_backend, then two throw-away inferences at the nominal input size, so the first
+    camera frame does not pay for the runtime's lazy allocations (ONNX Runtime's first run is
+    several times slower; CUDA graphs and TensorRT contexts are made here).
+
+    Returns (backend, why it was chosen, warm-up ms). RuntimeError with a message for the
+    user when the model cannot be loaded or the backend fails its warm-up (a model whose
+    metadata lies about its input, a runtime that cannot run it)."""
+    import time
+
+    import numpy as np
+
+    from reflector_ros.backends.base import run
+    from reflector_ros.core.errors import InputError
+    from reflector_ros.meta import NetInput
+
+    try:
+        backend = make_backend(name, model_path, **kwargs)
+    except InputError as exc:
+        raise RuntimeError(f"cannot load the model: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (onnxruntime/TensorRT raise their own types on bad files)
+        raise RuntimeError(f"backend '{name}' with model '{model_path or 'embedded default'}' could not start: "
+                           f"{type(exc).__name__}: {exc}") from None
+    why = str(getattr(backend, "reason", "") or ("requested" if name != "auto" else "auto"))
+    hw = (backend.meta.input_height, backend.meta.input_width)
+    dummy = np.full((*hw, 3), 127, np.uint8)
+    t0 = time.perf_counter()
+    try:
+        for _ in range(2):
+            run(backend, dummy, NetInput(*hw, 1.0), hw)
+    except Exception as exc:  # noqa: BLE001  (runtimes raise their own types)
+        raise RuntimeError(f"backend {backend.name} failed its warm-up inference: "
+                           f"{type(exc).__name__}: {exc}") from None
+    return backend, why, (time.perf_counter() - t0) * 1e3

@@ -6,6 +6,8 @@ a simulation reset) resets what belongs to the old source: latency and stage win
 """
 from __future__ import annotations
 
+import math
+import re
 import statistics
 import threading
 import time
@@ -90,13 +92,49 @@ class FrameStats:
                     "silent_s": now - self.last_arrival}
 
 
-def status_array(stamp: Any, hardware_id: str, level: int, message: str, values: dict[str, str]) -> DiagnosticArray:
-    """A DiagnosticArray with the node's one status."""
+def status_array(snap: dict[str, Any], state: dict[str, str], topic: str, period: float, waiting: bool,
+                 idle: bool, stamp: Any, hardware_id: str) -> DiagnosticArray:
+    """The node's one status: its level and message (what a user should look at first),
+    the statistics of ``snap`` (FrameStats.snapshot) and the node's ``state`` values."""
+    level, message = DiagnosticStatus.OK, "ok"
+    if waiting:
+        level, message = DiagnosticStatus.WARN, "waiting for camera_info"
+    elif snap["silent_s"] > max(3.0, 2.0 * period):
+        level, message = DiagnosticStatus.WARN, f"no images on {topic} for {snap['silent_s']:.0f} s"
+    elif state.get("calibration") not in (None, "ok", "none"):
+        level, message = DiagnosticStatus.WARN, "calibration: " + state["calibration"]
+    elif snap["counts"]["received"] and idle:
+        message = "idle: no subscriber on any output"
+    values = {**summary(snap), **state}
     status = DiagnosticStatus(level=level, name=STATUS_NAME, message=message, hardware_id=hardware_id,
                               values=[KeyValue(key=k, value=v) for k, v in values.items()])
     arr = DiagnosticArray(status=[status])
     arr.header.stamp = stamp
     return arr
+
+
+class Throttle:
+    """Each kind of problem at most once per ``period`` seconds (or once ever), with a count
+    of the repeats. The kind is the caller's kind plus the text with its numbers blanked, so
+    a stamp or a size in the text cannot defeat the throttle, while two different problems
+    (a bad encoding, a truncated frame) are still both reported."""
+
+    NUMBERS = re.compile(r"[-+]?\d+(\.\d*)?(e[-+]?\d+)?")
+
+    def __init__(self, period: float = 5.0) -> None:
+        self.period = period
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def admit(self, kind: str, text: str, once: bool = False) -> str | None:
+        """The line to log now, or None while this kind is throttled."""
+        key = f"{kind}:{self.NUMBERS.sub('#', text)}"
+        now = time.monotonic()
+        last, repeats = self._seen.get(key, (-math.inf, 0))
+        if once and last > -math.inf or now - last < self.period:
+            self._seen[key] = (last, repeats + 1)
+            return None
+        self._seen[key] = (now, 0)
+        return text + (f" ({repeats} more like this since the last report)" if repeats else "")
 
 
 def summary(snap: dict[str, Any]) -> dict[str, str]:
@@ -112,4 +150,3 @@ def summary(snap: dict[str, Any]) -> dict[str, str]:
     }
 
 
-LEVELS = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}

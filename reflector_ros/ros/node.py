@@ -10,21 +10,14 @@ and Kilted (only long-standing rclpy APIs).
 """
 from __future__ import annotations
 
-import argparse
-import gc
-import math
-import re
-import sys
 import threading
 import time
 import traceback
 from typing import Any
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -34,15 +27,12 @@ from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.camera_info import CameraInfoFields, calibrated_size, read_calibration
 from reflector_ros.core.depth import colorize
 from reflector_ros.core.errors import InputError
-from reflector_ros.meta import NetInput
 from reflector_ros.pipeline import DepthPipeline
 from reflector_ros.ros import convert, diagnostics
 from reflector_ros.ros.params import (DEFAULTS, PARAMS, changed_startup_params, frame_settings, normalize,
                                       validate_params)
 
 NODE_NAME = "reflector_depth"
-_NUMBERS = re.compile(r"[-+]?\d+(\.\d*)?(e[-+]?\d+)?")
-WARN_PERIOD_S = 5.0        # one line per kind of problem per this many seconds
 
 
 class StartupError(Exception):
@@ -69,13 +59,21 @@ class DepthNode(Node):
         if errors:
             raise StartupError("invalid parameters:\n  - " + "\n  - ".join(errors))
         self._p: dict[str, Any] = normalize(raw)
-        self.backend = self._make_backend()
+        from reflector_ros.backends import start_backend
+
+        try:
+            self.backend, self._backend_why, warm_ms = start_backend(
+                self._p["backend"], self._p["model"] or None, engine_dir=self._p["engine_dir"] or None,
+                precision=self._p["precision"], num_threads=self._p["num_threads"],
+                cpu_spin_wait=self._p["cpu_spin_wait"], logger=self.get_logger().info)
+        except RuntimeError as exc:
+            raise StartupError(str(exc)) from None
         self.pipeline = DepthPipeline(self.backend)
         meta = self.backend.meta
         size = (f"follows the camera (canonical focal {meta.focal_canonical:g} px)"
                 if meta.input_mode == "canonical" else f"{meta.input_width}x{meta.input_height}")
         self.get_logger().info(f"{self.backend.name} ({self._backend_why}); network input {size}; "
-                               f"warm-up {self._warm_up():.0f} ms")
+                               f"warm-up {warm_ms:.0f} ms")
 
         self._slot: Any = None                     # one-slot mailbox: the latest frame wins
         self._slot_lock = threading.Lock()
@@ -84,8 +82,9 @@ class DepthNode(Node):
         self._camera: CameraInfoFields | None = None
         self._last_stamp_ns: int | None = None
         self._buffers: dict[str, np.ndarray] = {}  # message_array()s reused frame to frame (no copies)
-        self._warned: dict[str, tuple[float, int]] = {}
-        self._state = {"rectify": "off (no camera_info yet)", "calibration": "none", "network_input": "-"}
+        self._throttle = diagnostics.Throttle()
+        self._state: dict[str, str] = {"rectify": "off (no camera_info yet)", "calibration": "none",
+                                       "network_input": "-"}
         self.stats = diagnostics.FrameStats()
         self._waiting_info = False
 
@@ -111,40 +110,6 @@ class DepthNode(Node):
         self._worker.start()
 
     # ------------------------------------------------------------------ set-up
-
-    def _make_backend(self) -> Any:
-        from reflector_ros.backends import make_backend
-
-        name, model = self._p["backend"], self._p["model"] or None
-        try:
-            backend = make_backend(name, model, engine_dir=self._p["engine_dir"] or None,
-                                   precision=self._p["precision"], num_threads=self._p["num_threads"],
-                                   cpu_spin_wait=self._p["cpu_spin_wait"], logger=self.get_logger().info)
-        except InputError as exc:
-            raise StartupError(f"cannot load the model: {exc}") from None
-        except Exception as exc:  # noqa: BLE001  (onnxruntime/TensorRT raise their own types on bad files)
-            raise StartupError(f"backend '{name}' with model '{model or 'embedded default'}' could not start: "
-                               f"{type(exc).__name__}: {exc}") from None
-        self._backend_why = str(getattr(backend, "reason", "") or ("requested" if name != "auto" else "auto"))
-        return backend
-
-    def _warm_up(self) -> float:
-        """Two throw-away inferences at the nominal input size, so the first camera frame
-        does not pay for the runtime's lazy allocations (ORT's first run is several times
-        slower; CUDA graphs and TensorRT contexts are made here). Returns ms."""
-        from reflector_ros.backends.base import run
-
-        meta = self.backend.meta
-        hw = (meta.input_height, meta.input_width)
-        dummy = np.full((*hw, 3), 127, np.uint8)
-        t0 = time.perf_counter()
-        try:
-            for _ in range(2):
-                run(self.backend, dummy, NetInput(*hw, 1.0), hw)
-        except Exception as exc:  # noqa: BLE001  (runtimes raise their own types)
-            raise StartupError(f"backend {self.backend.name} failed its warm-up inference: "
-                               f"{type(exc).__name__}: {exc}") from None
-        return (time.perf_counter() - t0) * 1e3
 
     def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A float32 message_array for this output, rebuilt only when its shape changes."""
@@ -312,151 +277,22 @@ class DepthNode(Node):
     # ------------------------------------------------------------------ logging and diagnostics
 
     def _warn(self, kind: str, text: str, error: bool = False, once: bool = False) -> None:
-        """Each kind of problem at most once per WARN_PERIOD_S (or once ever), with a count
-        of the repeats. The kind is ``kind`` plus the text with its numbers blanked, so a
-        stamp or a size in the text cannot defeat the throttle, while two different
-        problems (a bad encoding, a truncated frame) are still both reported."""
-        kind = f"{kind}:{_NUMBERS.sub('#', text)}"
-        now = time.monotonic()
-        last, repeats = self._warned.get(kind, (-math.inf, 0))
-        if once and last > -math.inf or now - last < WARN_PERIOD_S:
-            self._warned[kind] = (last, repeats + 1)
-            return
-        self._warned[kind] = (now, 0)
-        if repeats:
-            text += f" ({repeats} more like this since the last report)"
-        (self.get_logger().error if error else self.get_logger().warning)(text)
+        line = self._throttle.admit(kind, text, once)
+        if line is not None:
+            (self.get_logger().error if error else self.get_logger().warning)(line)
 
     def _publish_diagnostics(self) -> None:
-        snap = self.stats.snapshot()
-        counts = snap["counts"]
-        period = self._p["diagnostics_period"]
-        level, message = "ok", "ok"
-        if self._waiting_info and self._camera is None:
-            level, message = "warn", "waiting for camera_info"
-        elif snap["silent_s"] > max(3.0, 2.0 * period):
-            level, message = "warn", f"no images on {self._topic} for {snap['silent_s']:.0f} s"
-        elif self._state["calibration"] not in ("ok", "none"):
-            level, message = "warn", "calibration: " + self._state["calibration"]
-        elif counts["received"] and not any(self._outputs_wanted(self._p).values()):
-            message = "idle: no subscriber on any output"
-        values = {**diagnostics.summary(snap), "backend": f"{self.backend.name} ({self._backend_why})",
+        waiting = self._camera is None and self._p["fallback_fx"] <= 0
+        values = {"backend": f"{self.backend.name} ({self._backend_why})",
                   "cloud_built_on": self.backend.name if getattr(self.backend, "builds_cloud", False) else "host",
-                  "rectify": self._state["rectify"], "calibration": self._state["calibration"],
-                  "network_input": self._state["network_input"],
-                  **{k: self._state[k] for k in ("scale", "scale_source", "floor_inliers") if k in self._state},
-                  "waiting_for_camera_info": str(self._camera is None and self._p["fallback_fx"] <= 0).lower()}
-        self.pub_diag.publish(diagnostics.status_array(self.get_clock().now().to_msg(), self.get_fully_qualified_name(),
-                                                       diagnostics.LEVELS[level], message, values))
+                  **self._state, "waiting_for_camera_info": str(waiting).lower()}
+        idle = not any(self._outputs_wanted(self._p).values())
+        arr = diagnostics.status_array(self.stats.snapshot(), values, self._topic, self._p["diagnostics_period"],
+                                       self._waiting_info and waiting, idle, self.get_clock().now().to_msg(),
+                                       self.get_fully_qualified_name())
+        self.pub_diag.publish(arr)
 
     def shutdown(self) -> None:
         self._stop.set()
         self._slot_event.set()
         self._worker.join(timeout=5.0)
-
-
-# ---------------------------------------------------------------------- entry points
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = ("ROS arguments pass through: reflector node --ros-args -p backend:=onnxruntime "
-                     "-p model:=my.onnx -r image:=/camera/color/image_raw --params-file config/depth.yaml")
-
-
-def run(args: argparse.Namespace) -> int:
-    return main(getattr(args, "ros_argv", None))
-
-
-class _StopSignals:
-    """SIGINT and SIGTERM both end the node cleanly: exit 0, no traceback, within a poll.
-
-    rclpy installs its signal handlers only for the default context; the node has its
-    own, so SIGTERM (what `ros2 launch` sends 5 s after SIGINT) used to kill it outright.
-    Until the node spins, a signal interrupts start-up (KeyboardInterrupt). While it
-    spins, a signal only sets ``received``: the spin loop wakes every POLL_S to look, and
-    the clean-up then lets a frame in flight finish and publish on a live context. A
-    second signal during the clean-up or the interpreter's exit is ignored rather than
-    breaking it (`ros2 launch` escalates), so the handlers stay installed after main().
-    """
-    POLL_S = 0.1
-
-    def __init__(self) -> None:
-        import signal
-
-        self.received: str | None = None
-        self.interrupt = True
-        if threading.current_thread() is threading.main_thread():  # Python's rule for handlers
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        import signal
-
-        if self.received is not None:
-            return
-        self.received = signal.Signals(signum).name
-        if self.interrupt:
-            raise KeyboardInterrupt
-
-
-def _fastdds_profile() -> tuple[str | None, bool]:
-    """Apply our Fast DDS profile unless the user chose otherwise; (the line that says which
-    profile is in effect and who set it, whether it is a warning)."""
-    try:
-        from reflector_ros.ros.fastdds import apply_default_profile, describe_profile
-    except ImportError:
-        return None, False
-    try:
-        applied = apply_default_profile()
-        return describe_profile(set_by="the node" if applied else None)
-    except Exception as exc:  # noqa: BLE001  (a speed-up only; never stop the node for it)
-        return f"Fast DDS profile not applied: {exc}", True
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv if argv is None else argv)
-    stop = _StopSignals()
-    context: rclpy.context.Context | None = None
-    node = None
-    try:
-        profile_line, profile_warn = _fastdds_profile()
-        context = rclpy.context.Context()
-        rclpy.init(args=argv, context=context)
-        try:
-            node = DepthNode(context=context)
-        except StartupError as exc:
-            if stop.received:   # the signal's KeyboardInterrupt, wrapped by a runtime on its way out
-                rclpy.logging.get_logger(NODE_NAME).info(f"{stop.received} during start-up: not starting")
-                return 0
-            rclpy.logging.get_logger(NODE_NAME).error(f"refusing to start: {exc}")
-            return 1
-        if profile_line:
-            (node.get_logger().warning if profile_warn else node.get_logger().info)(profile_line)
-        # Everything loaded so far (rclpy, numpy, the runtime) lives for the whole run:
-        # keep it out of the collector so a full collection cannot stall a frame (~6 ms).
-        gc.collect()
-        gc.freeze()
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        stop.interrupt = False
-        try:
-            while stop.received is None and context.ok():
-                executor.spin_once(timeout_sec=stop.POLL_S)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        if stop.received:
-            node.get_logger().info(f"{stop.received}: shutting down")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop.interrupt = False
-        stop.received = stop.received or "exit"   # from here on, signals are ignored
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        if context is not None:
-            context.try_shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

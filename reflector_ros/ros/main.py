@@ -1,0 +1,122 @@
+"""Entry point of the depth node: `reflector node`, `ros2 run reflector_ros depth_node`,
+`ros2 launch reflector_ros depth.launch.py`. Context, Fast DDS profile, signals, spin.
+
+SIGINT and SIGTERM end the node cleanly at any moment (exit 0, no traceback): rclpy
+installs its handlers only for the default context, and the node has its own.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import threading
+from typing import Any
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+from reflector_ros.ros.node import NODE_NAME, DepthNode, StartupError
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("ROS arguments pass through: reflector node --ros-args -p backend:=onnxruntime "
+                     "-p model:=my.onnx -r image:=/camera/color/image_raw --params-file config/depth.yaml")
+
+
+def run(args: argparse.Namespace) -> int:
+    return main(getattr(args, "ros_argv", None))
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM both end the node cleanly: exit 0, no traceback, within a poll.
+
+    rclpy installs its signal handlers only for the default context; the node has its
+    own, so SIGTERM (what `ros2 launch` sends 5 s after SIGINT) used to kill it outright.
+    Until the node spins, a signal interrupts start-up (KeyboardInterrupt). While it
+    spins, a signal only sets ``received``: the spin loop wakes every POLL_S to look, and
+    the clean-up then lets a frame in flight finish and publish on a live context. A
+    second signal during the clean-up or the interpreter's exit is ignored rather than
+    breaking it (`ros2 launch` escalates), so the handlers stay installed after main().
+    """
+    POLL_S = 0.1
+
+    def __init__(self) -> None:
+        import signal
+
+        self.received: str | None = None
+        self.interrupt = True
+        if threading.current_thread() is threading.main_thread():  # Python's rule for handlers
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.received is not None:
+            return
+        self.received = signal.Signals(signum).name
+        if self.interrupt:
+            raise KeyboardInterrupt
+
+
+def _fastdds_profile() -> tuple[str | None, bool]:
+    """Apply our Fast DDS profile unless the user chose otherwise; (the line that says which
+    profile is in effect and who set it, whether it is a warning)."""
+    try:
+        from reflector_ros.ros.fastdds import apply_default_profile, describe_profile
+    except ImportError:
+        return None, False
+    try:
+        applied = apply_default_profile()
+        return describe_profile(set_by="the node" if applied else None)
+    except Exception as exc:  # noqa: BLE001  (a speed-up only; never stop the node for it)
+        return f"Fast DDS profile not applied: {exc}", True
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    stop = _StopSignals()
+    context: rclpy.context.Context | None = None
+    node = None
+    try:
+        profile_line, profile_warn = _fastdds_profile()
+        context = rclpy.context.Context()
+        rclpy.init(args=argv, context=context)
+        try:
+            node = DepthNode(context=context)
+        except StartupError as exc:
+            if stop.received:   # the signal's KeyboardInterrupt, wrapped by a runtime on its way out
+                rclpy.logging.get_logger(NODE_NAME).info(f"{stop.received} during start-up: not starting")
+                return 0
+            rclpy.logging.get_logger(NODE_NAME).error(f"refusing to start: {exc}")
+            return 1
+        if profile_line:
+            (node.get_logger().warning if profile_warn else node.get_logger().info)(profile_line)
+        # Everything loaded so far (rclpy, numpy, the runtime) lives for the whole run:
+        # keep it out of the collector so a full collection cannot stall a frame (~6 ms).
+        gc.collect()
+        gc.freeze()
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        stop.interrupt = False
+        try:
+            while stop.received is None and context.ok():
+                executor.spin_once(timeout_sec=stop.POLL_S)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        if stop.received:
+            node.get_logger().info(f"{stop.received}: shutting down")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.interrupt = False
+        stop.received = stop.received or "exit"   # from here on, signals are ignored
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        if context is not None:
+            context.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
