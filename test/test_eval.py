@@ -128,3 +128,32 @@ def test_shipped_model_held_out_guard(hololens_dir: Path) -> None:
                    "median-GT oracle of data/README.md (0.299 on frames 250-372, docs/training.md)")
 def test_shipped_model_beats_oracle_on_held_out_frames(hololens_dir: Path) -> None:
     assert _held_out_abs_rel(hololens_dir) < 0.252  # the oracle of data/README.md
+
+
+def test_eval_by_group_and_the_scale_statistics(tmp_path: Path, manifest: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Frames carry a group (real_eval's places): one row per group, a mean over groups in which
+    every group weighs the same, and the per-frame scale median(pred)/median(gt)."""
+    from reflector_ros.train.evaluate import scale_stats
+
+    grouped = tmp_path / "grouped"
+    grouped.mkdir()
+    doc = json.loads((manifest / "manifest.json").read_text())
+    for i, fr in enumerate(doc["frames"]):
+        fr["group"] = "a" if i == 0 else "b"            # 1 frame in a, 3 in b
+        for key in ("rgb", "depth"):
+            fr[key] = str((manifest / fr[key]).resolve())
+    (grouped / "manifest.json").write_text(json.dumps(doc))
+    js = tmp_path / "g.json"
+    assert main(["eval", "--data", f"manifest:{grouped}", "--baseline", "constant", "--constant-depth", "2",
+                 "--by-group", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "| a | 1 |" in out and "| b | 3 |" in out and "| mean of 2 groups | 4 |" in out
+    entry = json.loads(js.read_text())["sets"][f"manifest:{grouped}"]
+    a, b = entry["groups"]["a"]["metric"]["abs_rel"], entry["groups"]["b"]["metric"]["abs_rel"]
+    assert entry["mean_of_groups"]["abs_rel"] == pytest.approx((a + b) / 2)
+    assert main(["eval", "--data", f"manifest:{grouped}", "--baseline", "constant", "--by-group",
+                 "--groups", "b,c"]) == 2
+    assert "no frames in group(s) ['c']" in capsys.readouterr().err
+    st = scale_stats([1.0, 1.1, 1.21, 1.331, 1.21])            # +10 % each frame, then -10 %
+    assert st["median"] == pytest.approx(1.21) and st["frame_to_frame"] == pytest.approx(0.1, abs=1e-9)
