@@ -206,3 +206,27 @@ def test_node_anchors_over_dds_then_holds_and_falls_back(tmp_path: Path, views, 
         h.close()
         log = stop_node(proc)
     assert "Traceback" not in log, log
+
+
+def test_a_table_top_in_view_is_not_taken_for_the_floor() -> None:
+    """A head-height camera looking down 35 degrees at a table that fills more of the lower view
+    than the floor: both are horizontal planes, and the floor is the lower one."""
+    from reflector_ros.core.camera import Intrinsics
+
+    h, w, height, pitch = 120, 160, 1.6, 35.0
+    cam = Intrinsics(120.0, 120.0, 79.5, 59.5, w, h)
+    down = -up_direction(pitch, 0.0)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    rays = np.stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, np.ones_like(u)], axis=-1)
+    along = rays @ down                                           # > 0: the ray goes down
+    floor = np.where(along > 1e-6, height / np.maximum(along, 1e-6), 0.0)
+    table = np.where(along > 1e-6, (height - 0.75) / np.maximum(along, 1e-6), 0.0)
+    depth = floor.copy()
+    depth[30:, 15:145] = table[30:, 15:145]                      # the table covers most of the view
+    depth = np.where(depth < 8.0, depth, 0.0).astype(np.float32)
+    fit = fit_floor(depth, cam, up_direction(pitch, 0.0), tolerance_deg=10.0)
+    assert fit is not None and fit.distance == pytest.approx(height, rel=0.01)
+    only_table = np.zeros_like(depth)
+    only_table[30:, 15:145] = depth[30:, 15:145]
+    fit = fit_floor(only_table, cam, up_direction(pitch, 0.0), tolerance_deg=10.0)
+    assert fit is not None and fit.distance < 1.0                 # with no floor in view, the table is all there is

@@ -98,7 +98,9 @@ def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_d
     up: (3,) expected up direction in the optical frame (``up_direction``). Points come from
     the rows below the expected horizon (the lower part of the view for a level camera),
     about ``samples`` of them on a regular grid. A plane p·n + d = 0 counts a point as an
-    inlier within 3 % of d, and must make an angle below ``tolerance_deg`` with ``up``.
+    inlier within 3 % of d, and must make an angle below ``tolerance_deg`` with ``up``. Of
+    the planes that explain at least ``min_inliers`` of the points (and 30 % of the best
+    one's count), the lowest wins: a table top must not pass for the floor.
     """
     h, w = depth.shape
     if (w, h) != (camera.width, camera.height):
@@ -137,10 +139,20 @@ def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_d
     normals, d = normals[keep], d[keep]
     resid = np.abs(pts @ normals.T + d)                     # (n, planes)
     inliers = resid < 0.03 * d
-    best = int(np.argmax(inliers.sum(axis=0)))
-    mask = inliers[:, best]
-    if mask.mean() < min_inliers:
+    counts = inliers.sum(axis=0)
+    # a table top is a horizontal plane too, and can hold more of the view than the floor:
+    # of the planes that explain enough points, the floor is the lowest (the farthest away)
+    enough = counts >= max(min_inliers * n, 0.3 * counts.max())
+    if not enough.any():
         return None
+    best = int(np.argmax(np.where(enough, counts, -1)))
+    parallel = math.cos(math.radians(5.0))
+    while True:   # a distinct parallel plane at least 15 % farther that explains enough points is lower
+        lower = enough & (d > 1.15 * d[best]) & (normals @ normals[best] > parallel)
+        if not lower.any():
+            break
+        best = int(np.argmax(np.where(lower, counts, -1)))
+    mask = inliers[:, best]
     # least-squares refinement on the inliers: the smallest principal direction
     p = pts[mask]
     centre = p.mean(axis=0)
