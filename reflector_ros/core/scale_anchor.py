@@ -98,9 +98,10 @@ def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_d
     up: (3,) expected up direction in the optical frame (``up_direction``). Points come from
     the rows below the expected horizon (the lower part of the view for a level camera),
     about ``samples`` of them on a regular grid. A plane p·n + d = 0 counts a point as an
-    inlier within 3 % of d, and must make an angle below ``tolerance_deg`` with ``up``. Of
-    the planes that explain at least ``min_inliers`` of the points (and 30 % of the best
-    one's count), the lowest wins: a table top must not pass for the floor.
+    inlier within 3 % of d, and must make an angle below ``tolerance_deg`` with ``up``. The
+    best plane must explain ``min_inliers`` of the points; then, among the points it leaves,
+    a parallel plane at least 15 % lower that explains 5 % of them is preferred (the floor
+    past a table's edge): a table top must not pass for the floor.
     """
     h, w = depth.shape
     if (w, h) != (camera.width, camera.height):
@@ -120,39 +121,26 @@ def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_d
     pts = np.stack([(u - camera.cx) / camera.fx * z, (v - camera.cy) / camera.fy * z, z], axis=1)
     rng = rng or np.random.default_rng(0)
     n = len(pts)
-    triples = rng.integers(0, n, (iterations, 3))
-    a, b, c = pts[triples[:, 0]], pts[triples[:, 1]], pts[triples[:, 2]]
-    normals = np.cross(b - a, c - a)
-    norm = np.linalg.norm(normals, axis=1)
-    good = norm > 1e-12
-    normals[good] /= norm[good, None]
-    normals[normals @ up < 0] *= -1.0                      # orient towards the camera's side
     cos_tol = math.cos(math.radians(tolerance_deg))
-    good &= normals @ up >= cos_tol
-    if not good.any():
+    best = _best_plane(pts, up, cos_tol, iterations, rng)
+    if best is None or best[2].sum() < min_inliers * n:
         return None
-    normals, a = normals[good], a[good]
-    d = -(normals * a).sum(axis=1)                         # n·p + d = 0; d > 0: the camera is above
-    keep = d > 0
-    if not keep.any():
-        return None
-    normals, d = normals[keep], d[keep]
-    resid = np.abs(pts @ normals.T + d)                     # (n, planes)
-    inliers = resid < 0.03 * d
-    counts = inliers.sum(axis=0)
-    # a table top is a horizontal plane too, and can hold more of the view than the floor:
-    # of the planes that explain enough points, the floor is the lowest (the farthest away)
-    enough = counts >= max(min_inliers * n, 0.3 * counts.max())
-    if not enough.any():
-        return None
-    best = int(np.argmax(np.where(enough, counts, -1)))
-    parallel = math.cos(math.radians(5.0))
-    while True:   # a distinct parallel plane at least 15 % farther that explains enough points is lower
-        lower = enough & (d > 1.15 * d[best]) & (normals @ normals[best] > parallel)
-        if not lower.any():
+    # a table top is a horizontal plane too and can fill more of the view than the floor:
+    # look again among the points the plane leaves (sequential RANSAC) for a parallel plane
+    # at least 15 % lower that explains 5 % of the view, which is the floor past the table
+    normal, dist, mask = best
+    rest = ~mask
+    for _ in range(2):
+        if rest.sum() < max(0.05 * n, 30):
             break
-        best = int(np.argmax(np.where(lower, counts, -1)))
-    mask = inliers[:, best]
+        cand = _best_plane(pts[rest], up, cos_tol, iterations, rng)
+        if cand is None:
+            break
+        lower = cand[1] > 1.15 * dist and float(cand[0] @ normal) > math.cos(math.radians(5.0))
+        full = np.abs(pts @ cand[0] + cand[1]) < 0.03 * cand[1]
+        if lower and full.sum() >= max(0.05 * n, 30):
+            normal, dist, mask = cand[0], cand[1], full
+        rest &= ~full
     # least-squares refinement on the inliers: the smallest principal direction
     p = pts[mask]
     centre = p.mean(axis=0)
@@ -164,9 +152,31 @@ def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_d
     if dist <= 0:
         return None
     frac = float((np.abs(pts @ normal + dist) < 0.03 * dist).mean())
-    if frac < min_inliers:
-        return None
     return FloorFit(normal, dist, frac, n)
+
+
+def _best_plane(pts: np.ndarray, up: np.ndarray, cos_tol: float, iterations: int, rng: np.random.Generator
+                ) -> tuple[np.ndarray, float, np.ndarray] | None:
+    """RANSAC: (unit normal towards the camera, distance d > 0, inlier mask) of the plane near
+    ``up`` (cosine >= cos_tol) with the most points within 3 % of d, or None."""
+    n = len(pts)
+    if n < 3:
+        return None
+    triples = rng.integers(0, n, (iterations, 3))
+    a, b, c = pts[triples[:, 0]], pts[triples[:, 1]], pts[triples[:, 2]]
+    normals = np.cross(b - a, c - a)
+    norm = np.linalg.norm(normals, axis=1)
+    good = norm > 1e-12
+    normals[good] /= norm[good, None]
+    normals[normals @ up < 0] *= -1.0                      # orient towards the camera's side
+    d = -(normals * a).sum(axis=1)                         # n·p + d = 0; d > 0: the camera is above
+    good &= (normals @ up >= cos_tol) & (d > 0)
+    if not good.any():
+        return None
+    normals, d = normals[good], d[good]
+    inliers = np.abs(pts @ normals.T + d) < 0.03 * d       # (n, planes)
+    k = int(np.argmax(inliers.sum(axis=0)))
+    return normals[k], float(d[k]), inliers[:, k]
 
 
 @dataclass(frozen=True)
