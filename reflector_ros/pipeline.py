@@ -68,6 +68,7 @@ class FramePlan:
     seen: np.ndarray | None                    # rectified pixels the lens saw (None: all)
     rectify_state: str                         # for logs and /diagnostics
     notes: tuple[str, ...] = ()                # things the user should hear once (lens, P-only, aspect)
+    unseen_at: dict = field(default_factory=dict, compare=False, repr=False)   # output size -> mask
 
 
 @dataclass
@@ -99,7 +100,6 @@ class DepthPipeline:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._plans: dict[tuple, FramePlan] = {}
-        self._unseen: dict[tuple, np.ndarray] = {}
         self._rays: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._anchor: FloorAnchor | None = None
 
@@ -153,16 +153,13 @@ class DepthPipeline:
         return FramePlan(intr, network_input(intr, self.backend.meta), how.maps, how.seen, how.state, tuple(notes))
 
     def _unseen_mask(self, p: FramePlan, out_hw: tuple[int, int]) -> np.ndarray | None:
-        """Output pixels the lens never saw (cached per plan and size)."""
+        """Output pixels the lens never saw (cached with the plan, per output size)."""
         if p.seen is None:
             return None
-        key = (id(p), out_hw)
-        hit = self._unseen.get(key)
+        hit = p.unseen_at.get(out_hw)
         if hit is None:
             small = cv2.resize(p.seen.astype(np.uint8), (out_hw[1], out_hw[0]), interpolation=cv2.INTER_NEAREST)
-            hit = self._unseen[key] = small == 0
-            if len(self._unseen) > 8:
-                self._unseen.pop(next(iter(self._unseen)))
+            hit = p.unseen_at[out_hw] = small == 0
         return hit
 
     def _ray_table(self, camera: Intrinsics, stride: int) -> tuple[np.ndarray, np.ndarray]:

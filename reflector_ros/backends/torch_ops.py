@@ -176,19 +176,17 @@ class DevicePipeline:
         self.input_dtype = input_dtype
         self.channels_last = channels_last
         self.norm_scale, self.norm_bias = normalisation(meta, device)
-        self._uploads: dict[str, tuple[tuple[int, ...], torch.Tensor]] = {}
+        self._uploads: dict[str, tuple[np.ndarray, torch.Tensor]] = {}
         # a stream of our own: TensorRT's enqueue on the legacy default stream adds syncs
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
-    def on_device(self, name: str, *arrays: np.ndarray) -> torch.Tensor:
-        """Upload a host table once and reuse it while the caller passes the same arrays
-        (the pipeline keeps one ray table per camera and stride, one unseen mask per
-        calibration). Keyed by the arrays' identity."""
-        key = tuple(id(a) for a in arrays)
+    def on_device(self, name: str, array: np.ndarray) -> torch.Tensor:
+        """Upload a host table once and reuse it while the caller passes the same array (the
+        pipeline keeps one ray table per camera and stride, one unseen mask per calibration).
+        The cache holds the array itself, so it cannot be freed and its id reused by another."""
         hit = self._uploads.get(name)
-        if hit is None or hit[0] != key:
-            t = torch.from_numpy(np.ascontiguousarray(arrays[0])).to(self.device)
-            hit = self._uploads[name] = (key, t)
+        if hit is None or hit[0] is not array:
+            hit = self._uploads[name] = (array, torch.from_numpy(np.ascontiguousarray(array)).to(self.device))
         return hit[1]
 
     def _clock(self) -> Callable[[], object]:
