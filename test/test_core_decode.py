@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from reflector_ros.core.decode import MAX_DIM, SUPPORTED_ENCODINGS, decode_compressed, decode_image
+from reflector_ros.core.decode import SUPPORTED_ENCODINGS, decode_compressed, decode_image
+from reflector_ros.core.limits import MAX_SIDE
 from reflector_ros.core.errors import InputError
 
 H, W = 24, 32
@@ -158,7 +159,7 @@ def test_rgb8_is_zero_copy(rgb):
     (dict(encoding="mono16", is_bigendian=1), "big-endian"),
     (dict(width=0), "width is 0"),
     (dict(height=0), "height is 0"),
-    (dict(width=MAX_DIM), "absurd"),
+    (dict(width=MAX_SIDE + 1), "absurd"),
     (dict(height=100000), "absurd"),
     (dict(step=W * 3 - 1), "shorter than one row"),
     (dict(data=b"\0" * 10), "expected step x height"),
@@ -175,7 +176,7 @@ def test_absurd_size_refused_before_allocation():
     t0 = time.perf_counter()
     with pytest.raises(InputError):
         decode_image(b"0123456789", "rgb8", 10, 100000, 30, 0)
-    with pytest.raises(InputError, match="expected step x height"):   # under MAX_DIM, but no data
+    with pytest.raises(InputError, match="expected step x height"):   # under MAX_SIDE, but no data
         decode_image(b"0123456789", "rgba8", 16000, 16000, 64000, 0)
     with pytest.raises(InputError, match="expected step x height"):   # numpy ints must not wrap around
         decode_image(b"0123456789", "rgba8", np.uint16(16000), np.uint16(16000), np.uint16(64000), 0)

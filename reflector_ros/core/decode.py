@@ -14,11 +14,10 @@ import cv2
 import numpy as np
 
 from reflector_ros.core.errors import InputError
+from reflector_ros.core.limits import MAX_PIXELS, MAX_SIDE
 
-MAX_DIM = 16384
 # Compressed frames expand ~10-100x on decode; cap the decoded size separately so a
 # 16000x16000 JPEG of a few kB cannot claim gigabytes.
-MAX_PIXELS = 64 * 1024 * 1024
 
 Buffer = Union[bytes, bytearray, memoryview, array.array, np.ndarray]
 
@@ -64,8 +63,8 @@ def _check_dims(width: int, height: int, what: str = "image") -> None:
             raise InputError(f"{what} {name} must be an integer, got {val!r}")
         if val <= 0:
             raise InputError(f"{what} {name} is {val}: an empty image carries nothing to process")
-        if val >= MAX_DIM:
-            raise InputError(f"{what} {name} {val} is absurd (limit {MAX_DIM - 1} pixels); refusing it")
+        if val > MAX_SIDE:
+            raise InputError(f"{what} {name} {val} is absurd (limit {MAX_SIDE} pixels); refusing it")
 
 
 def _not_colour(what: str) -> InputError:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.errors import InputError
 from reflector_ros.data.splits import read_split_file
 from reflector_ros.data.nyu import read_png_u16, read_rgb
@@ -58,8 +59,8 @@ def rect_intrinsics(calib: dict[str, list[float]], cam: str, width: int, height:
         raise InputError(f"{source}: P_rect_{cam} has an invalid focal ({fx}, {fy})")
     size = calib.get(f"S_rect_{cam}")
     if size and len(size) == 2 and size[0] > 0 and size[1] > 0 and (size[0], size[1]) != (width, height):
-        sx, sy = width / size[0], height / size[1]
-        return fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5
+        cam = Intrinsics(fx, fy, cx, cy, int(size[0]), int(size[1])).scaled(width, height)
+        return cam.fx, cam.fy, cam.cx, cam.cy
     return fx, fy, cx, cy
 
 

@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from reflector_ros.core.errors import InputError
+from reflector_ros.core.limits import check_size
 from reflector_ros.data.sample import Sample
 
-MAX_SIDE = 8192
 MAX_FRAMES = 10_000_000
 MAX_MANIFEST_BYTES = 2 << 30
 REQUIRED = ("rgb", "depth", "fx", "fy", "cx", "cy", "width", "height", "depth_scale")
@@ -65,8 +65,7 @@ def _check_frame(fr: object, i: int, where: Path) -> dict:
         max_depth = float(fr.get("max_depth", math.inf))
     except (TypeError, ValueError):
         raise InputError(f"{where}: frame {i} has a non-numeric size, intrinsic or depth_scale") from None
-    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
-        raise InputError(f"{where}: frame {i} size {w}x{h} is outside 1..{MAX_SIDE}")
+    check_size(w, h, f"{where}: frame {i}")
     if not all(math.isfinite(v) for v in vals) or vals[0] <= 0 or vals[1] <= 0 or vals[4] <= 0:
         raise InputError(f"{where}: frame {i} needs finite fx, fy, depth_scale > 0, got {vals}")
     if not isinstance(fr["rgb"], str) or not isinstance(fr["depth"], str):

@@ -24,13 +24,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from reflector_ros.core.camera import Intrinsics
+from reflector_ros.core.limits import check_size
 from reflector_ros.core.errors import InputError
 from reflector_ros.data.splits import read_split_file
 from reflector_ros.data.sample import Sample
 
 NYU_FX, NYU_FY, NYU_CX, NYU_CY = 518.8579, 519.4696, 325.5824, 253.7362
 NYU_HW = (480, 640)
-MAX_DIM = 16384
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -61,8 +62,7 @@ def read_png_u16(path: Path, scale: float) -> np.ndarray:
         raise InputError(f"{path}: {err}") from None
     if kind != "png":
         raise InputError(f"depth {path} must be a 16-bit PNG, got {kind}")
-    if not (0 < w < MAX_DIM and 0 < h < MAX_DIM):
-        raise InputError(f"depth {path} is {w}x{h}: out of range (1..{MAX_DIM - 1})")
+    check_size(w, h, f"depth {path}")
     raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise InputError(f"depth {path}: corrupt PNG")
@@ -122,8 +122,7 @@ class NYUMatDataset(Sequence[Sample]):
             raise InputError(f"{self.path}: images must be (N, 3, W, H) uint8 in HDF5 order, got {ishape} {idtype}")
         if tuple(dshape) != (ishape[0], ishape[2], ishape[3]):
             raise InputError(f"{self.path}: depths {dshape} do not match images {ishape}")
-        if not (0 < ishape[2] < MAX_DIM and 0 < ishape[3] < MAX_DIM):
-            raise InputError(f"{self.path}: frame size {ishape[2]}x{ishape[3]} out of range")
+        check_size(int(ishape[2]), int(ishape[3]), f"{self.path}: frame")
         n = int(ishape[0])
         self.height, self.width = int(ishape[3]), int(ishape[2])
         self.indices = read_split_indices(Path(split), n) if split is not None else list(range(n))
@@ -159,8 +158,8 @@ def _intrinsics(width: int, height: int) -> tuple[float, float, float, float]:
     """Standard calibration at 640x480; for other sizes assume a plain resize of it."""
     if (height, width) == NYU_HW:
         return NYU_FX, NYU_FY, NYU_CX, NYU_CY
-    sx, sy = width / NYU_HW[1], height / NYU_HW[0]
-    return NYU_FX * sx, NYU_FY * sy, (NYU_CX + 0.5) * sx - 0.5, (NYU_CY + 0.5) * sy - 0.5
+    cam = Intrinsics(NYU_FX, NYU_FY, NYU_CX, NYU_CY, NYU_HW[1], NYU_HW[0]).scaled(width, height)
+    return cam.fx, cam.fy, cam.cx, cam.cy
 
 
 class NYUSyncDataset(Sequence[Sample]):

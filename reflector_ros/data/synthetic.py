@@ -19,11 +19,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.errors import InputError
 from reflector_ros.data.sample import Sample
 
 EPS = 1e-4
-MAX_PIXELS = 4096 * 4096
+MAX_RENDER_PIXELS = 4096 * 4096
 F32 = np.float32
 
 
@@ -374,8 +375,8 @@ def render_scene(scene: Scene, cam: Camera, shadow_step: int = 2) -> tuple[np.nd
     softens their edges like an area light would.
     """
     H, W = cam.height, cam.width
-    if H <= 0 or W <= 0 or H * W > MAX_PIXELS:
-        raise InputError(f"render size {H}x{W} is out of range (1..{MAX_PIXELS} pixels)")
+    if H <= 0 or W <= 0 or H * W > MAX_RENDER_PIXELS:
+        raise InputError(f"render size {H}x{W} is out of range (1..{MAX_RENDER_PIXELS} pixels)")
     ox, oy, oz = (F32(p) for p in cam.position)
     dx, dy, dz = _rays(cam)
     depth, room_face = intersect_box(scene.room, ox, oy, oz, dx, dy, dz)
@@ -1007,8 +1008,9 @@ def _supersampled(scene: Scene, cam: Camera, factor: int) -> np.ndarray:
     error."""
     if factor == 1:
         return render_scene(scene, cam)[0]
-    big = Camera(cam.position, cam.rotation, cam.fx * factor, cam.fy * factor, (cam.cx + 0.5) * factor - 0.5,
-                 (cam.cy + 0.5) * factor - 0.5, cam.height * factor, cam.width * factor)
+    k = Intrinsics(cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height).scaled(cam.width * factor,
+                                                                                cam.height * factor)
+    big = Camera(cam.position, cam.rotation, k.fx, k.fy, k.cx, k.cy, k.height, k.width)
     return cv2.resize(render_scene(scene, big)[0], (cam.width, cam.height), interpolation=cv2.INTER_AREA)
 
 

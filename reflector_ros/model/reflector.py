@@ -27,7 +27,7 @@ __all__ = ["ReflectorNet", "build_model", "save_checkpoint", "load_checkpoint",
 ARCHS = ("lite0", "small", "base", "head")
 N_ATTRACTORS = (16, 8, 4, 1)      # per level, coarse to fine (ZoeDepth)
 DILATIONS = (1, 2, 4, 8)          # wider context at each step
-MAX_SIDE = 4096                   # refuse absurd input sizes before allocating
+MAX_INPUT_SIDE = 4096             # the network's own input side (not an image size limit: core/limits.py)
 MAX_BINS = 512
 
 
@@ -138,8 +138,8 @@ def check_meta(meta: ModelMeta) -> None:
     if meta.arch not in ARCHS:
         raise InputError(f"unknown arch {meta.arch!r}; expected one of {', '.join(ARCHS)}")
     h, w = meta.input_height, meta.input_width
-    if not (32 <= h <= MAX_SIDE and 32 <= w <= MAX_SIDE):
-        raise InputError(f"input size {h}x{w} out of range: each side must be in [32, {MAX_SIDE}]")
+    if not (32 <= h <= MAX_INPUT_SIDE and 32 <= w <= MAX_INPUT_SIDE):
+        raise InputError(f"input size {h}x{w} out of range: each side must be in [32, {MAX_INPUT_SIDE}]")
     if meta.arch == "base" and (h % 16 or w % 16):
         raise InputError(f"arch 'base' needs input sides divisible by 16 (patch size), got {h}x{w}")
     if not 2 <= meta.n_bins <= MAX_BINS:
@@ -152,8 +152,8 @@ def check_meta(meta: ModelMeta) -> None:
         raise InputError(f"input_mode {meta.input_mode!r}: expected one of {', '.join(INPUT_MODES)}")
     if meta.input_mode == "canonical" and meta.arch in ("base", "head"):
         raise InputError(f"arch {meta.arch!r} needs a fixed input size: use input_mode 'resize'")
-    if not 0 <= meta.max_input_pixels <= MAX_SIDE * MAX_SIDE:
-        raise InputError(f"max_input_pixels must be in [0, {MAX_SIDE * MAX_SIDE}], got {meta.max_input_pixels}")
+    if not 0 <= meta.max_input_pixels <= MAX_INPUT_SIDE * MAX_INPUT_SIDE:
+        raise InputError(f"max_input_pixels must be in [0, {MAX_INPUT_SIDE * MAX_INPUT_SIDE}], got {meta.max_input_pixels}")
 
 
 def build_model(meta: ModelMeta) -> ReflectorNet:

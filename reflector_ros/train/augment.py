@@ -23,14 +23,12 @@ from reflector_ros.train.config import AugmentConfig
 
 
 def _resized(sample: Sample, W: int, H: int, shrink: bool) -> Sample:
-    """The frame resized to W x H, intrinsics with it (centre-aligned: (c + 0.5) s - 0.5);
+    """The frame resized to W x H, intrinsics with it (Intrinsics.scaled, the one resize rule);
     colour by area averaging when ``shrink``, else bilinear; depth by nearest neighbour."""
-    h, w = sample.depth.shape
-    sx, sy = W / w, H / h
     rgb = cv2.resize(sample.image, (W, H), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     depth = cv2.resize(sample.depth, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)  # centre-aligned, like the intrinsics
-    return Sample(rgb, depth, sample.fx * sx, sample.fy * sy, (sample.cx + 0.5) * sx - 0.5,
-                  (sample.cy + 0.5) * sy - 0.5, sample.name)
+    cam = sample.camera.scaled(W, H)
+    return Sample(rgb, depth, cam.fx, cam.fy, cam.cx, cam.cy, sample.name, sample.group)
 
 
 def to_network_scale(sample: Sample, meta: Any) -> Sample:
