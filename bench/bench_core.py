@@ -112,6 +112,22 @@ def main(argv: list[str] | None = None) -> int:
         "points msg xyzrgb, no filters (node defaults)": lambda: convert.cloud_msg(
             header, pack_cloud(final, rays, rgb=rgb, out=cloud_out), H, W, True),
     }
+    # the floor scale anchor (scale_anchor.mode floor): one fit per frame on the network's
+    # depth (256x341 for VGA at fx 525), a camera 0.4 m up looking 15 degrees down at a floor
+    # with a box on it, through FloorAnchor.update as the pipeline calls it
+    from reflector_ros.core.camera import Intrinsics
+    from reflector_ros.core.scale_anchor import AnchorSettings, FloorAnchor, up_direction
+
+    net_cam = Intrinsics(280.0, 280.0, 170.0, 127.5, 341, 256)
+    vv, uu = np.mgrid[0:256, 0:341].astype(np.float64)
+    along = np.stack([(uu - net_cam.cx) / net_cam.fx, (vv - net_cam.cy) / net_cam.fy, np.ones_like(uu)], -1) \
+        @ -up_direction(15.0, 0.0)
+    floor_depth = np.where(along > 0.02, 0.4 / np.maximum(along, 0.02), 12.0).astype(np.float32)
+    floor_depth[150:220, 120:200] *= 0.8                      # a box on the floor
+    anchor = FloorAnchor(AnchorSettings("floor", 0.4, pitch_deg=15.0))
+    clock = iter(range(10**9))
+    stages["scale anchor: floor fit + smoothing (network depth 256x341)"] = \
+        lambda: anchor.update(floor_depth, net_cam, 0.033 * next(clock))
     results = {name: median_ms(fn, reps) for name, fn in stages.items()}
     # once per calibration, not per frame: fewer reps
     results["rectify maps 640x480 (once per calibration)"] = median_ms(lambda: undistort_maps(lens), 5, warmup=1)
