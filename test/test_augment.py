@@ -157,3 +157,28 @@ def test_image_and_depth_stay_aligned() -> None:
         # a view that shifts one of them by a single output pixel moves both figures past this
         for err in (np.abs(img[:, 0] - ys), np.abs(img[:, 1] - xs)):
             assert err.max() <= 1 and err.mean() <= 0.7, (seed, err.max(), err.mean())
+
+
+def test_crops_of_varying_context_are_cut_to_one_batch_size() -> None:
+    """crop_scale_range gives crops of several sizes; a batch is cut to its smallest around
+    each centre, so image and depth still match pixel for pixel and the focal scale stays."""
+    import torch
+
+    from reflector_ros.train.augment import collate_crops
+
+    s = _labelled()
+    cs = make_crop_set([s], META, AugmentConfig(crop_hw=CROP, scale_range=(1.0, 1.0), flip=False, color=False,
+                                                crop_scale_range=(0.5, 1.0)))
+    items = [cs[(0, seed)] for seed in range(6)]
+    sizes = {tuple(it["image"].shape[1:]) for it in items}
+    assert len(sizes) > 1 and all(h <= CROP[0] and w <= CROP[1] for h, w in sizes)
+    batch = collate_crops(items)
+    h = min(z[0] for z in sizes)
+    w = min(z[1] for z in sizes)
+    assert batch["image"].shape == (6, 3, h, w) and batch["depth"].shape == (6, 1, h, w)
+    for it, img, dep in zip(items, batch["image"], batch["depth"]):
+        t, l = (it["image"].shape[1] - h) // 2, (it["image"].shape[2] - w) // 2
+        assert torch.equal(img, it["image"][:, t:t + h, l:l + w]) and torch.equal(dep, it["depth"][:, t:t + h, l:l + w])
+    assert torch.equal(batch["focal_scale"], torch.stack([it["focal_scale"] for it in items]))
+    plain = make_crop_set([s], META, AugmentConfig(crop_hw=CROP, scale_range=(1.0, 1.0)))
+    assert plain[(0, 3)]["image"].shape[1:] == CROP     # the default draws nothing and keeps the size

@@ -140,10 +140,30 @@ class CropSet(torch.utils.data.Dataset):
         idx, seed = int(key[0]), int(key[1])
         rng = np.random.default_rng(seed)
         s = random_rescale(to_network_scale(self.frames[idx], self.meta), rng, self.aug.scale_range)
-        a = random_view(s, rng, self.aug.crop_hw, self.aug.flip, self.aug.color)
+        crop = self.aug.crop_hw
+        lo, hi = self.aug.crop_scale_range
+        if lo < hi:           # (no draw otherwise: runs without it keep their random stream)
+            f = float(rng.uniform(lo, hi))
+            crop = (max(1, round(crop[0] * f)), max(1, round(crop[1] * f)))
+        a = random_view(s, rng, crop, self.aug.flip, self.aug.color)
         return {"image": normalise(a.image, self.meta),
                 "depth": torch.from_numpy(np.ascontiguousarray(a.depth))[None],
                 "focal_scale": torch.tensor(0.5 * (a.fx + a.fy) / self.meta.focal_canonical, dtype=torch.float32)}
+
+
+def collate_crops(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack CropSet items, cutting every crop to the batch's smallest one around its centre
+    (a crop of a crop keeps the focal length, so depth / focal_scale stays the target)."""
+    h = min(int(it["image"].shape[1]) for it in items)
+    w = min(int(it["image"].shape[2]) for it in items)
+    out: dict[str, list[torch.Tensor]] = {"image": [], "depth": [], "focal_scale": []}
+    for it in items:
+        t = (int(it["image"].shape[1]) - h) // 2
+        l = (int(it["image"].shape[2]) - w) // 2
+        out["image"].append(it["image"][:, t:t + h, l:l + w])
+        out["depth"].append(it["depth"][:, t:t + h, l:l + w])
+        out["focal_scale"].append(it["focal_scale"])
+    return {k: torch.stack(v) for k, v in out.items()}
 
 
 def make_crop_set(frames: Sequence[Sample], meta: Any, aug: AugmentConfig) -> CropSet:

@@ -72,6 +72,10 @@ class DataConfig:
 @dataclass
 class AugmentConfig:
     crop_hw: tuple[int, int] = (128, 160)          # crop of the network-scale frame, pixels
+    # each crop's sides x a factor drawn in this range, then a batch is cut to its smallest
+    # crop: the network sees more or less context around the same pixels, as a camera's
+    # field of view does (narrow lenses give small canonical-scale inputs)
+    crop_scale_range: tuple[float, float] = (1.0, 1.0)
     scale_range: tuple[float, float] = (1.0, 1.0)  # random zoom, log-uniform; fx, fy follow
     flip: bool = True
     color: bool = True
@@ -414,6 +418,10 @@ def validate(cfg: TrainingConfig) -> None:
            f"augment.crop_hw {ch}x{cw} out of range")
     lo, hi = a.scale_range
     _check(0.1 <= lo <= hi <= 4.0, f"augment.scale_range {a.scale_range}: expected 0.1 <= lo <= hi <= 4")
+    lo, hi = a.crop_scale_range
+    _check(0.25 <= lo <= hi <= 1.0 and MIN_CROP_SIDE <= lo * min(a.crop_hw),
+           f"augment.crop_scale_range {a.crop_scale_range}: expected 0.25 <= lo <= hi <= 1 "
+           f"and crops of at least {MIN_CROP_SIDE} pixels")
     for key, value in asdict(cfg.loss).items():
         _check(0 <= value < math.inf, f"loss.{key} must be >= 0, got {value}")
     _check(cfg.loss.silog_lambda <= 1, f"loss.silog_lambda must be in [0, 1], got {cfg.loss.silog_lambda}")

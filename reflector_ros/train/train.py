@@ -80,13 +80,13 @@ class Stream:
     gives a batch and the (epoch, position) a checkpoint must record to continue after it."""
 
     def __init__(self, dataset: Any, batch_size: int, seed: int, rank: int, world: int, epoch: int, pos: int,
-                 workers: int, pin_memory: bool) -> None:
+                 workers: int, pin_memory: bool, collate_fn: Any = None) -> None:
         import torch
 
         self.keys = KeyBatches(batches(len(dataset), batch_size, seed, rank, world, epoch, pos))
         self.loader = torch.utils.data.DataLoader(dataset, batch_sampler=self.keys, num_workers=workers,
                                                   pin_memory=pin_memory, persistent_workers=False,
-                                                  prefetch_factor=2 if workers else None)
+                                                  prefetch_factor=2 if workers else None, collate_fn=collate_fn)
         self.it: Iterator[dict[str, Any]] | None = None
 
     def start(self) -> None:
@@ -440,7 +440,7 @@ class Trainer:
 
     def _streams(self) -> tuple[Stream, Stream | None]:
         """The main stream (crops, or selfsup targets) and a selfsup run's supervised stream."""
-        from reflector_ros.train.augment import CropSet
+        from reflector_ros.train.augment import CropSet, collate_crops
 
         cfg, t, p = self.cfg, self.cfg.train, self.pos
         workers = cfg.data.workers
@@ -448,7 +448,8 @@ class Trainer:
         if self.stage != "selfsup" or cfg.selfsup.supervised_weight > 0:
             crops = CropSet(open_train_data(cfg.data.train, cfg.data.epoch_length, t.seed), self.meta, cfg.augment)
             epoch, pos = (p.epoch, p.pos) if self.stage != "selfsup" else (p.sup_epoch, p.sup_pos)
-            sup = Stream(crops, t.batch_size, t.seed, self.rank, self.world, epoch, pos, workers, self.cuda)
+            sup = Stream(crops, t.batch_size, t.seed, self.rank, self.world, epoch, pos, workers, self.cuda,
+                         collate_fn=collate_crops)
         if self.stage != "selfsup":
             assert sup is not None
             return sup, None
