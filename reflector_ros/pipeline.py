@@ -177,13 +177,15 @@ class DepthPipeline:
     # ------------------------------------------------------------------ every frame
 
     def process(self, rgb: np.ndarray, camera: Camera, settings: FrameSettings, topic: str = "image",
-                alloc: Alloc | None = None, t: float = 0.0, camera_height: float | None = None) -> FrameResult:
+                alloc: Alloc | None = None, t: float = 0.0, camera_height: float | None = None,
+                camera_up: np.ndarray | None = None) -> FrameResult:
         """One frame: (H, W, 3) uint8 RGB as the camera produced it (raw or rectified, per
         ``settings.rectify`` and ``topic``) -> FrameResult. ``alloc(name, shape)`` gives the
         float32 arrays the depth ("depth", (h, w)) and the cloud ("cloud", (h', w', 4)) are
         written into (the node passes message buffers, so nothing is copied again). ``t``: the
-        frame's time in seconds (the scale anchor's hold); ``camera_height`` overrides the
-        anchor's setting for this frame. InputError for frames or calibrations it cannot use."""
+        frame's time in seconds (the scale anchor's hold); ``camera_height`` (metres) and
+        ``camera_up`` ((3,) world up in the optical frame) override the anchor's settings for
+        this frame. InputError for frames or calibrations it cannot use."""
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InputError(f"image must be an (H, W, 3) uint8 RGB array, got {getattr(rgb, 'shape', type(rgb))}")
         height, width = rgb.shape[:2]
@@ -201,7 +203,8 @@ class DepthPipeline:
         anchor = self.anchor_for(settings.anchor)
         if anchor is not None:
             t1 = time.perf_counter()
-            state = anchor.update(maps.depth_on_host(), p.camera.scaled(p.net.width, p.net.height), t, camera_height)
+            state = anchor.update(maps.depth_on_host(), p.camera.scaled(p.net.width, p.net.height), t, camera_height,
+                                  camera_up)
             scale = state.scale
             tm["anchor_ms"] = (time.perf_counter() - t1) * 1e3
         validity = Validity(settings.min_depth, settings.max_depth, settings.min_confidence,

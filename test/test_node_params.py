@@ -118,6 +118,7 @@ def test_rectify_takes_a_bool_or_a_word() -> None:
     ({"scale_anchor.mode": "floor", "scale_anchor.camera_height": 0.4, "scale_anchor.tolerance_deg": 0.0},
      "tolerance_deg"),
     ({"scale_anchor.hold_s": -1.0}, "hold_s"),
+    ({"scale_anchor.normal": "sideways"}, "scale_anchor.normal"),
 ])
 def test_scale_anchor_parameters_are_checked(bad: dict, needle: str) -> None:
     errors = validate_params(bad)

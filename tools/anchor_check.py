@@ -3,7 +3,9 @@
 The sequence's poses (camera-to-world) and ground-truth depth give the floor plane once, in
 world coordinates (RANSAC over every frame's back-projected ground truth, normal near the
 cameras' mean up direction, the lowest large plane), and so each frame's true camera height.
-Each frame's height is fed to the anchor (a robot would use one constant). Printed, with and
+Each frame's height is fed to the anchor (a robot would use one constant), and, in the third
+variant, each frame's true up direction with ``normal: expected`` (a robot's fixed mount gives
+it through pitch_deg and roll_deg; this head-mounted camera's attitude changes). Printed, with and
 without the anchor: AbsRel and delta1 (reflector eval's metrics), the per-frame scale
 (median predicted / true depth) p10-p90, and its median change between consecutive frames;
 over all frames and over the frames whose lower half shows the floor.
@@ -97,14 +99,21 @@ def main() -> int:
     floor_in_view = np.array(floor_in_view)
 
     pipe = DepthPipeline(make_backend(a.backend, a.model))
-    variants = {"network's own scale": FrameSettings(),
-                "floor anchor, true height per frame": FrameSettings(anchor=AnchorSettings("floor", float(heights[0])))}
+    # the camera's true up per frame (the world floor normal in its optical frame): what a
+    # robot's fixed mount gives through pitch_deg and roll_deg; this head-mounted camera's changes
+    ups = np.einsum("kji,j->ki", poses[:, :3, :3], n)
+    fitted = AnchorSettings(mode="floor", camera_height=float(heights[0]), normal="fitted")
+    expected = AnchorSettings(mode="floor", camera_height=float(heights[0]), normal="expected")
+    variants = {"network's own scale": (FrameSettings(), False),
+                "floor anchor, fitted normal, true height per frame": (FrameSettings(anchor=fitted), False),
+                "floor anchor, expected up, true height and up per frame": (FrameSettings(anchor=expected), True)}
     results: dict[str, dict] = {}
-    for name, settings in variants.items():
+    for name, (settings, give_up) in variants.items():
         pipe.restarted()
         rows, scales, sources = [], [], []
         for i, s in enumerate(samples):
-            res = pipe.process(s.image, s.camera, settings, t=i / a.rate, camera_height=float(heights[i]))
+            res = pipe.process(s.image, s.camera, settings, t=i / a.rate, camera_height=float(heights[i]),
+                               camera_up=ups[i] if give_up else None)
             mask = valid_mask(s.depth, 1e-3, 10.0)
             rows.append(depth_metrics(res.depth, s.depth, mask))
             scales.append(frame_scale(res.depth, s.depth, mask))
@@ -127,7 +136,9 @@ def main() -> int:
             sc = e["scale"]
             print(f"| {name} | {part} ({e['n']}) | {e['abs_rel']:.3f} | {e['d1']:.3f} | "
                   f"{sc['p10']:.2f}–{sc['p90']:.2f} | {100 * sc['frame_to_frame']:.1f} % |")
-    print(f"\nanchor sources per frame: {results['floor anchor, true height per frame']['sources']}")
+    for name, entry in results.items():
+        if name != "network's own scale":
+            print(f"anchor sources per frame, {name}: {entry['sources']}")
     if a.json:
         Path(a.json).write_text(json.dumps({"heights": heights.tolist(), "floor_in_view": floor_in_view.tolist(),
                                             "results": results}, indent=1))

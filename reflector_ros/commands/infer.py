@@ -83,6 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera-roll", type=float, default=0.0, help="expected camera roll, degrees")
     p.add_argument("--anchor-tolerance", type=float, default=35.0,
                    help="largest angle (degrees) between the floor normal and the expected up")
+    p.add_argument("--anchor-normal", choices=("fitted", "expected"), default="fitted",
+                   help="measure the floor distance along the fitted plane's normal (default), or along the "
+                        "expected up from --camera-pitch/--camera-roll (set them right; robust to a tilted floor)")
     p.add_argument("--image-topic", help="bag image topic (default: the only image topic)")
     p.add_argument("--camera-info-topic", help="bag camera_info topic (default: beside the image topic)")
     p.add_argument("--every", type=int, default=1, help="keep every N-th frame of videos and bags")
@@ -265,8 +268,9 @@ def _infer_all(args: argparse.Namespace) -> tuple[int, Path]:
     from reflector_ros.pipeline import CloudSettings, DepthPipeline, FrameSettings
 
     given = camera_from_args(args)
-    anchor = AnchorSettings("floor" if args.camera_height > 0 else "none", args.camera_height, args.camera_pitch,
-                            args.camera_roll, args.anchor_tolerance).check()
+    anchor = AnchorSettings(mode="floor" if args.camera_height > 0 else "none", camera_height=args.camera_height,
+                            pitch_deg=args.camera_pitch, roll_deg=args.camera_roll,
+                            tolerance_deg=args.anchor_tolerance, normal=args.anchor_normal).check()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     pipeline = DepthPipeline(make_backend(args.backend, args.model))

@@ -13,6 +13,7 @@ from typing import Any
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.rectify import RECTIFY_SETTINGS, rectify_setting
 from reflector_ros.core.scale_anchor import MODES as ANCHOR_MODES
+from reflector_ros.core.scale_anchor import NORMALS as ANCHOR_NORMALS
 from reflector_ros.core.scale_anchor import AnchorSettings
 from reflector_ros.pipeline import CloudSettings, FrameSettings
 
@@ -55,6 +56,7 @@ PARAMS: dict[str, tuple[Any, str]] = {
     "scale_anchor.pitch_deg": (0.0, "Expected camera pitch, degrees, positive looking down (REP 103)."),
     "scale_anchor.roll_deg": (0.0, "Expected camera roll about the optical axis, degrees."),
     "scale_anchor.tolerance_deg": (35.0, "How far (degrees) the floor's normal may be from the expected up direction; tighten it when pitch and roll are known."),
+    "scale_anchor.normal": ("fitted", "Direction the camera-to-floor distance is measured along: fitted (the normal of the plane fitted to the depth; needs no known attitude) | expected (the up direction from pitch_deg and roll_deg, which must be right: a fixed mount; robust to the network tilting the floor)."),
     "scale_anchor.hold_s": (2.0, "Seconds the last floor scale is held while no floor is in view, before falling back to the network's scale."),
 }
 
@@ -135,6 +137,8 @@ def validate_params(params: dict[str, Any], check_files: bool = True) -> list[st
         errors.append(f"fallback_fx must be >= 0 (0 = off), got {p['fallback_fx']}")
     if p["scale_anchor.mode"] not in ANCHOR_MODES:
         errors.append(f"scale_anchor.mode '{p['scale_anchor.mode']}' is not one of: {', '.join(ANCHOR_MODES)}")
+    if p["scale_anchor.normal"] not in ANCHOR_NORMALS:
+        errors.append(f"scale_anchor.normal '{p['scale_anchor.normal']}' is not one of: {', '.join(ANCHOR_NORMALS)}")
     else:
         try:
             anchor_from_params(p).check()
@@ -151,9 +155,10 @@ def validate_params(params: dict[str, Any], check_files: bool = True) -> list[st
 
 def anchor_from_params(p: dict[str, Any]) -> AnchorSettings:
     """AnchorSettings from the (normalised) scale_anchor.* parameters."""
-    return AnchorSettings(str(p["scale_anchor.mode"]), float(p["scale_anchor.camera_height"]),
-                          float(p["scale_anchor.pitch_deg"]), float(p["scale_anchor.roll_deg"]),
-                          float(p["scale_anchor.tolerance_deg"]), float(p["scale_anchor.hold_s"]))
+    return AnchorSettings(mode=str(p["scale_anchor.mode"]), camera_height=float(p["scale_anchor.camera_height"]),
+                          pitch_deg=float(p["scale_anchor.pitch_deg"]), roll_deg=float(p["scale_anchor.roll_deg"]),
+                          tolerance_deg=float(p["scale_anchor.tolerance_deg"]), normal=str(p["scale_anchor.normal"]),
+                          hold_s=float(p["scale_anchor.hold_s"]))
 
 
 def frame_settings(p: dict[str, Any], cloud: bool) -> FrameSettings:
