@@ -110,7 +110,12 @@ def preview_row(rgb: np.ndarray, gt: np.ndarray | None, depth: np.ndarray, color
 
     from reflector_ros.core.depth import colorize
 
-    conf = cv2.applyColorMap((np.clip(np.nan_to_num(confidence), 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+    # stretched between the frame's 2nd and 98th percentiles, so the ranking shows even when
+    # the values span little; the label states the span
+    c = np.nan_to_num(confidence.astype(np.float32), nan=0.0)
+    lo, hi = (float(v) for v in np.percentile(c, [2, 98]))
+    conf = cv2.applyColorMap((np.clip((c - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8),
+                             cv2.COLORMAP_VIRIDIS)
     top = birdseye(xyz) if xyz is not None else np.full((PANEL_H, PANEL_H * 4 // 3, 3), 24, np.uint8)
     panels = [_panel(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), f"input {caption}")]
     if gt is not None:
@@ -118,7 +123,7 @@ def preview_row(rgb: np.ndarray, gt: np.ndarray | None, depth: np.ndarray, color
     panels.append(_panel(colorize(depth, *depth_range) if gt is not None else colored_bgr, "depth"))
     if gt is not None:
         panels.append(_panel(error_panel(depth, gt), "|error| / gt, 0..0.5"))
-    panels += [_panel(conf, "confidence"), _panel(top, "cloud, top view")]
+    panels += [_panel(conf, f"confidence {lo:.3f}-{hi:.3f}"), _panel(top, "cloud, top view")]
     return np.concatenate(panels, axis=1)
 
 
