@@ -62,3 +62,20 @@ def test_resize_to():
     assert resize_to(m.astype(np.float64), (16, 20)).dtype == np.float32
     with pytest.raises(InputError):
         resize_to(m, (0, 10))
+
+
+def test_fractional_shrink_is_close_to_inter_area_and_does_not_alias():
+    """VGA -> 233x311 (a canonical-camera input): halving then bilinear stays within a grey
+    level of INTER_AREA on a smooth image, and a 1-pixel checkerboard (the worst aliasing
+    case) still averages to mid-grey instead of turning into a pattern."""
+    from reflector_ros.core.preprocess import shrink
+
+    v, u = np.mgrid[0:480, 0:640].astype(np.float64)
+    smooth = 127 + 60 * np.sin(u / 37.0) * np.cos(v / 23.0) + 0.1 * (u - 320)
+    rgb = np.repeat(np.clip(smooth, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    ours = shrink(rgb, (311, 233)).astype(np.float64)
+    area = cv2.resize(rgb, (311, 233), interpolation=cv2.INTER_AREA).astype(np.float64)
+    assert ours.shape == area.shape and np.abs(ours - area).mean() < 1.0
+    checker = np.repeat((((u + v) % 2) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    out = shrink(checker, (311, 233)).astype(np.float64)
+    assert abs(out.mean() - 127.5) < 2 and out.std() < 3
