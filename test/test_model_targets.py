@@ -19,18 +19,14 @@ REAL_EVAL = REPO.parent / "shared" / "data" / "real_eval"
 ROOMS = ("7scenes_redkitchen", "home_kinect", "nyu_v2", "redwood", "replica", "sun3d")
 
 
-def _pipeline():
+@pytest.fixture(scope="module")
+def backend():
     onnx = default_model(".onnx")
     if not onnx.exists():
         pytest.skip(f"embedded model not built yet at {onnx}")
     from reflector_ros.backends import make_backend
 
     return make_backend("onnxruntime", str(onnx))
-
-
-@pytest.fixture(scope="module")
-def backend():
-    return _pipeline()
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +142,7 @@ def confidence_split(backend, hololens_dir: Path) -> tuple[float, float]:
     pipeline, averaged over every 4th held-out frame."""
     from reflector_ros.data.registry import open_dataset
     from reflector_ros.pipeline import DepthPipeline, FrameSettings
+    from reflector_ros.train.metrics import confidence_split
 
     pipe = DepthPipeline(backend)
     ds = open_dataset(f"manifest:{hololens_dir}?frames=250:373")
@@ -153,11 +150,9 @@ def confidence_split(backend, hololens_dir: Path) -> tuple[float, float]:
     for i in range(0, len(ds), 4):
         s = ds[i]
         r = pipe.process(s.image, s.camera, FrameSettings())
-        ok = (s.depth > 0) & np.isfinite(r.depth)
-        err = np.abs(r.depth[ok] - s.depth[ok]) / s.depth[ok]
-        conf = r.confidence[ok]
-        every.append(err.mean())
-        confident.append(err[conf >= np.median(conf)].mean())
+        all_px, half, _ = confidence_split(r.depth, r.confidence, s.depth)
+        every.append(all_px)
+        confident.append(half)
     return float(np.mean(confident)), float(np.mean(every))
 
 

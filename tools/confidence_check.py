@@ -20,6 +20,7 @@ from reflector_ros.backends import make_backend  # noqa: E402
 from reflector_ros.data.manifest import ManifestDataset  # noqa: E402
 from reflector_ros.pipeline import DepthPipeline, FrameSettings  # noqa: E402
 from reflector_ros.train.evaluate import scale_stats  # noqa: E402
+from reflector_ros.train.metrics import confidence_split  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hololens_office"
 
@@ -42,11 +43,10 @@ def main() -> int:
         s = ds[i]
         r = pipeline.process(s.image, s.camera, FrameSettings())
         ok = (s.depth > 0) & np.isfinite(r.depth)
-        err = np.abs(r.depth[ok] - s.depth[ok]) / s.depth[ok]
-        conf = r.confidence[ok]
-        every_px.append(err.mean())
-        confident.append(err[conf >= np.median(conf)].mean())
-        spread.append(np.percentile(conf, 90) - np.percentile(conf, 10))
+        all_px, half, width = confidence_split(r.depth, r.confidence, s.depth)
+        every_px.append(all_px)
+        confident.append(half)
+        spread.append(width)
         scale.append(np.median(r.depth[ok] / s.depth[ok]))
     print(f"{a.model or 'embedded model'} on {a.data} [{a.frames}] every {a.every}: AbsRel all pixels "
           f"{np.mean(every_px):.3f}, most confident half {np.mean(confident):.3f}, "

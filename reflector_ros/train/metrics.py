@@ -90,6 +90,20 @@ def depth_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = No
     }
 
 
+def confidence_split(pred: np.ndarray, confidence: np.ndarray, gt: np.ndarray) -> tuple[float, float, float]:
+    """Does the confidence rank pixels by error? One frame's (AbsRel of all valid pixels,
+    AbsRel of the most confident half, confidence p90 - p10).
+
+    pred, confidence, gt: (h, w); pred metres (NaN invalid), confidence in [0, 1], gt metres
+    (<= 0 invalid). Valid: gt > 0 and pred finite. The half is confidence >= its median.
+    """
+    ok = (gt > 0) & np.isfinite(pred)
+    err = np.abs(pred[ok] - gt[ok]) / gt[ok]
+    conf = confidence[ok]
+    return (float(err.mean()), float(err[conf >= np.median(conf)].mean()),
+            float(np.percentile(conf, 90) - np.percentile(conf, 10)))
+
+
 def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
     """Average per-image metrics over images; adds the image count as 'n'."""
     if not rows:
