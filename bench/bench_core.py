@@ -124,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         @ -up_direction(15.0, 0.0)
     floor_depth = np.where(along > 0.02, 0.4 / np.maximum(along, 0.02), 12.0).astype(np.float32)
     floor_depth[150:220, 120:200] *= 0.8                      # a box on the floor
-    anchor = FloorAnchor(AnchorSettings("floor", 0.4, pitch_deg=15.0))
     clock = iter(range(10**9))
-    stages["scale anchor: floor fit + smoothing (network depth 256x341)"] = \
-        lambda: anchor.update(floor_depth, net_cam, 0.033 * next(clock))
+    for normal in ("fitted", "expected"):
+        anchor = FloorAnchor(AnchorSettings("floor", 0.4, pitch_deg=15.0, normal=normal))
+        stages[f"scale anchor, normal {normal}: floor fit + smoothing (network depth 256x341)"] = \
+            lambda anchor=anchor: anchor.update(floor_depth, net_cam, 0.033 * next(clock))
     results = {name: median_ms(fn, reps) for name, fn in stages.items()}
     # once per calibration, not per frame: fewer reps
     results["rectify maps 640x480 (once per calibration)"] = median_ms(lambda: undistort_maps(lens), 5, warmup=1)

@@ -98,20 +98,42 @@ def test_holds_then_falls_back_when_the_floor_leaves_the_view(views, models) -> 
 
 def test_an_outlier_frame_cannot_yank_the_scale(views) -> None:
     depth, cam = views[1]
-    anchor = FloorAnchor(AnchorSettings("floor", CAM_H, window=9))
+    anchor = FloorAnchor(AnchorSettings("floor", CAM_H))          # default window: the last 3
     scales = [anchor.update(depth, cam, float(t)).scale for t in range(6)]
     assert scales[-1] == pytest.approx(1.0, rel=0.01)
-    odd = anchor.update(1.8 * depth, cam, 6.0)          # one frame whose depth is 1.8x off
-    assert odd.raw_scale == pytest.approx(1 / 1.8, rel=0.02)
-    assert odd.scale == pytest.approx(1.0, rel=0.01)     # the running median does not follow it
-    assert anchor.update(depth, cam, 7.0).scale == pytest.approx(1.0, rel=0.01)
+    # the network's scale moves a little from frame to frame and the floor follows it
+    near = anchor.update(1.05 * depth, cam, 6.0)
+    assert near.source == "floor" and near.scale == pytest.approx(1 / 1.05, rel=0.01)
+    # one frame 1.3x off, within max_correction: the median of the last 3 is used instead
+    odd = anchor.update(1.3 * depth, cam, 7.0)
+    assert odd.raw_scale == pytest.approx(1 / 1.3, rel=0.02)
+    assert odd.source == "floor" and odd.scale == pytest.approx(1 / 1.05, rel=0.01)
+    # one frame 1.8x off, beyond max_correction (1.5): not a floor; the recent scale is held
+    far = anchor.update(1.8 * depth, cam, 8.0)
+    assert far.raw_scale == pytest.approx(1 / 1.8, rel=0.02)
+    assert far.source == "held" and far.scale == pytest.approx(1 / 1.05, rel=0.01)
+    assert anchor.update(depth, cam, 9.0).scale == pytest.approx(1.0, rel=0.01)
     anchor.update(depth, cam, 1.0)                       # time going back: a restarted source
     assert len(anchor._recent) == 1
 
 
+def test_a_level_surface_asking_for_too_much_is_not_a_floor() -> None:
+    """With no floor in view, a table top is the lowest level surface: at 0.85 m below a
+    camera 1.6 m high it asks for 1.9x, beyond max_correction, so the network's scale stays;
+    with max_correction 2.5 the same frame would be taken."""
+    depth, cam = _table_view(floor=False)
+    strict = FloorAnchor(AnchorSettings("floor", 1.6, pitch_deg=35.0, normal="expected"))
+    state = strict.update(depth, cam, 0.0)
+    assert state.raw_scale == pytest.approx(1.6 / 0.85, rel=0.02)
+    assert state.source == "model" and state.scale == 1.0
+    loose = FloorAnchor(AnchorSettings("floor", 1.6, pitch_deg=35.0, normal="expected", max_correction=2.5))
+    assert loose.update(depth, cam, 0.0).source == "floor"
+
+
 @pytest.mark.parametrize("kw,needle", [({"mode": "wall"}, "mode"), ({"mode": "floor"}, "camera_height"),
                                        ({"tolerance_deg": 90.0}, "tolerance"), ({"window": 0}, "window"),
-                                       ({"normal": "sideways"}, "normal")])
+                                       ({"normal": "sideways"}, "normal"),
+                                       ({"max_correction": 1.0}, "max_correction")])
 def test_bad_settings_are_refused(kw: dict, needle: str) -> None:
     with pytest.raises(InputError, match=needle):
         AnchorSettings(**kw).check()
@@ -209,9 +231,9 @@ def test_node_anchors_over_dds_then_holds_and_falls_back(tmp_path: Path, views, 
     assert "Traceback" not in log, log
 
 
-def test_a_table_top_in_view_is_not_taken_for_the_floor() -> None:
-    """A head-height camera looking down 35 degrees at a table that fills more of the lower view
-    than the floor: both are horizontal planes, and the floor is the lower one."""
+def _table_view(floor: bool = True):
+    """A head-height camera (1.6 m) looking down 35 degrees at a table (0.75 m high) that
+    fills more of the lower view than the floor; ``floor=False``: the table alone."""
     from reflector_ros.core.camera import Intrinsics
 
     h, w, height, pitch = 120, 160, 1.6, 35.0
@@ -220,24 +242,27 @@ def test_a_table_top_in_view_is_not_taken_for_the_floor() -> None:
     v, u = np.mgrid[0:h, 0:w].astype(np.float64)
     rays = np.stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, np.ones_like(u)], axis=-1)
     along = rays @ down                                           # > 0: the ray goes down
-    floor = np.where(along > 1e-6, height / np.maximum(along, 1e-6), 0.0)
     table = np.where(along > 1e-6, (height - 0.75) / np.maximum(along, 1e-6), 0.0)
-    depth = floor.copy()
+    depth = np.where(along > 1e-6, height / np.maximum(along, 1e-6), 0.0) if floor else np.zeros_like(table)
     depth[30:, 15:145] = table[30:, 15:145]                      # the table covers most of the view
-    depth = np.where(depth < 8.0, depth, 0.0).astype(np.float32)
-    fit = fit_floor(depth, cam, up_direction(pitch, 0.0), tolerance_deg=10.0)
-    assert fit is not None and fit.distance == pytest.approx(height, rel=0.01)
-    only_table = np.zeros_like(depth)
-    only_table[30:, 15:145] = depth[30:, 15:145]
-    fit = fit_floor(only_table, cam, up_direction(pitch, 0.0), tolerance_deg=10.0)
-    assert fit is not None and fit.distance < 1.0                 # with no floor in view, the table is all there is
+    return np.where(depth < 8.0, depth, 0.0).astype(np.float32), cam
+
+
+@pytest.mark.parametrize("normal", ["fitted", "expected"])
+def test_a_table_top_in_view_is_not_taken_for_the_floor(normal: str) -> None:
+    """Both are level surfaces, and the floor is the lower one."""
+    depth, cam = _table_view()
+    fit = fit_floor(depth, cam, up_direction(35.0, 0.0), tolerance_deg=10.0, normal=normal)
+    assert fit is not None and fit.distance == pytest.approx(1.6, rel=0.01)
+    fit = fit_floor(_table_view(floor=False)[0], cam, up_direction(35.0, 0.0), tolerance_deg=10.0, normal=normal)
+    assert fit is not None and fit.distance == pytest.approx(0.85, rel=0.01)   # with no floor, the table is all there is
 
 
 def test_a_floor_tilted_by_the_network_keeps_its_height_along_the_expected_up() -> None:
     """Learned depth gets a floor's height (where it is) better than its tilt. A depth map whose
     floor is tilted 6 degrees about a floor point in the lower middle of the view: measured
     along the expected up (the camera's known attitude), the distance is within 4 % of the
-    height (3 % here); along the tilted plane's fitted normal it is 19 % off. Both scale-free."""
+    height (2 % here); along the tilted plane's fitted normal it is 19 % off. Both scale-free."""
     from reflector_ros.core.camera import Intrinsics
 
     h, w, height, pitch = 120, 160, 0.5, 15.0

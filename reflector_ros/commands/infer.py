@@ -86,6 +86,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--anchor-normal", choices=("fitted", "expected"), default="fitted",
                    help="measure the floor distance along the fitted plane's normal (default), or along the "
                         "expected up from --camera-pitch/--camera-roll (set them right; robust to a tilted floor)")
+    p.add_argument("--anchor-max-correction", type=float, default=1.5,
+                   help="largest factor either way by which the floor may correct the network's scale")
     p.add_argument("--image-topic", help="bag image topic (default: the only image topic)")
     p.add_argument("--camera-info-topic", help="bag camera_info topic (default: beside the image topic)")
     p.add_argument("--every", type=int, default=1, help="keep every N-th frame of videos and bags")
@@ -270,7 +272,8 @@ def _infer_all(args: argparse.Namespace) -> tuple[int, Path]:
     given = camera_from_args(args)
     anchor = AnchorSettings(mode="floor" if args.camera_height > 0 else "none", camera_height=args.camera_height,
                             pitch_deg=args.camera_pitch, roll_deg=args.camera_roll,
-                            tolerance_deg=args.anchor_tolerance, normal=args.anchor_normal).check()
+                            tolerance_deg=args.anchor_tolerance, normal=args.anchor_normal,
+                            max_correction=args.anchor_max_correction).check()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     pipeline = DepthPipeline(make_backend(args.backend, args.model))

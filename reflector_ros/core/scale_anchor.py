@@ -6,13 +6,15 @@ the network's own scale is:
 
     scale = camera_height / (distance of the camera to the floor plane found in the depth)
 
-Per frame, ``fit_floor`` finds the floor among the back-projected points of the lower
-part of the view by RANSAC (Fischler & Bolles 1981) on a subsample, with the plane's
-normal constrained to the expected up direction, then refines it by least squares on the
-inliers. Thresholds are relative to the plane distance, so the fit does not depend on the
-depth's (unknown) scale. Over time, ``FloorAnchor`` smooths the scale with a running
-median (one outlier frame cannot yank it), holds the last good scale for ``hold_s``
-seconds while the floor is out of view, then falls back to the model's own scale.
+Per frame, ``fit_floor`` measures the heights of a subsample of the lower view's
+back-projected points below the camera, along the expected up direction or along the
+normal of a plane that RANSAC (Fischler & Bolles 1981) fits near it, and takes the floor
+as the lowest level surface that holds enough of them (a table top is level too).
+Thresholds are relative to the distance, so the fit does not depend on the depth's
+(unknown) scale. Over time, ``FloorAnchor`` refuses corrections beyond
+``max_correction``, guards against one odd frame with the median of the last few, holds
+the last good scale for ``hold_s`` seconds while the floor is out of view, then falls
+back to the model's own scale.
 
 Frames (REP 103): points are in the camera's optical frame (x right, y down, z forward).
 Camera pitch is positive when the camera looks down, roll positive when it turns about
@@ -48,7 +50,9 @@ class AnchorSettings:
     often than its height).
     hold_s: how long the last good scale is held while the floor is out of view.
     min_inliers: fraction of the sampled lower-view points the floor must explain.
-    window: frames in the running median.
+    window: accepted frames whose median guards against one odd frame (``FloorAnchor``).
+    max_correction: the largest factor either way by which the floor may correct the
+    network's own scale; a frame asking for more is taken to show no floor.
     """
     mode: str = "none"
     camera_height: float = 0.0
@@ -58,7 +62,8 @@ class AnchorSettings:
     normal: str = "fitted"
     hold_s: float = 2.0
     min_inliers: float = 0.2
-    window: int = 9
+    window: int = 3
+    max_correction: float = 1.5
 
     def check(self) -> "AnchorSettings":
         """self, or InputError naming what is wrong."""
@@ -80,6 +85,8 @@ class AnchorSettings:
             raise InputError(f"scale_anchor.min_inliers must be in [0.01, 1], got {self.min_inliers}")
         if not 1 <= self.window <= 1000:
             raise InputError(f"scale_anchor.window must be in [1, 1000] frames, got {self.window}")
+        if not 1.05 <= self.max_correction <= 10.0:
+            raise InputError(f"scale_anchor.max_correction must be in [1.05, 10], got {self.max_correction}")
         return self
 
 
@@ -101,27 +108,28 @@ class FloorFit:
 def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_deg: float = 35.0,
               min_inliers: float = 0.2, samples: int = 1500, iterations: int = 64,
               rng: np.random.Generator | None = None, normal: str = "fitted") -> FloorFit | None:
-    """The floor plane in a depth map, or None when no plane near ``up`` explains enough points.
+    """The floor plane in a depth map, or None when no level surface explains enough points.
 
     depth: (h, w) metres along optical z (NaN or <= 0 invalid), in ``camera``'s pixels.
     up: (3,) expected up direction in the optical frame (``up_direction``). Points come from
     the rows below the expected horizon (the lower part of the view for a level camera),
-    about ``samples`` of them on a regular grid. A plane p·n + d = 0 counts a point as an
-    inlier within 3 % of d, and must make an angle below ``tolerance_deg`` with ``up``. The
-    best plane must explain ``min_inliers`` of the points; then, among the points it leaves,
-    a parallel plane at least 15 % lower that explains 5 % of them is preferred (the floor
-    past a table's edge): a table top must not pass for the floor.
+    about ``samples`` of them on a regular grid.
 
-    normal: ``fitted`` measures the distance along the fitted plane's normal; ``expected``
-    along ``up`` itself (the median of -up·p over the inliers), which needs a right ``up``
-    but not a right tilt of the floor in the depth. On HoloLens frames 250-372 with the
-    true up per frame, the network's floor gives the frame's scale within a median 4 %
-    measured along ``up``, and 21 % along the fitted normal (tools/anchor_check.py).
+    normal: the direction heights are measured along. ``expected``: ``up`` itself, which needs
+    a right ``up`` but not a right tilt of the floor in the depth (learned depth gets a
+    floor's height better than its tilt). ``fitted``: the normal of the plane that RANSAC
+    (Fischler & Bolles 1981) finds among the points within ``tolerance_deg`` of ``up``, refined
+    by least squares, so a rough ``up`` is enough.
+
+    Along that direction each point has a height below the camera. Level surfaces are where
+    the points' heights crowd: runs of heights whose every +-5 % window (scale-free) holds
+    ``min_inliers`` of the points. The floor is the *lowest* of them, since a table top or a
+    counter is level too and can fill more of the view. Its distance is the median height of
+    its points (``expected``) or the least-squares plane through them (``fitted``).
     """
     h, w = depth.shape
-    measure = normal                       # the name is reused for the fitted normal below
-    if measure not in NORMALS:
-        raise InputError(f"normal '{measure}' is not one of: {', '.join(NORMALS)}")
+    if normal not in NORMALS:
+        raise InputError(f"normal '{normal}' is not one of: {', '.join(NORMALS)}")
     if (w, h) != (camera.width, camera.height):
         raise InputError(f"depth {w}x{h} does not match its camera {camera.width}x{camera.height}")
     up = np.asarray(up, np.float64) / np.linalg.norm(up)
@@ -137,44 +145,57 @@ def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_d
         return None
     z, u, v = z[ok], u.ravel()[ok], v.ravel()[ok]
     pts = np.stack([(u - camera.cx) / camera.fx * z, (v - camera.cy) / camera.fy * z, z], axis=1)
-    rng = rng or np.random.default_rng(0)
     n = len(pts)
     cos_tol = math.cos(math.radians(tolerance_deg))
-    best = _best_plane(pts, up, cos_tol, iterations, rng)
-    if best is None or best[2].sum() < min_inliers * n:
-        return None
-    # a table top is a horizontal plane too and can fill more of the view than the floor:
-    # look again among the points the plane leaves (sequential RANSAC) for a parallel plane
-    # at least 15 % lower that explains 5 % of the view, which is the floor past the table
-    normal, dist, mask = best
-    rest = ~mask
-    for _ in range(2):
-        if rest.sum() < max(0.05 * n, 30):
-            break
-        cand = _best_plane(pts[rest], up, cos_tol, iterations, rng)
-        if cand is None:
-            break
-        lower = cand[1] > 1.15 * dist and float(cand[0] @ normal) > math.cos(math.radians(5.0))
-        full = np.abs(pts @ cand[0] + cand[1]) < 0.03 * cand[1]
-        if lower and full.sum() >= max(0.05 * n, 30):
-            normal, dist, mask = cand[0], cand[1], full
-        rest &= ~full
-    # least-squares refinement on the inliers: the smallest principal direction
-    p = pts[mask]
-    centre = p.mean(axis=0)
-    _, _, vt = np.linalg.svd(p - centre, full_matrices=False)
-    normal = vt[2] if vt[2] @ up > 0 else -vt[2]
-    if normal @ up < cos_tol:
-        return None
-    dist = float(-(normal @ centre))
-    if dist <= 0:
-        return None
-    frac = float((np.abs(pts @ normal + dist) < 0.03 * dist).mean())
-    if measure == "expected":
-        dist = float(np.median(-(p @ up)))
-        if dist <= 0:
+    direction = up
+    if normal == "fitted":
+        best = _best_plane(pts, up, cos_tol, iterations, rng or np.random.default_rng(0))
+        if best is None:
             return None
-    return FloorFit(normal, dist, frac, n)
+        direction = _plane_through(pts[best[2]], up)[0]
+        if direction @ up < cos_tol:
+            return None
+    floor = _lowest_level(-(pts @ direction), min_inliers * n)
+    if floor is None:
+        return None
+    dist, mask = floor
+    if normal == "fitted":
+        direction, dist = _plane_through(pts[mask], up)
+        if direction @ up < cos_tol or dist <= 0:
+            return None
+    return FloorFit(direction, dist, float(mask.mean()), n)
+
+
+def _plane_through(p: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares plane through points (k, 3): (unit normal on ``up``'s side, distance of
+    the origin from it along the normal)."""
+    centre = p.mean(axis=0)
+    nrm = np.linalg.svd(p - centre, full_matrices=False)[2][2]
+    nrm = nrm if nrm @ up > 0 else -nrm
+    return nrm, float(-(nrm @ centre))
+
+
+def _lowest_level(heights: np.ndarray, min_count: float, band: float = 0.05
+                  ) -> tuple[float, np.ndarray] | None:
+    """(height, member mask) of the lowest level surface among points' heights below the
+    camera (n,), or None. A level surface is a run of heights over which every +-``band``
+    (relative) window holds ``min_count`` points or more, so a floor the depth tilts a few
+    degrees, whose heights spread, stays one surface; its height is its points' median."""
+    pos = heights > 0
+    if pos.sum() < max(min_count, 3):
+        return None
+    lh = np.log(np.where(pos, heights, 1.0))
+    srt = np.sort(lh[pos])
+    grid = np.arange(srt[0], srt[-1] + 0.01, 0.01)
+    dense = (np.searchsorted(srt, grid + band) - np.searchsorted(srt, grid - band)) >= min_count
+    if not dense.any():
+        return None
+    end = int(np.flatnonzero(dense)[-1])                   # the largest height: the lowest surface
+    start = end
+    while start > 0 and dense[start - 1]:
+        start -= 1
+    mask = pos & (lh >= grid[start] - band) & (lh <= grid[end] + band)
+    return float(np.exp(np.median(lh[mask]))), mask
 
 
 def _best_plane(pts: np.ndarray, up: np.ndarray, cos_tol: float, iterations: int, rng: np.random.Generator
@@ -211,10 +232,19 @@ class AnchorState:
 
 
 class FloorAnchor:
-    """The scale over time: a running median of per-frame floor scales, held while the floor
-    is out of view, then the model's own scale (1.0). Not thread-safe: one caller."""
+    """The scale over time: each frame's floor scale, checked against the recent ones, held
+    while the floor is out of view, then the model's own scale (1.0). Not thread-safe: one
+    caller.
 
-    PLAUSIBLE = (1 / 3, 3.0)   # a network off by more than 3x in scale is not trusted to have seen a floor
+    A frame's floor scale is used only within ``max_correction`` of the network's own (a
+    counter top or a sofa seat taken for the floor with no floor in view asks for 1.5-4x on
+    HoloLens frames). It is used as it is when within ``FOLLOW`` of the median of the last
+    ``window`` accepted ones, since the network's scale itself changes from frame to frame
+    and the floor follows it; otherwise that median is used, so one odd frame cannot yank
+    the scale.
+    """
+
+    FOLLOW = 0.1   # |log(frame scale / recent median)| up to which a frame's own floor scale is used
 
     def __init__(self, settings: AnchorSettings) -> None:
         self.settings = settings.check()
@@ -244,15 +274,16 @@ class FloorAnchor:
         fit = fit_floor(depth, camera, self.up if up is None else up, s.tolerance_deg, s.min_inliers,
                         normal=s.normal)
         raw = height / fit.distance if fit is not None else float("nan")
-        lo, hi = self.PLAUSIBLE
-        if fit is not None and lo <= raw <= hi:
+        inliers = fit.inlier_fraction if fit is not None else 0.0
+        if fit is not None and abs(math.log(raw)) <= math.log(s.max_correction):
             self._recent.append(raw)
             self._last_good_t = t
-            self.state = AnchorState(float(np.median(self._recent)), "floor", fit.inlier_fraction, raw)
+            median = float(np.median(self._recent))
+            scale = raw if abs(math.log(raw / median)) <= self.FOLLOW else median
+            self.state = AnchorState(scale, "floor", inliers, raw)
         elif self._last_good_t is not None and t - self._last_good_t <= s.hold_s and self._recent:
-            self.state = AnchorState(float(np.median(self._recent)), "held",
-                                     fit.inlier_fraction if fit else 0.0, raw)
+            self.state = AnchorState(float(np.median(self._recent)), "held", inliers, raw)
         else:
             self._recent.clear()
-            self.state = AnchorState(1.0, "model", fit.inlier_fraction if fit else 0.0, raw)
+            self.state = AnchorState(1.0, "model", inliers, raw)
         return self.state

@@ -57,6 +57,7 @@ PARAMS: dict[str, tuple[Any, str]] = {
     "scale_anchor.roll_deg": (0.0, "Expected camera roll about the optical axis, degrees."),
     "scale_anchor.tolerance_deg": (35.0, "How far (degrees) the floor's normal may be from the expected up direction; tighten it when pitch and roll are known."),
     "scale_anchor.normal": ("fitted", "Direction the camera-to-floor distance is measured along: fitted (the normal of the plane fitted to the depth; needs no known attitude) | expected (the up direction from pitch_deg and roll_deg, which must be right: a fixed mount; robust to the network tilting the floor)."),
+    "scale_anchor.max_correction": (1.5, "Largest factor either way by which the floor may correct the network's own scale; a frame asking for more is taken to show no floor (a counter top or a seat)."),
     "scale_anchor.hold_s": (2.0, "Seconds the last floor scale is held while no floor is in view, before falling back to the network's scale."),
 }
 
@@ -158,7 +159,8 @@ def anchor_from_params(p: dict[str, Any]) -> AnchorSettings:
     return AnchorSettings(mode=str(p["scale_anchor.mode"]), camera_height=float(p["scale_anchor.camera_height"]),
                           pitch_deg=float(p["scale_anchor.pitch_deg"]), roll_deg=float(p["scale_anchor.roll_deg"]),
                           tolerance_deg=float(p["scale_anchor.tolerance_deg"]), normal=str(p["scale_anchor.normal"]),
-                          hold_s=float(p["scale_anchor.hold_s"]))
+                          hold_s=float(p["scale_anchor.hold_s"]),
+                          max_correction=float(p["scale_anchor.max_correction"]))
 
 
 def frame_settings(p: dict[str, Any], cloud: bool) -> FrameSettings:
