@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
-
-import math
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
