@@ -160,6 +160,39 @@ def test_infer_camera_height(tmp_path: Path, views, models) -> None:
     assert rows[0] == "frame,scale,source,floor_inliers" and rows[1].startswith("frame,0.71") and ",floor," in rows[1]
 
 
+@pytest.mark.parametrize("flags,needle", [(["--camera-height", "-1"], "--camera-height"),
+                                          (["--camera-height", "nan"], "--camera-height"),
+                                          (["--camera-height", "0.4", "--camera-pitch", "95"], "--camera-pitch"),
+                                          (["--camera-height", "0.4", "--anchor-window", "0"], "--anchor-window")])
+def test_infer_refuses_bad_anchor_flags_by_their_names(tmp_path: Path, capsys, flags: list, needle: str) -> None:
+    from reflector_ros.cli import main
+
+    img = tmp_path / "frame.png"
+    import cv2
+
+    cv2.imwrite(str(img), np.zeros((48, 64, 3), np.uint8))
+    assert main(["infer", str(img), "-o", str(tmp_path / "o"), "--fx", "60", *flags]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "scale_anchor." not in err and "Traceback" not in err, err
+
+
+def test_infer_says_what_the_anchor_did(tmp_path: Path, capsys, views, models) -> None:
+    import cv2
+
+    from reflector_ros.cli import main
+
+    depth, cam = views[0]
+    img = tmp_path / "frame.png"
+    cv2.imwrite(str(img), cv2.cvtColor(encode_depth(depth), cv2.COLOR_RGB2BGR))
+    flags = ["--fx", str(cam.fx), "--fy", str(cam.fy), "--cx", str(cam.cx), "--cy", str(cam.cy),
+             "--model", str(models[1.4]), "--backend", "onnxruntime"]
+    assert main(["infer", str(img), "-o", str(tmp_path / "a"), "--camera-height", str(CAM_H), *flags]) == 0
+    assert "scale anchor: floor in 1 of 1 frames" in capsys.readouterr().err
+    assert main(["infer", str(img), "-o", str(tmp_path / "b"), "--anchor-normal", "expected", *flags]) == 0
+    assert "ignored without --camera-height: --anchor-normal" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "scale_anchor.csv").exists()
+
+
 @pytest.mark.timeout(180)
 def test_node_anchors_over_dds_then_holds_and_falls_back(tmp_path: Path, views, models) -> None:
     """The node with scale_anchor.mode floor, over real DDS, on a model 1.4x off: depth/image is
@@ -288,3 +321,38 @@ def test_a_floor_tilted_by_the_network_keeps_its_height_along_the_expected_up() 
         assert abs(fitted.distance / (k * height) - 1) > 0.1          # the tilted plane's own distance
     with pytest.raises(InputError, match="normal"):
         fit_floor(depth, cam, up, normal="sideways")
+
+
+@pytest.mark.parametrize("pitch,roll", [(0.0, 0.0), (45.0, 0.0), (80.0, 0.0), (-10.0, 180.0), (10.0, 90.0),
+                                        (20.0, -150.0)])
+@pytest.mark.parametrize("normal", ["fitted", "expected"])
+def test_any_mount_attitude_finds_the_floor(pitch: float, roll: float, normal: str) -> None:
+    """Level, steep, nearly straight down, upside down, portrait: with the mount's pitch and
+    roll given, the floor below the horizon is found at the camera's height."""
+    from reflector_ros.core.camera import Intrinsics
+
+    h, w, height = 90, 120, 0.8
+    cam = Intrinsics(90.0, 90.0, 59.5, 44.5, w, h)
+    up = up_direction(pitch, roll)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    rays = np.stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, np.ones_like(u)], axis=-1)
+    along = rays @ -up
+    depth = np.where(along > 1e-6, height / np.maximum(along, 1e-6), 0.0)
+    depth = np.where(depth < 10.0, depth, 0.0).astype(np.float32)
+    assert (depth > 0).mean() > 0.1
+    fit = fit_floor(depth, cam, up, tolerance_deg=10.0, normal=normal)
+    assert fit is not None and fit.distance == pytest.approx(height, rel=0.01), (pitch, roll)
+
+
+def test_bad_heights_and_directions_are_refused(views) -> None:
+    depth, cam = views[0]
+    anchor = FloorAnchor(AnchorSettings("floor", CAM_H))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(InputError, match="camera_height"):
+            anchor.update(depth, cam, 0.0, camera_height=bad)
+    with pytest.raises(InputError, match="camera_height"):
+        FloorAnchor(AnchorSettings()).update(depth, cam, 0.0)           # mode none has no height
+    with pytest.raises(InputError, match="up"):
+        fit_floor(depth, cam, np.zeros(3))
+    with pytest.raises(InputError, match="window"):
+        AnchorSettings(window=2.5).check()                               # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from reflector_ros.core.camera_info import CameraInfoFields, aspect_note, calibr
 from reflector_ros.core.camera_yaml import load_camera_yaml
 from reflector_ros.core.depth import colorize, to_millimetres
 from reflector_ros.core.errors import InputError
+from reflector_ros.core.scale_anchor import AnchorSettings
 from reflector_ros.core.limits import check_size
 from reflector_ros.core.rectify import RECTIFY_SETTINGS
 
@@ -76,8 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--npy", action="store_true", help="also write float32 metres as .npy (NaN invalid)")
     p.add_argument("--preview", action="store_true", help="also write a colourised <stem>_preview.png")
     p.add_argument("--ply", action="store_true", help="also write a binary PLY point cloud (xyz + rgb)")
-    p.add_argument("--camera-height", type=float, default=0.0,
-                   help="metres from the floor to the camera: fix the metric scale from the floor in view "
+    p.add_argument("--camera-height", type=float, default=None,
+                   help="metres from the floor to the camera, 0.02-20: fix the metric scale from the floor in view "
                         "(the node's scale_anchor.mode floor); frames of a video or bag are smoothed over time")
     p.add_argument("--camera-pitch", type=float, default=0.0, help="expected camera pitch, degrees, positive down")
     p.add_argument("--camera-roll", type=float, default=0.0, help="expected camera roll, degrees")
@@ -88,6 +89,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "expected up from --camera-pitch/--camera-roll (set them right; robust to a tilted floor)")
     p.add_argument("--anchor-max-correction", type=float, default=1.5,
                    help="largest factor either way by which the floor may correct the network's scale")
+    p.add_argument("--anchor-min-inliers", type=float, default=0.2,
+                   help="fraction of the sampled lower-view points the floor must hold (lower: engages more often)")
+    p.add_argument("--anchor-window", type=int, default=3,
+                   help="frames whose median outvotes one odd frame's floor scale")
     p.add_argument("--image-topic", help="bag image topic (default: the only image topic)")
     p.add_argument("--camera-info-topic", help="bag camera_info topic (default: beside the image topic)")
     p.add_argument("--every", type=int, default=1, help="keep every N-th frame of videos and bags")
@@ -254,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:  # InputError is a ValueError
         print(f"reflector infer: error: {exc}", file=sys.stderr)
         return 2
-    extra = f" (scale per frame in {out / 'scale_anchor.csv'})" if args.camera_height > 0 else ""
+    extra = f" (scale per frame in {out / 'scale_anchor.csv'})" if args.camera_height is not None else ""
     print(f"wrote {n} depth maps to {out}{extra}")
     return 0
 
@@ -266,20 +271,18 @@ def _infer_all(args: argparse.Namespace) -> tuple[int, Path]:
     from tqdm import tqdm
 
     from reflector_ros.backends import make_backend
-    from reflector_ros.core.scale_anchor import AnchorSettings
     from reflector_ros.pipeline import CloudSettings, DepthPipeline, FrameSettings
 
     given = camera_from_args(args)
-    anchor = AnchorSettings(mode="floor" if args.camera_height > 0 else "none", camera_height=args.camera_height,
-                            pitch_deg=args.camera_pitch, roll_deg=args.camera_roll,
-                            tolerance_deg=args.anchor_tolerance, normal=args.anchor_normal,
-                            max_correction=args.anchor_max_correction).check()
+    anchor = anchor_from_args(args)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     pipeline = DepthPipeline(make_backend(args.backend, args.model))
     settings = FrameSettings(rectify=args.rectify, cloud=CloudSettings(rgb=True) if args.ply else None, anchor=anchor)
     used: set[str] = set()
     n = 0
+    sources: dict[str, int] = {}
+    scales: list[float] = []
     with ExitStack() as stack:
         scale_log = None
         if anchor.mode != "none":
@@ -298,6 +301,8 @@ def _infer_all(args: argparse.Namespace) -> tuple[int, Path]:
             if scale_log is not None and res.anchor is not None:
                 a = res.anchor
                 scale_log.write(f"{stem},{a.scale:.5f},{a.source},{a.inlier_fraction:.3f}\n")
+                sources[a.source] = sources.get(a.source, 0) + 1
+                scales.append(a.scale)
             name, k = stem, 1
             while name in used:
                 name, k = f"{stem}_{k}", k + 1
@@ -312,4 +317,46 @@ def _infer_all(args: argparse.Namespace) -> tuple[int, Path]:
             n += 1
             if args.max_frames and n >= args.max_frames:
                 break
+    if scales:
+        print(f"scale anchor: floor in {sources.get('floor', 0)} of {len(scales)} frames, held in "
+              f"{sources.get('held', 0)}, the network's own scale in {sources.get('model', 0)}; "
+              f"scale median {float(np.median(scales)):.3f}", file=sys.stderr)
     return n, out
+
+
+ANCHOR_FLAGS = {"camera_height": "--camera-height", "pitch_deg": "--camera-pitch", "roll_deg": "--camera-roll",
+                "tolerance_deg": "--anchor-tolerance", "normal": "--anchor-normal",
+                "max_correction": "--anchor-max-correction", "min_inliers": "--anchor-min-inliers",
+                "window": "--anchor-window"}
+
+
+def anchor_from_args(args: argparse.Namespace) -> AnchorSettings:
+    """The floor anchor's settings from the flags (mode none without --camera-height); the
+    node's range checks, with the flags' names in the message."""
+    changed = [flag for key, flag in ANCHOR_FLAGS.items()
+               if key != "camera_height" and getattr(args, _dest(flag)) != _default(key)]
+    if args.camera_height is None:
+        if changed:
+            print(f"warning: ignored without --camera-height: {', '.join(changed)}", file=sys.stderr)
+        return AnchorSettings()
+    settings = AnchorSettings(mode="floor", camera_height=args.camera_height, pitch_deg=args.camera_pitch,
+                              roll_deg=args.camera_roll, tolerance_deg=args.anchor_tolerance,
+                              normal=args.anchor_normal, max_correction=args.anchor_max_correction,
+                              min_inliers=args.anchor_min_inliers, window=args.anchor_window)
+    try:
+        return settings.check()
+    except InputError as exc:
+        msg = str(exc)
+        for key, flag in ANCHOR_FLAGS.items():
+            msg = msg.replace(f"scale_anchor.{key}", flag).replace(f"scale_anchor {key}", flag)
+        raise InputError(msg) from None
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _default(key: str) -> object:
+    from dataclasses import fields
+
+    return {f.name: f.default for f in fields(AnchorSettings)}[key]

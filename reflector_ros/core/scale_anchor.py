@@ -34,6 +34,7 @@ from reflector_ros.core.errors import InputError
 MODES = ("none", "floor")
 NORMALS = ("expected", "fitted")
 SOURCES = ("floor", "held", "model")
+SIN_3DEG = math.sin(math.radians(3.0))     # a floor ray points at least this far below the horizon
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class AnchorSettings:
             raise InputError(f"scale_anchor.camera_height must be in [0.02, 20] metres with mode floor, "
                              f"got {self.camera_height}")
         if not (-89.0 <= self.pitch_deg <= 89.0 and -180.0 <= self.roll_deg <= 180.0):
-            raise InputError(f"scale_anchor pitch_deg must be in [-89, 89] and roll_deg in [-180, 180], "
+            raise InputError(f"scale_anchor.pitch_deg must be in [-89, 89] and scale_anchor.roll_deg in [-180, 180], "
                              f"got {self.pitch_deg}, {self.roll_deg}")
         if not 1.0 <= self.tolerance_deg <= 80.0:
             raise InputError(f"scale_anchor.tolerance_deg must be in [1, 80], got {self.tolerance_deg}")
@@ -83,7 +84,7 @@ class AnchorSettings:
             raise InputError(f"scale_anchor.hold_s must be in [0, 3600] seconds, got {self.hold_s}")
         if not 0.01 <= self.min_inliers <= 1.0:
             raise InputError(f"scale_anchor.min_inliers must be in [0.01, 1], got {self.min_inliers}")
-        if not 1 <= self.window <= 1000:
+        if not isinstance(self.window, int) or not 1 <= self.window <= 1000:
             raise InputError(f"scale_anchor.window must be in [1, 1000] frames, got {self.window}")
         if not 1.05 <= self.max_correction <= 10.0:
             raise InputError(f"scale_anchor.max_correction must be in [1.05, 10], got {self.max_correction}")
@@ -112,8 +113,8 @@ def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_d
 
     depth: (h, w) metres along optical z (NaN or <= 0 invalid), in ``camera``'s pixels.
     up: (3,) expected up direction in the optical frame (``up_direction``). Points come from
-    the rows below the expected horizon (the lower part of the view for a level camera),
-    about ``samples`` of them on a regular grid.
+    the pixels whose rays point more than 3 degrees below the horizon (the lower part of the
+    view for a level camera; any pitch and roll), about ``samples`` of them on a regular grid.
 
     normal: the direction heights are measured along. ``expected``: ``up`` itself, which needs
     a right ``up`` but not a right tilt of the floor in the depth (learned depth gets a
@@ -132,19 +133,24 @@ def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_d
         raise InputError(f"normal '{normal}' is not one of: {', '.join(NORMALS)}")
     if (w, h) != (camera.width, camera.height):
         raise InputError(f"depth {w}x{h} does not match its camera {camera.width}x{camera.height}")
-    up = np.asarray(up, np.float64) / np.linalg.norm(up)
-    # the horizon: rows whose ray is level with the floor; the floor lies below it
-    tilt = math.atan2(-up[2], -up[1])          # camera pitch, radians, down positive
-    horizon = camera.cy - camera.fy * math.tan(min(max(tilt, -1.2), 1.2))
-    top = int(min(max(horizon + 0.05 * h, 0.35 * h if tilt < 0.1 else 0.0), h - 2))
-    step = max(1, int(math.sqrt((h - top) * w / samples)))
-    v, u = np.mgrid[top:h:step, 0:w:step]
-    z = depth[v, u].astype(np.float64).ravel()
-    ok = np.isfinite(z) & (z > 0)
+    up = np.asarray(up, np.float64).reshape(3)
+    if not (np.isfinite(up).all() and np.linalg.norm(up) > 1e-9):
+        raise InputError(f"up must be a finite non-zero 3-vector, got {up}")
+    up = up / np.linalg.norm(up)
+    # the pixels whose rays point at least 3 degrees below the horizon (below the camera's
+    # level plane along ``up``, whatever the pitch and roll), about ``samples`` of them
+    below = _below_horizon(camera, up, 16)
+    if below == 0:
+        return None
+    step = max(1, int(math.sqrt(h * w * below / samples)))
+    v, u = np.mgrid[0:h:step, 0:w:step]
+    rays = np.stack([(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy, np.ones(u.shape)], axis=-1)
+    down = -(rays @ up) / np.linalg.norm(rays, axis=-1)
+    z = depth[v, u].astype(np.float64)
+    ok = (down > SIN_3DEG) & np.isfinite(z) & (z > 0)
     if ok.sum() < 30:
         return None
-    z, u, v = z[ok], u.ravel()[ok], v.ravel()[ok]
-    pts = np.stack([(u - camera.cx) / camera.fx * z, (v - camera.cy) / camera.fy * z, z], axis=1)
+    pts = rays[ok] * z[ok, None]
     n = len(pts)
     cos_tol = math.cos(math.radians(tolerance_deg))
     direction = up
@@ -164,6 +170,14 @@ def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_d
         if direction @ up < cos_tol or dist <= 0:
             return None
     return FloorFit(direction, dist, float(mask.mean()), n)
+
+
+def _below_horizon(camera: Intrinsics, up: np.ndarray, n: int) -> float:
+    """Fraction of the image whose rays point more than 3 degrees below the horizon, on an
+    n x n grid of pixels (sizes the sample grid)."""
+    v, u = np.meshgrid(np.linspace(0, camera.height - 1, n), np.linspace(0, camera.width - 1, n), indexing="ij")
+    rays = np.stack([(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy, np.ones(u.shape)], axis=-1)
+    return float(((-(rays @ up) / np.linalg.norm(rays, axis=-1)) > SIN_3DEG).mean())
 
 
 def _plane_through(p: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, float]:
@@ -271,6 +285,8 @@ class FloorAnchor:
             self.reset()
         self._last_t = t
         height = s.camera_height if camera_height is None else float(camera_height)
+        if not (math.isfinite(height) and height > 0):
+            raise InputError(f"camera_height must be a positive number of metres, got {height}")
         fit = fit_floor(depth, camera, self.up if up is None else up, s.tolerance_deg, s.min_inliers,
                         normal=s.normal)
         raw = height / fit.distance if fit is not None else float("nan")

@@ -58,6 +58,8 @@ PARAMS: dict[str, tuple[Any, str]] = {
     "scale_anchor.tolerance_deg": (35.0, "How far (degrees) the floor's normal may be from the expected up direction; tighten it when pitch and roll are known."),
     "scale_anchor.normal": ("fitted", "Direction the camera-to-floor distance is measured along: fitted (the normal of the plane fitted to the depth; needs no known attitude) | expected (the up direction from pitch_deg and roll_deg, which must be right: a fixed mount; robust to the network tilting the floor)."),
     "scale_anchor.max_correction": (1.5, "Largest factor either way by which the floor may correct the network's own scale; a frame asking for more is taken to show no floor (a counter top or a seat)."),
+    "scale_anchor.min_inliers": (0.2, "Fraction of the sampled lower-view points the floor must hold; lower engages more often, and more often on a table top."),
+    "scale_anchor.window": (3, "Frames whose median floor scale outvotes one odd frame."),
     "scale_anchor.hold_s": (2.0, "Seconds the last floor scale is held while no floor is in view, before falling back to the network's scale."),
 }
 
@@ -160,7 +162,8 @@ def anchor_from_params(p: dict[str, Any]) -> AnchorSettings:
                           pitch_deg=float(p["scale_anchor.pitch_deg"]), roll_deg=float(p["scale_anchor.roll_deg"]),
                           tolerance_deg=float(p["scale_anchor.tolerance_deg"]), normal=str(p["scale_anchor.normal"]),
                           hold_s=float(p["scale_anchor.hold_s"]),
-                          max_correction=float(p["scale_anchor.max_correction"]))
+                          max_correction=float(p["scale_anchor.max_correction"]),
+                          min_inliers=float(p["scale_anchor.min_inliers"]), window=int(p["scale_anchor.window"]))
 
 
 def frame_settings(p: dict[str, Any], cloud: bool) -> FrameSettings:
