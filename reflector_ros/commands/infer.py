@@ -333,8 +333,9 @@ ANCHOR_FLAGS = {"camera_height": "--camera-height", "pitch_deg": "--camera-pitch
 def anchor_from_args(args: argparse.Namespace) -> AnchorSettings:
     """The floor anchor's settings from the flags (mode none without --camera-height); the
     node's range checks, with the flags' names in the message."""
+    defaults = AnchorSettings()
     changed = [flag for key, flag in ANCHOR_FLAGS.items()
-               if key != "camera_height" and getattr(args, _dest(flag)) != _default(key)]
+               if key != "camera_height" and getattr(args, flag[2:].replace("-", "_")) != getattr(defaults, key)]
     if args.camera_height is None:
         if changed:
             print(f"warning: ignored without --camera-height: {', '.join(changed)}", file=sys.stderr)
@@ -348,15 +349,6 @@ def anchor_from_args(args: argparse.Namespace) -> AnchorSettings:
     except InputError as exc:
         msg = str(exc)
         for key, flag in ANCHOR_FLAGS.items():
-            msg = msg.replace(f"scale_anchor.{key}", flag).replace(f"scale_anchor {key}", flag)
+            msg = msg.replace(f"scale_anchor.{key}", flag)
         raise InputError(msg) from None
 
-
-def _dest(flag: str) -> str:
-    return flag.lstrip("-").replace("-", "_")
-
-
-def _default(key: str) -> object:
-    from dataclasses import fields
-
-    return {f.name: f.default for f in fields(AnchorSettings)}[key]

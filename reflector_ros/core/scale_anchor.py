@@ -30,6 +30,7 @@ import numpy as np
 
 from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.errors import InputError
+from reflector_ros.core.pointcloud import ray_lengths, ray_table
 
 MODES = ("none", "floor")
 NORMALS = ("expected", "fitted")
@@ -139,18 +140,16 @@ def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_d
     up = up / np.linalg.norm(up)
     # the pixels whose rays point at least 3 degrees below the horizon (below the camera's
     # level plane along ``up``, whatever the pitch and roll), about ``samples`` of them
-    below = _below_horizon(camera, up, 16)
+    below = float(_below_horizon(ray_table(camera, max(1, min(h, w) // 16)), up).mean())
     if below == 0:
         return None
     step = max(1, int(math.sqrt(h * w * below / samples)))
-    v, u = np.mgrid[0:h:step, 0:w:step]
-    rays = np.stack([(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy, np.ones(u.shape)], axis=-1)
-    down = -(rays @ up) / np.linalg.norm(rays, axis=-1)
-    z = depth[v, u].astype(np.float64)
-    ok = (down > SIN_3DEG) & np.isfinite(z) & (z > 0)
+    rays = ray_table(camera, step)
+    z = depth[::step, ::step].astype(np.float64)
+    ok = _below_horizon(rays, up) & np.isfinite(z) & (z > 0)
     if ok.sum() < 30:
         return None
-    pts = rays[ok] * z[ok, None]
+    pts = rays[ok].astype(np.float64) * z[ok, None]
     n = len(pts)
     cos_tol = math.cos(math.radians(tolerance_deg))
     direction = up
@@ -172,12 +171,9 @@ def fit_floor(depth: np.ndarray, camera: Intrinsics, up: np.ndarray, tolerance_d
     return FloorFit(direction, dist, float(mask.mean()), n)
 
 
-def _below_horizon(camera: Intrinsics, up: np.ndarray, n: int) -> float:
-    """Fraction of the image whose rays point more than 3 degrees below the horizon, on an
-    n x n grid of pixels (sizes the sample grid)."""
-    v, u = np.meshgrid(np.linspace(0, camera.height - 1, n), np.linspace(0, camera.width - 1, n), indexing="ij")
-    rays = np.stack([(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy, np.ones(u.shape)], axis=-1)
-    return float(((-(rays @ up) / np.linalg.norm(rays, axis=-1)) > SIN_3DEG).mean())
+def _below_horizon(rays: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """(h', w') bool: the rays (``ray_table``) pointing more than 3 degrees below the horizon."""
+    return -(rays @ up) / ray_lengths(rays) > SIN_3DEG
 
 
 def _plane_through(p: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, float]:

@@ -12,8 +12,6 @@ from typing import Any
 
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.rectify import RECTIFY_SETTINGS, rectify_setting
-from reflector_ros.core.scale_anchor import MODES as ANCHOR_MODES
-from reflector_ros.core.scale_anchor import NORMALS as ANCHOR_NORMALS
 from reflector_ros.core.scale_anchor import AnchorSettings
 from reflector_ros.pipeline import CloudSettings, FrameSettings
 
@@ -138,15 +136,10 @@ def validate_params(params: dict[str, Any], check_files: bool = True) -> list[st
         errors.append(f"points_max_range ({p['points_max_range']}) must be larger than points_min_range ({p['points_min_range']})")
     if p["fallback_fx"] < 0.0:
         errors.append(f"fallback_fx must be >= 0 (0 = off), got {p['fallback_fx']}")
-    if p["scale_anchor.mode"] not in ANCHOR_MODES:
-        errors.append(f"scale_anchor.mode '{p['scale_anchor.mode']}' is not one of: {', '.join(ANCHOR_MODES)}")
-    if p["scale_anchor.normal"] not in ANCHOR_NORMALS:
-        errors.append(f"scale_anchor.normal '{p['scale_anchor.normal']}' is not one of: {', '.join(ANCHOR_NORMALS)}")
-    else:
-        try:
-            anchor_from_params(p).check()
-        except InputError as exc:
-            errors.append(str(exc))
+    try:
+        anchor_from_params(p).check()            # mode, normal and every range
+    except InputError as exc:
+        errors.append(str(exc))
     if not 0.05 <= p["diagnostics_period"] <= 3600.0:
         errors.append(f"diagnostics_period must be in [0.05, 3600] seconds, got {p['diagnostics_period']}")
     if check_files and p["model"]:
