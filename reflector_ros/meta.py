@@ -33,6 +33,9 @@ class ModelMeta:
     min_depth: float = 0.1              # canonical metres (bin range)
     max_depth: float = 20.0
     n_bins: int = 64
+    # "spread": confidence from the spread of the bin distribution; "learned": a head
+    # trained to predict the expected log-depth error (model/layers/error_head.py)
+    confidence: str = "spread"
     version: str = META_VERSION
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -65,6 +68,7 @@ class ModelMeta:
 
 
 INPUT_MODES = ("resize", "canonical")
+CONFIDENCE_MODES = ("spread", "learned")
 MIN_INPUT_SIDE = 32     # the encoder's stride: anything smaller has no 1/32 map
 
 

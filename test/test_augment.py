@@ -182,3 +182,19 @@ def test_crops_of_varying_context_are_cut_to_one_batch_size() -> None:
     assert torch.equal(batch["focal_scale"], torch.stack([it["focal_scale"] for it in items]))
     plain = make_crop_set([s], META, AugmentConfig(crop_hw=CROP, scale_range=(1.0, 1.0)))
     assert plain[(0, 3)]["image"].shape[1:] == CROP     # the default draws nothing and keeps the size
+
+
+def test_whole_frames_are_the_network_scale_frame_mirrored_or_not() -> None:
+    """augment.whole_frames: every item is the whole frame at network scale (as the node
+    feeds it), only mirrored and colour-jittered: no crop, no padding, every pixel kept."""
+    s = _labelled()
+    net = to_network_scale(s, META)
+    cs = make_crop_set([s], META, AugmentConfig(crop_hw=CROP, crop_scale_range=(0.5, 1.0), whole_frames=True))
+    mirrored = []
+    for seed in range(6):
+        d = cs[(0, seed)]["depth"][0].numpy()
+        assert d.shape == net.depth.shape and (d > 0).all()
+        same, flipped = np.array_equal(d, net.depth), np.array_equal(d, net.depth[:, ::-1])
+        assert same or flipped
+        mirrored.append(flipped)
+    assert any(mirrored) and not all(mirrored)

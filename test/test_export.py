@@ -199,3 +199,29 @@ def test_canonical_model_exports_with_the_input_size_free(tmp_path: Path) -> Non
         names = {i.name for i in reflector.get_inputs()}
         pair = reflector.run(["depth"], {k: v for k, v in feed.items() if k in names})[0]
         assert _rel_err(got, pair) <= 1e-5, hw
+
+
+def test_learned_confidence_exports_with_parity_and_allowed_ops(tmp_path: Path) -> None:
+    """The error head (confidence: learned) exports into every graph with ops TensorRT
+    parses, its pixel grid follows the input size, and ONNX Runtime matches torch."""
+    from reflector_ros.meta import ModelMeta
+    from reflector_ros.model.export import export_onnx
+    from reflector_ros.model.reflector import build_model
+
+    torch.manual_seed(0)
+    meta = ModelMeta(arch="lite0", input_height=64, input_width=80, n_bins=16, input_mode="canonical",
+                     focal_canonical=60.0, confidence="learned")
+    model = build_model(meta).eval()
+    for p in model.head.error.parameters():  # a trained head is not flat: make this one vary
+        torch.nn.init.normal_(p, std=0.1)
+    paths = export_onnx(model, meta, tmp_path, "learned")
+    for path in paths.values():
+        assert not _ops(path) - ALLOWED, f"{path.name} uses {sorted(_ops(path) - ALLOWED)}"
+    fused = _session(paths["fused"])
+    for hw in ((64, 80), (50, 77)):
+        x = torch.randn(1, 3, *hw)
+        with torch.no_grad():
+            ref = model(x, torch.ones(1))["confidence"].numpy()
+        got = fused.run(["confidence"], {"image": x.numpy(), "focal_scale": np.ones(1, np.float32)})[0]
+        assert got.shape == (1, 1, *hw) and float(np.ptp(got)) > 0.01
+        assert _rel_err(ref, got) <= 1e-4, hw

@@ -167,6 +167,8 @@ def test_build_model_refuses_bad_meta() -> None:
         build_model(ModelMeta(arch="base", input_height=70, input_width=80))
     with pytest.raises(InputError, match="min_depth"):
         build_model(ModelMeta(min_depth=5.0, max_depth=1.0))
+    with pytest.raises(InputError, match="confidence 'guess'"):
+        build_model(ModelMeta(confidence="guess"))
 
 
 def test_load_pretrained_backbone(tmp_path) -> None:
@@ -213,3 +215,75 @@ def test_head_learns_a_metric_scene_from_relative_depth() -> None:
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.3 * losses[0], losses
+
+
+def _with_error_head(meta: ModelMeta) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The same weights without and with the learned error head (a fresh one)."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    plain = build_model(meta).eval()
+    learned = build_model(replace(meta, confidence="learned")).eval()
+    fresh = {k: v for k, v in learned.state_dict().items() if k.startswith("head.error.")}
+    assert fresh and not any(k.startswith("head.error.") for k in plain.state_dict())
+    learned.load_state_dict({**plain.state_dict(), **fresh})
+    return plain, learned
+
+
+@pytest.mark.parametrize("arch", ["small", "head"])
+def test_error_head_leaves_depth_alone_and_learns_only_from_its_own_loss(arch: str) -> None:
+    """confidence: learned changes the confidence output only; the head's Laplace NLL sends
+    gradients to the head and nowhere else (its inputs are detached)."""
+    from reflector_ros.model.layers.error_head import laplace_nll
+
+    hw = (64, 80)
+    plain, learned = _with_error_head(ModelMeta(arch=arch, input_height=hw[0], input_width=hw[1], n_bins=16))
+    image, scale = _image(hw, batch=2), torch.tensor([1.0, 1.4])
+    rel = torch.rand(2, 1, *hw) + 0.1 if arch == "head" else None
+    with torch.no_grad():
+        a, b = plain(image, scale, rel), learned(image, scale, rel)
+    assert torch.equal(a["depth"], b["depth"])
+    assert b["log_error_scale"].shape == b["confidence"].shape == (2, 1, *hw)
+    assert ((b["confidence"] > 0) & (b["confidence"] <= 1)).all()
+    torch.testing.assert_close(b["confidence"], torch.exp(-torch.exp(b["log_error_scale"])))
+    learned.train()
+    torch.nn.init.normal_(learned.head.error.net[-1].weight, std=0.1)  # as after training (init: zeros)
+    out = learned(image, scale, rel)
+    target = out["canonical"].detach() * (1.0 + 0.3 * torch.rand_like(out["canonical"]))
+    residual = torch.abs(torch.log(out["canonical"]) - torch.log(target))
+    laplace_nll(out["log_error_scale"], residual, target > 0).backward()
+    got = {n for n, p in learned.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    head = {n for n, _ in learned.named_parameters() if n.startswith("head.error.")}
+    assert got == head
+
+
+def test_laplace_nll_is_minimal_where_b_is_the_mean_residual() -> None:
+    """r / b + log b over pixels is minimal at b = mean(r) (the Laplace scale's MLE)."""
+    from reflector_ros.model.layers.error_head import laplace_nll
+
+    r = torch.tensor([0.1, 0.3, 0.1, 0.3, 0.5, 0.0]).view(1, 1, 2, 3)
+    mask = torch.tensor([True, True, True, True, False, True]).view(1, 1, 2, 3)  # mean of kept: 0.16
+    grid = torch.linspace(math.log(0.02), math.log(1.0), 401)
+    losses = torch.stack([laplace_nll(torch.full_like(r, float(s)), r, mask) for s in grid])
+    assert math.exp(float(grid[int(losses.argmin())])) == pytest.approx(0.16, rel=0.02)
+
+
+def test_pixel_grid_spans_minus_one_to_one_at_any_size() -> None:
+    from reflector_ros.model.layers.error_head import pixel_grid
+
+    g = pixel_grid(torch.randn(2, 5, 3, 4))
+    assert g.shape == (2, 2, 3, 4)
+    torch.testing.assert_close(g[1, 0, 2], torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0]))
+    torch.testing.assert_close(g[0, 1, :, 3], torch.tensor([-1.0, 0.0, 1.0]))
+    assert torch.equal(pixel_grid(torch.randn(1, 1, 1, 1)), torch.full((1, 2, 1, 1), -1.0))
+
+
+def test_checkpoints_without_the_confidence_field_load_as_spread(tmp_path) -> None:
+    """Checkpoints written before meta.confidence existed keep the bin-spread confidence."""
+    meta = ModelMeta(arch="small", input_height=64, input_width=80, n_bins=8)
+    path = save_checkpoint(tmp_path / "old.pt", build_model(meta), meta)
+    ck = torch.load(path, weights_only=True)
+    del ck["meta"]["confidence"]
+    torch.save(ck, path)
+    model, meta2, _ = load_checkpoint(path)
+    assert meta2.confidence == "spread" and model.head.error is None

@@ -141,6 +141,41 @@ def test_resume_with_longer_schedule_and_init(tmp_path: Path, tiny_manifest: Pat
     assert any(not torch.equal(before[k], after[k]) for k in head)
 
 
+def test_confidence_stage_trains_only_the_error_head(tmp_path: Path, tiny_manifest: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Stage confidence adds an error head to an --init model and trains it alone: every other
+    weight and BatchNorm statistic stays bit-identical, so the depth does too; the head's
+    Laplace NLL falls, validation logs the confidence ranking, and the result resumes."""
+    from reflector_ros.model.reflector import load_checkpoint
+
+    cfg = _config(tmp_path, tiny_manifest)
+    base = tmp_path / "base"
+    assert main(["train", "--config", str(cfg), "--out", str(base)]) == 0
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "x"), "--stage", "confidence"]) == 2
+    assert "give --init" in capsys.readouterr().err
+    run = tmp_path / "conf"
+    assert main(["train", "--config", str(cfg), "--init", str(base / "latest.pt"), "--out", str(run),
+                 "--stage", "confidence", "--steps", "40", "train.lr=0.01", "train.eval_every=20"]) == 0
+    assert "no error head" in capsys.readouterr().err
+    before, after = _weights(base / "latest.pt"), _weights(run / "latest.pt")
+    assert set(after) - set(before) and all(k.startswith("head.error.") for k in set(after) - set(before))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    nll = [r["confidence"] for r in rows if "confidence" in r]
+    assert len(nll) == 40 and {k for r in rows if "loss" in r for k in r} >= {"confidence"}
+    assert np.mean(nll[-10:]) < np.mean(nll[:5]) - 0.1
+    val = [r["val"]["synth"] for r in rows if "val" in r]
+    assert len(val) == 2 and all({"abs_rel", "confident_half_abs_rel", "confidence_gain"} <= set(v) for v in val)
+    plain, _, _ = load_checkpoint(base / "latest.pt")
+    learned, meta, _ = load_checkpoint(run / "best.pt")
+    assert meta.confidence == "learned"
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        assert torch.equal(plain(x, torch.ones(1))["depth"], learned(x, torch.ones(1))["depth"])
+    assert main(["train", "--resume", str(run / "latest.pt"), "--out", str(run), "--steps", "42"]) == 0
+    assert torch.load(run / "latest.pt", weights_only=True)["step"] == 42
+
+
 def test_random_view_keeps_focal_and_moves_principal_point() -> None:
     from reflector_ros.data.sample import Sample
 
@@ -195,6 +230,8 @@ def test_bad_configs(tmp_path: Path, tiny_manifest: Path, capsys: pytest.Capture
     assert "cannot read config" in capsys.readouterr().err
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "x"), "train.stage=magic"]) == 2
     assert "train.stage" in capsys.readouterr().err
+    with pytest.raises(InputError, match="batch_size must be 1"):
+        load_config(cfg, ["augment.whole_frames=true"])
 
 
 def test_ddp_two_processes_on_cpu(tmp_path: Path, tiny_manifest: Path) -> None:

@@ -6,6 +6,7 @@ predicted to true depth; printed are its 10/50/90 % spread and how much it chang
 one evaluated frame to the next (users see that change as the scene "breathing").
 
     .venv/bin/python tools/confidence_check.py [MODEL.onnx] [--data DIR] [--frames 250:373] [--every 3]
+        [--by-group]   (a table per frame group, e.g. real_eval's places)
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def main() -> int:
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--frames", default="250:373")
     p.add_argument("--every", type=int, default=3)
+    p.add_argument("--by-group", action="store_true", help="also a table of the ranking per frame group")
     a = p.parse_args()
     try:
         pipeline = DepthPipeline(make_backend("onnxruntime", a.model))
@@ -38,7 +40,7 @@ def main() -> int:
     except (OSError, ValueError) as exc:  # InputError is a ValueError
         print(f"confidence_check: {exc}", file=sys.stderr)
         return 2
-    every_px, confident, spread, scale = [], [], [], []
+    every_px, confident, spread, scale, groups = [], [], [], [], []
     for i in range(0, len(ds), max(1, a.every)):
         s = ds[i]
         r = pipeline.process(s.image, s.camera, FrameSettings())
@@ -48,9 +50,18 @@ def main() -> int:
         confident.append(half)
         spread.append(width)
         scale.append(np.median(r.depth[ok] / s.depth[ok]))
+        groups.append(s.group)
     print(f"{a.model or 'embedded model'} on {a.data} [{a.frames}] every {a.every}: AbsRel all pixels "
-          f"{np.mean(every_px):.3f}, most confident half {np.mean(confident):.3f}, "
+          f"{np.mean(every_px):.3f}, most confident half {np.mean(confident):.3f} "
+          f"({100 * (1 - np.mean(confident) / np.mean(every_px)):.1f} % lower), "
           f"confidence p90-p10 {np.mean(spread):.4f}")
+    if a.by_group:
+        print("\n| group | frames | AbsRel all | most confident half | lower by |\n|---|---|---|---|---|")
+        for g in sorted(set(groups)):
+            sel = [k for k, x in enumerate(groups) if x == g]
+            e, h = float(np.mean([every_px[k] for k in sel])), float(np.mean([confident[k] for k in sel]))
+            print(f"| {g or '-'} | {len(sel)} | {e:.3f} | {h:.3f} | {100 * (1 - h / e):.1f} % |")
+        print()
     st = scale_stats(scale)
     print(f"scale (median predicted / true depth per frame): p10 {st['p10']:.3f}, p50 {st['median']:.3f}, "
           f"p90 {st['p90']:.3f}; median change from one evaluated frame to the next "

@@ -13,11 +13,12 @@ import torch
 from torch import Tensor, nn
 
 from reflector_ros.core.errors import InputError
-from reflector_ros.meta import INPUT_MODES, ModelMeta
+from reflector_ros.meta import CONFIDENCE_MODES, INPUT_MODES, ModelMeta
 from reflector_ros.model.backbone import BaseBackbone, HeadEncoder, Lite0Backbone, SmallBackbone
 from reflector_ros.model.canonical import from_canonical, to_canonical
 from reflector_ros.model.layers.attractor import AttractorLayer
-from reflector_ros.model.layers.bin_head import BinProbabilityHead, expectation_and_confidence, softmax_channels
+from reflector_ros.model.layers.bin_head import BinProbabilityHead, expectation_and_spread, softmax_channels
+from reflector_ros.model.layers.error_head import ErrorHead
 from reflector_ros.model.layers.fusion import upsample_to
 from reflector_ros.model.layers.seed_interval import SeedInterval, unit_to_depth
 
@@ -49,6 +50,10 @@ class ReflectorHead(nn.Module):
     Full resolution: log depth = upsampled log(sum p_k c_k) + w * (rel_full - upsampled rel),
     w a per-pixel gain predicted at 1/4 (zero at init). Within one image the rel-depth order is
     right, so its fine edges carry over; the result is clipped to [min_depth, max_depth].
+
+    Confidence: exp(-sigma / d) of the bin distribution (meta.confidence "spread"), or
+    exp(-b) with b the expected |log d - log d*| from the error head ("learned"; its
+    log b is returned as ``log_error_scale`` for training).
     """
 
     def __init__(self, feat_ch: int, meta: ModelMeta, emb: int = 64) -> None:
@@ -61,6 +66,7 @@ class ReflectorHead(nn.Module):
         self.detail = nn.Conv2d(emb, 1, 1)
         nn.init.zeros_(self.detail.weight)  # starts as plain upsampling of the 1/4 expectation
         nn.init.zeros_(self.detail.bias)  # type: ignore[arg-type]
+        self.error = ErrorHead(emb) if meta.confidence == "learned" else None
 
     def forward(self, image: Tensor, rel_norm: Tensor, feats: list[Tensor], focal_scale: Tensor
                 ) -> dict[str, Tensor]:
@@ -73,13 +79,20 @@ class ReflectorHead(nn.Module):
         rel_q = _resize(rel_norm, feats[3])
         probs = softmax_channels(self.bins(emb, centres, rel_q, _resize(image, feats[3])))
         centres_m = unit_to_depth(centres, self.min_depth, self.max_depth)
-        canonical_q, confidence_q = expectation_and_confidence(probs, centres_m)
+        canonical_q, spread = expectation_and_spread(probs, centres_m)
         log_d = _resize(torch.log(canonical_q), rel_norm) + _resize(self.detail(emb), rel_norm) * (
             rel_norm - _resize(rel_q, rel_norm))
         canonical = torch.clamp(torch.exp(log_d), self.min_depth, self.max_depth)
-        return {"depth": from_canonical(canonical, focal_scale), "confidence": _resize(confidence_q, rel_norm),
-                "canonical": canonical, "canonical_lowres": canonical_q, "centers": centres_m, "probs": probs,
-                "interval": unit_to_depth(torch.cat([low, high], dim=1), self.min_depth, self.max_depth)}
+        out = {"canonical": canonical, "canonical_lowres": canonical_q, "centers": centres_m, "probs": probs,
+               "interval": unit_to_depth(torch.cat([low, high], dim=1), self.min_depth, self.max_depth)}
+        if self.error is not None:
+            log_b = _resize(self.error(emb, spread, rel_q, _resize(image, feats[3])), rel_norm)
+            out["log_error_scale"] = log_b
+            confidence = torch.exp(torch.exp(log_b) * -1.0)  # Mul, not Neg, in the ONNX graph
+        else:
+            confidence = _resize(torch.exp(spread * -1.0), rel_norm)
+        out.update(depth=from_canonical(canonical, focal_scale), confidence=confidence)
+        return out
 
 
 class ReflectorNet(nn.Module):
@@ -148,6 +161,8 @@ def check_meta(meta: ModelMeta) -> None:
         raise InputError(f"need 0 < min_depth < max_depth, got {meta.min_depth}, {meta.max_depth}")
     if meta.focal_canonical <= 0:
         raise InputError(f"focal_canonical must be positive, got {meta.focal_canonical}")
+    if meta.confidence not in CONFIDENCE_MODES:
+        raise InputError(f"confidence {meta.confidence!r}: expected one of {', '.join(CONFIDENCE_MODES)}")
     if meta.input_mode not in INPUT_MODES:
         raise InputError(f"input_mode {meta.input_mode!r}: expected one of {', '.join(INPUT_MODES)}")
     if meta.input_mode == "canonical" and meta.arch in ("base", "head"):

@@ -123,7 +123,8 @@ def normalise(image: np.ndarray, meta: Any) -> torch.Tensor:
 
 class CropSet(torch.utils.data.Dataset):
     """Supervised training items over (index, seed) keys: the frame at network scale, a
-    random zoom and view (``AugmentConfig``), as tensors.
+    random zoom and view (``AugmentConfig``; with ``whole_frames`` the view is the whole
+    frame, mirrored and colour-jittered), as tensors.
 
     Item: ``image`` [3, ch, cw] float32 (normalised), ``depth`` [1, ch, cw] float32 metres
     (0 = invalid), ``focal_scale`` [] float32 = ((fx + fy) / 2) / f_c of the crop.
@@ -140,9 +141,9 @@ class CropSet(torch.utils.data.Dataset):
         idx, seed = int(key[0]), int(key[1])
         rng = np.random.default_rng(seed)
         s = random_rescale(to_network_scale(self.frames[idx], self.meta), rng, self.aug.scale_range)
-        crop = self.aug.crop_hw
+        crop = s.depth.shape if self.aug.whole_frames else self.aug.crop_hw
         lo, hi = self.aug.crop_scale_range
-        if lo < hi:           # (no draw otherwise: runs without it keep their random stream)
+        if lo < hi and not self.aug.whole_frames:  # (no draw otherwise: runs without it keep their random stream)
             f = float(rng.uniform(lo, hi))
             crop = (max(1, round(crop[0] * f)), max(1, round(crop[1] * f)))
         a = random_view(s, rng, crop, self.aug.flip, self.aug.color)

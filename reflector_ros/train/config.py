@@ -26,7 +26,7 @@ import yaml
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.yamlfile import read_mapping
 
-STAGES = ("relative", "metric", "end2end", "selfsup")
+STAGES = ("relative", "metric", "end2end", "selfsup", "confidence")
 MAX_CROP_SIDE = 4096
 MIN_CROP_SIDE = 16
 
@@ -44,6 +44,7 @@ class ModelConfig:
     n_bins: int = 64
     input_mode: str = "resize"       # resize | canonical (see ModelMeta)
     max_input_pixels: int = 0
+    confidence: str = "spread"       # spread | learned (see ModelMeta)
 
     def meta(self) -> Any:
         """The ModelMeta these settings describe."""
@@ -79,6 +80,10 @@ class AugmentConfig:
     scale_range: tuple[float, float] = (1.0, 1.0)  # random zoom, log-uniform; fx, fy follow
     flip: bool = True
     color: bool = True
+    # whole frames at network scale instead of crops (crop_hw and crop_scale_range unused),
+    # as the network sees them at run time; frames differ in size, so train.batch_size 1.
+    # Stage confidence uses it: where in the frame a pixel lies is one of the error head's cues.
+    whole_frames: bool = False
 
 
 @dataclass
@@ -114,6 +119,7 @@ class LossConfig:
     chamfer: float = 0.0
     rpnl: float = 0.0
     bin_nll: float = 0.0
+    confidence: float = 1.0          # the error head's Laplace NLL (models with confidence: learned)
 
 
 @dataclass
@@ -413,6 +419,8 @@ def validate(cfg: TrainingConfig) -> None:
             parse_spec(item.spec)
     for spec in d.val.values():
         parse_spec(spec)
+    _check(not a.whole_frames or t.batch_size == 1,
+           f"augment.whole_frames: frames differ in size, so train.batch_size must be 1, got {t.batch_size}")
     ch, cw = a.crop_hw
     _check(MIN_CROP_SIDE <= ch <= MAX_CROP_SIDE and MIN_CROP_SIDE <= cw <= MAX_CROP_SIDE,
            f"augment.crop_hw {ch}x{cw} out of range")

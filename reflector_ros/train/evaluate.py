@@ -48,6 +48,34 @@ def torch_predictor(model: Any, meta: Any, device: Any = "cpu") -> Predictor:
     return backend_predictor(TorchBackend.from_model(model, meta, device))
 
 
+def confidence_ranking(backend: Any, ds: Sequence[Sample], limit: int = 0) -> tuple[float, float]:
+    """Does the confidence output rank pixels by error? (AbsRel of all valid pixels, AbsRel of
+    the most confident half), each per frame (train.metrics.confidence_split) through the
+    node's pipeline, then averaged over ``limit`` frames spread over the set (0: all).
+    ``backend``: a Backend, or a torch model (its meta as ``backend.meta``... see
+    :func:`torch_predictor`) wrapped by TorchBackend.from_model."""
+    from reflector_ros.pipeline import DepthPipeline, FrameSettings
+    from reflector_ros.train.metrics import confidence_split
+
+    pipeline = DepthPipeline(backend)
+    n = len(ds) if limit <= 0 else min(limit, len(ds))
+    if n == 0:
+        raise InputError("dataset is empty")
+    idx = np.linspace(0, len(ds) - 1, n).round().astype(int) if n < len(ds) else np.arange(n)
+    every, half = [], []
+    for i in idx:
+        s = ds[int(i)]
+        if not (s.depth > 0).any():
+            continue
+        r = pipeline.process(np.ascontiguousarray(s.image), s.camera, FrameSettings())
+        a, h, _ = confidence_split(r.depth, r.confidence, s.depth)
+        every.append(a)
+        half.append(h)
+    if not every:
+        raise InputError("no frame has valid depth")
+    return float(np.mean(every)), float(np.mean(half))
+
+
 def predict_flip(predict: Predictor, rgb: np.ndarray, camera: Intrinsics, flip: bool) -> np.ndarray:
     """Optionally average with the mirrored image's prediction (ZoeDepth's evaluation)."""
     d = predict(rgb, camera)

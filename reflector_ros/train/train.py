@@ -4,7 +4,9 @@ Stages (MODEL_NOTES): ``relative`` trains the backbone with the MiDaS losses on
 inverse depth; ``metric`` trains the head with SILog on canonical depth; ``end2end``
 sums both; ``selfsup`` learns metric depth from video and camera poses alone
 (photometric reconstruction, reflector_ros/train/selfsup.py, docs/selfsup.md), mixed
-with supervised batches where a set with depth is given. Training crops keep the focal
+with supervised batches where a set with depth is given; ``confidence`` trains only the
+error head of an existing model (model/layers/error_head.py), best on scenes that model
+never trained on, so that it learns the errors the network makes on new scenes. Training crops keep the focal
 length in pixels of the network-resolution frame, so a 256x320 model learns on 128x160
 crops and runs on whole frames (reflector_ros/train/augment.py). The configuration is
 typed and validated once (reflector_ros/train/config.py).
@@ -145,6 +147,11 @@ def stage_losses(out: dict[str, Any], depth: Any, scale: Any, meta: Any, stage: 
             terms["rpnl"] = w.rpnl * L.rpnl_loss(pred, canon, mask, generator=generator)
         if w.bin_nll:
             terms["bin_nll"] = w.bin_nll * L.bin_nll_loss(out["centers"], out["probs"], canon, mask)
+    if "log_error_scale" in out and w.confidence and stage != "relative":
+        from reflector_ros.model.layers.error_head import laplace_nll
+
+        residual = torch.abs(torch.log(out["canonical"].float()) - torch.log(canon.clamp_min(1e-6)))
+        terms["confidence"] = w.confidence * laplace_nll(out["log_error_scale"].float(), residual, mask)
     return terms
 
 
@@ -157,7 +164,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_curves(jsonl: Path, png: Path) -> None:
-    """learning_curves.png: train loss, val AbsRel and val δ1 against step."""
+    """learning_curves.png: train loss, val AbsRel and val δ1 against step (stage confidence:
+    the most confident half's AbsRel and the confidence gain)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -176,12 +184,15 @@ def plot_curves(jsonl: Path, png: Path) -> None:
         ax[0].legend()
     ax[0].set_title("train loss")
     names = sorted({n for r in va for n in r["val"]})
+    # stage confidence logs the AbsRel of the most confident half and the gain over all pixels
+    conf = any("confidence_gain" in v for r in va for v in r["val"].values())
+    k1, k2 = ("confident_half_abs_rel", "confidence_gain") if conf else ("abs_rel", "d1")
     for n in names:
-        pts = [(r["step"], r["val"][n]) for r in va if n in r["val"]]
-        ax[1].plot([p[0] for p in pts], [p[1]["abs_rel"] for p in pts], "o-", ms=3, label=n)
-        ax[2].plot([p[0] for p in pts], [p[1]["d1"] for p in pts], "o-", ms=3, label=n)
-    ax[1].set_title("val AbsRel (lower is better)")
-    ax[2].set_title("val δ1 (higher is better)")
+        pts = [(r["step"], r["val"][n]) for r in va if n in r["val"] and k1 in r["val"][n]]
+        ax[1].plot([p[0] for p in pts], [p[1][k1] for p in pts], "o-", ms=3, label=n)
+        ax[2].plot([p[0] for p in pts], [p[1][k2] for p in pts], "o-", ms=3, label=n)
+    ax[1].set_title("val AbsRel, most confident half (lower is better)" if conf else "val AbsRel (lower is better)")
+    ax[2].set_title("val confidence gain: 1 - half / all (higher is better)" if conf else "val δ1 (higher is better)")
     for a in ax:
         a.set_xlabel("step")
         a.grid(alpha=0.3)
@@ -231,8 +242,15 @@ def param_groups(model: Any, stage: str, t: TrainConfig) -> tuple[list[dict[str,
     A pretrained encoder (``backbone.encoder.*``, lite0) learns at ``encoder_lr_mult`` x the
     backbone's rate (ZoeDepth: 1/10), the rest of the backbone at ``backbone_lr_mult`` x lr,
     the Reflector head at lr. ``relative`` trains the backbone only; ``freeze_backbone``
-    trains the head only.
+    trains the head only; ``confidence`` the error head only (``head.error.*``).
     """
+    if stage == "confidence":
+        params = [p for n, p in model.named_parameters() if n.startswith("head.error.")]
+        if not params:
+            raise InputError("stage confidence: the model has no error head (model.confidence: learned)")
+        for n, p in model.named_parameters():
+            p.requires_grad_(n.startswith("head.error."))
+        return [{"params": params, "name": "error_head"}], [t.lr]
     bb_lr = 0.0 if t.freeze_backbone else t.lr * (1.0 if stage == "relative" else t.backbone_lr_mult)
     enc_lr = bb_lr * t.encoder_lr_mult
     head_lr = 0.0 if stage == "relative" else t.lr
@@ -269,14 +287,24 @@ def freeze_bn_stats(model: Any) -> None:
 
 
 def evaluate_val_sets(model: Any, meta: Any, val_sets: dict[str, tuple[Any, dict[str, Any]]], frames: int,
-                      device: Any) -> dict[str, dict[str, float]]:
+                      device: Any, confidence: bool = False) -> dict[str, dict[str, float]]:
     """The model (put in eval mode) on every validation set: AbsRel, RMSE, δ1, SILog and the
-    median-scaled AbsRel, on ``frames`` frames per set spread evenly (0: all)."""
-    from reflector_ros.train.evaluate import evaluate_dataset, torch_predictor
+    median-scaled AbsRel, on ``frames`` frames per set spread evenly (0: all). With
+    ``confidence``: instead AbsRel and that of the most confident half of the pixels, per
+    frame then averaged (train.metrics.confidence_split), and the gain 1 - half / all."""
+    from reflector_ros.train.evaluate import confidence_ranking, evaluate_dataset, torch_predictor
 
     model.eval()
-    pred = torch_predictor(model, meta, device)
     res = {}
+    if confidence:
+        from reflector_ros.backends.torch_backend import TorchBackend
+
+        backend = TorchBackend.from_model(model, meta, device)
+        for name, (ds, _) in val_sets.items():
+            every, half = confidence_ranking(backend, ds, frames)
+            res[name] = {"abs_rel": every, "confident_half_abs_rel": half, "confidence_gain": 1.0 - half / every}
+        return res
+    pred = torch_predictor(model, meta, device)
     for name, (ds, d) in val_sets.items():
         m = evaluate_dataset(ds, pred, crop=d.get("crop") or "none", max_depth=d.get("max_depth"),
                              limit=frames, progress=False)
@@ -329,11 +357,16 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, dict[str, 
         args.init = str(default_model(".pt"))
     if not args.resume:
         cfg = load_config(args.config, overrides)
-        if cfg.train.stage == "selfsup" and args.init:
+        stage = cfg.train.stage
+        if stage == "confidence" and not args.init:
+            raise InputError("stage confidence trains the error head of an existing model: give --init")
+        if stage in ("selfsup", "confidence") and args.init:
             _, init_meta, _ = load_checkpoint(args.init)
             model = ModelConfig(**{f.name: getattr(init_meta, f.name) for f in fields(ModelConfig)})
+            if stage == "confidence":
+                model = replace(model, confidence="learned")
             if model != cfg.model:
-                print(f"note: selfsup adapts the --init model as it is; model section taken from {args.init}",
+                print(f"note: {stage} adapts the --init model as it is; model section taken from {args.init}",
                       file=sys.stderr)
                 cfg = replace(cfg, model=model)
                 validate(cfg)
@@ -390,7 +423,12 @@ class Trainer:
             if init_meta.to_dict() | {"extra": {}} != self.meta.to_dict() | {"extra": {}}:
                 print(f"note: --init model meta differs from the config; using the config's ({self.meta})",
                       file=sys.stderr)
-            self.model.load_state_dict(init_model.state_dict())
+            state = init_model.state_dict()
+            fresh = [k for k in self.model.state_dict() if k.startswith("head.error.") and k not in state]
+            if fresh:  # a model without an error head gets a new one
+                print(f"note: {args.init} has no error head; it starts untrained", file=sys.stderr)
+                state.update({k: self.model.state_dict()[k] for k in fresh})
+            self.model.load_state_dict(state)
         self.groups, self.max_lrs = param_groups(self.model, self.stage, t)
         self.lr_group = len(self.groups) - 1     # the group whose lr the log shows (the head's)
         self.refiner: Any = None
@@ -469,12 +507,23 @@ class Trainer:
         """Evaluate, log, and return the first set's AbsRel (None without val sets)."""
         if not val_sets:
             return None
-        res = evaluate_val_sets(self.model, self.meta, val_sets, self.cfg.data.val_frames, self.device)
+        res = evaluate_val_sets(self.model, self.meta, val_sets, self.cfg.data.val_frames, self.device,
+                                confidence=self.stage == "confidence")
+        self.train_mode()
+        self.log({"step": self.pos.step, "val": res})
+        first = next(iter(res.values()))
+        return first["confident_half_abs_rel"] if self.stage == "confidence" else first["abs_rel"]
+
+    def train_mode(self) -> None:
+        """Training mode, except what stays frozen: a pretrained encoder's BatchNorm statistics
+        (train.freeze_encoder_bn), and the whole network but the error head in stage confidence."""
+        if self.stage == "confidence":
+            self.model.eval()
+            self.model.head.error.train()
+            return
         self.model.train()
         if self.cfg.train.freeze_encoder_bn:
             freeze_bn_stats(self.model)
-        self.log({"step": self.pos.step, "val": res})
-        return next(iter(res.values()))["abs_rel"]
 
     def checkpoint(self, name: str, elapsed_s: float) -> None:
         import torch
@@ -579,9 +628,7 @@ class Trainer:
         if sup is not None and self.stage == "selfsup":
             sup.start()
         t0 = time.time()
-        self.model.train()
-        if t.freeze_encoder_bn:
-            freeze_bn_stats(self.model)
+        self.train_mode()
         bar = tqdm(total=stop_at, initial=p.step, desc=f"train {self.stage}", unit="step", disable=not self.main)
         acc: dict[str, float] = {}
         n_acc = 0
@@ -630,7 +677,8 @@ class Trainer:
         if self.main:
             if p.best == math.inf:  # no val set: the last weights are the best we know
                 self.checkpoint("best.pt", time.time() - t0 + p.elapsed_before)
-            print(f"done: step {p.step}, {time.time() - t0:.0f} s, best val AbsRel {p.best:.4f}, "
+            what = "AbsRel of the most confident half" if self.stage == "confidence" else "AbsRel"
+            print(f"done: step {p.step}, {time.time() - t0:.0f} s, best val {what} {p.best:.4f}, "
                   f"run folder {self.out_dir}")
         if self.world > 1:
             dist.destroy_process_group()

@@ -36,15 +36,15 @@ def softmax_channels(logits: Tensor) -> Tensor:
     return e / e.sum(dim=1, keepdim=True)
 
 
-def expectation_and_confidence(probs: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
-    """Depth d = sum p_k c_k; confidence = exp(-sigma / d), sigma the std of the bin distribution.
+def expectation_and_spread(probs: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
+    """Depth d = sum p_k c_k and the relative spread sigma / d, sigma the std of the bin
+    distribution; probs and centres [B,K,h,w], both results [B,1,h,w].
 
-    sigma / d is a relative spread, so the confidence does not depend on the metric scale
-    (focal_scale) and lies in (0, 1]: 1 for a one-bin distribution, about 0.37 when the
-    spread equals the depth itself.
+    sigma / d does not depend on the metric scale (focal_scale). The "spread" confidence is
+    exp(-sigma / d), in (0, 1]: 1 for a one-bin distribution, about 0.37 when the spread
+    equals the depth itself.
     """
     d = (probs * centres).sum(dim=1, keepdim=True)
     diff = centres - d
     var = (probs * diff * diff).sum(dim=1, keepdim=True)
-    sigma = torch.sqrt(var + 1e-12)
-    return d, torch.exp(sigma / d * -1.0)  # Mul, not Neg, in the ONNX graph
+    return d, torch.sqrt(var + 1e-12) / d
