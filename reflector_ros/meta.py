@@ -34,7 +34,7 @@ class ModelMeta:
     max_depth: float = 20.0
     n_bins: int = 64
     # "spread": confidence from the spread of the bin distribution; "learned": a head
-    # trained to predict the expected log-depth error (model/layers/error_head.py)
+    # trained to predict where a frame's log-depth error is larger (model/layers/error_head.py)
     confidence: str = "spread"
     version: str = META_VERSION
     extra: dict[str, str] = field(default_factory=dict)

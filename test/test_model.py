@@ -243,14 +243,16 @@ def test_error_head_leaves_depth_alone_and_learns_only_from_its_own_loss(arch: s
     with torch.no_grad():
         a, b = plain(image, scale, rel), learned(image, scale, rel)
     assert torch.equal(a["depth"], b["depth"])
-    assert b["log_error_scale"].shape == b["confidence"].shape == (2, 1, *hw)
-    assert ((b["confidence"] > 0) & (b["confidence"] <= 1)).all()
-    torch.testing.assert_close(b["confidence"], torch.exp(-torch.exp(b["log_error_scale"])))
+    assert b["log_error_scale"].shape == b["canonical_lowres"].shape == (2, 1, hw[0] // 4, hw[1] // 4)
+    assert b["confidence"].shape == (2, 1, *hw) and ((b["confidence"] > 0) & (b["confidence"] <= 1)).all()
+    up = torch.nn.functional.interpolate(b["log_error_scale"], size=hw, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(b["confidence"], torch.exp(-torch.exp(up)))
     learned.train()
     torch.nn.init.normal_(learned.head.error.net[-1].weight, std=0.1)  # as after training (init: zeros)
     out = learned(image, scale, rel)
-    target = out["canonical"].detach() * (1.0 + 0.3 * torch.rand_like(out["canonical"]))
-    residual = torch.abs(torch.log(out["canonical"]) - torch.log(target))
+    low = out["canonical_lowres"]
+    target = low.detach() * (1.0 + 0.3 * torch.rand_like(low))
+    residual = torch.abs(torch.log(low) - torch.log(target))
     laplace_nll(out["log_error_scale"], residual, target > 0).backward()
     got = {n for n, p in learned.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     head = {n for n, _ in learned.named_parameters() if n.startswith("head.error.")}
@@ -287,3 +289,21 @@ def test_checkpoints_without_the_confidence_field_load_as_spread(tmp_path) -> No
     torch.save(ck, path)
     model, meta2, _ = load_checkpoint(path)
     assert meta2.confidence == "spread" and model.head.error is None
+
+
+def test_relative_residual_is_one_on_average_per_image() -> None:
+    """The error head's target: |log d - log d*| over its mean on each image's valid pixels,
+    so a frame that is wrong everywhere by the same factor gives 1 everywhere."""
+    from reflector_ros.model.layers.error_head import relative_residual
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 1, 8, 9, generator=g) * 4 + 0.5
+    depth = target * torch.tensor([1.5, 0.9]).view(2, 1, 1, 1)
+    depth[1, 0, :4] *= 1.3                            # image 1: worse in its top half
+    mask = torch.rand(2, 1, 8, 9, generator=g) > 0.3
+    r = relative_residual(depth, target, mask)
+    torch.testing.assert_close(r[0][mask[0]], torch.ones(int(mask[0].sum())))
+    assert float(r[1][mask[1]].mean()) == pytest.approx(1.0, rel=1e-5)
+    top, bottom = float(r[1, 0, :4][mask[1, 0, :4]].mean()), float(r[1, 0, 4:][mask[1, 0, 4:]].mean())
+    assert top / bottom == pytest.approx(math.log(0.9 * 1.3) / -math.log(0.9), rel=1e-4)
+    assert float(r[~mask].abs().sum()) == 0.0

@@ -68,7 +68,6 @@ ROOMS_D1_XFAIL = "v2: rooms delta1 0.504 (v1 0.305); target 0.60"
 HOLO_XFAIL = "v2: HoloLens 250-372 metric AbsRel 0.219 (v1 0.298); target 0.15"
 FOCAL_XFAIL = ("v2: 1.075 (median over the 123 frames, p25-p75 0.98-1.17; v1 1.78): the canonical "
                "camera holds by construction, but the zoomed frame shows the network half the context")
-CONFIDENCE_XFAIL = "v2: the most confident half is 7 % lower (0.203 vs 0.219 on every frame); target 15 %"
 GUARD_ROOMS_METRIC = 0.36
 GUARD_ROOMS_MEDIAN = 0.23
 GUARD_HOLO = 0.25
@@ -156,9 +155,9 @@ def confidence_split(backend, hololens_dir: Path) -> tuple[float, float]:
     return float(np.mean(confident)), float(np.mean(every))
 
 
-@pytest.mark.xfail(strict=True, reason=CONFIDENCE_XFAIL)
 def test_confidence_target(confidence_split: tuple[float, float]) -> None:
-    """The most confident half has an AbsRel at least 15 % lower than all pixels."""
+    """The most confident half has an AbsRel at least 15 % lower than all pixels (the learned
+    error head: 22 % on these frames; the bin-spread confidence gave 7 %)."""
     confident, every = confidence_split
     assert confident <= 0.85 * every
 

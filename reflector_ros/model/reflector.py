@@ -52,8 +52,9 @@ class ReflectorHead(nn.Module):
     right, so its fine edges carry over; the result is clipped to [min_depth, max_depth].
 
     Confidence: exp(-sigma / d) of the bin distribution (meta.confidence "spread"), or
-    exp(-b) with b the expected |log d - log d*| from the error head ("learned"; its
-    log b is returned as ``log_error_scale`` for training).
+    exp(-b) with b the expected |log d - log d*| relative to the frame's average, from the
+    error head ("learned"; its log b at 1/4 resolution is returned as ``log_error_scale``
+    and is trained against ``canonical_lowres``, upsampled log b gives the confidence).
     """
 
     def __init__(self, feat_ch: int, meta: ModelMeta, emb: int = 64) -> None:
@@ -86,9 +87,9 @@ class ReflectorHead(nn.Module):
         out = {"canonical": canonical, "canonical_lowres": canonical_q, "centers": centres_m, "probs": probs,
                "interval": unit_to_depth(torch.cat([low, high], dim=1), self.min_depth, self.max_depth)}
         if self.error is not None:
-            log_b = _resize(self.error(emb, spread, rel_q, _resize(image, feats[3])), rel_norm)
+            log_b = self.error(emb, spread, rel_q, _resize(image, feats[3]))  # 1/4 resolution
             out["log_error_scale"] = log_b
-            confidence = torch.exp(torch.exp(log_b) * -1.0)  # Mul, not Neg, in the ONNX graph
+            confidence = torch.exp(torch.exp(_resize(log_b, rel_norm)) * -1.0)  # Mul, not Neg, in ONNX
         else:
             confidence = _resize(torch.exp(spread * -1.0), rel_norm)
         out.update(depth=from_canonical(canonical, focal_scale), confidence=confidence)

@@ -119,7 +119,7 @@ class LossConfig:
     chamfer: float = 0.0
     rpnl: float = 0.0
     bin_nll: float = 0.0
-    confidence: float = 1.0          # the error head's Laplace NLL (models with confidence: learned)
+    confidence: float = 1.0          # the error head's Laplace NLL (stage confidence only)
 
 
 @dataclass

@@ -1,16 +1,23 @@
-"""A learned confidence: the expected log-depth error per pixel (aleatoric, Laplace).
+"""A learned confidence: where in a frame the depth is worse than elsewhere (aleatoric, Laplace).
 
-The head predicts s = log b, where b is the scale of a Laplace distribution over the
-log-depth residual r = |log d - log d*|; trained by its negative log-likelihood
-r / b + log b (Kendall & Gal 2017, "What uncertainties do we need in Bayesian deep
-learning"; Poggi et al. 2020 use the same loss for monocular depth). Under that model
-b = E[r], so ``confidence = exp(-b)`` reads as "the depth is off by a factor of about
-exp(b)": 0.90 is about 10 % expected error, 0.80 about 22 %, 0.50 about 2x.
+The head predicts s = log b per pixel, where b is the scale of a Laplace distribution over
+the *relative* log-depth residual r = |log d - log d*| / mean over the frame's valid pixels
+of |log d - log d*|; trained by its negative log-likelihood r / b + log b (Kendall & Gal
+2017, "What uncertainties do we need in Bayesian deep learning"; Poggi et al. 2020 use the
+same loss for monocular depth). Under that model b = E[r], so ``confidence = exp(-b)``
+reads against the frame's own average error: 0.37 (b = 1) is a pixel as good as the
+frame's average, 0.61 one with half the average error, 0.14 one with twice it.
+
+Why relative: how wrong a whole frame is (its metric scale) is not something the head can
+see from a pixel's surroundings; dividing it out leaves what it can learn, which pixels of a
+frame to trust more (with the absolute residual, on the frames tried, the head mostly
+learned each frame's overall error and ranked pixels worse).
 
 Its inputs are detached: the head learns where the network errs and never changes the
 depth. It sees the last attractor embedding, the relative spread of the bin distribution,
 the relative depth, the image and the pixel position (normalised to [-1, 1] over the
-network input), all at 1/4 resolution, where the bins live.
+network input, so it must see whole frames in training: augment.whole_frames), all at
+1/4 resolution, where the bins live.
 """
 from __future__ import annotations
 
@@ -47,16 +54,25 @@ class ErrorHead(nn.Module):
                                  nn.Conv2d(hidden, hidden, 3, 1, 4, dilation=4), nn.ReLU(inplace=True),
                                  nn.Conv2d(hidden, 1, 1))
         nn.init.zeros_(self.net[-1].weight)
-        nn.init.constant_(self.net[-1].bias, -2.0)  # b = 0.14 everywhere until trained
+        nn.init.zeros_(self.net[-1].bias)  # b = 1 everywhere (the frame's average) until trained
 
     def forward(self, emb: Tensor, spread: Tensor, rel: Tensor, image: Tensor) -> Tensor:
         x = torch.cat([emb, spread * 10.0, rel, image], dim=1).detach()
         return self.net(torch.cat([x, pixel_grid(x)], dim=1))
 
 
+def relative_residual(depth: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """|log d - log d*| over its mean on each image's ``mask`` pixels (1 = the image's average
+    error); depth, target (same units, > 0 where masked) and mask [B,1,H,W]; 0 off the mask."""
+    r = torch.abs(torch.log(depth.clamp_min(1e-6)) - torch.log(target.clamp_min(1e-6)))
+    r = torch.where(mask, r, torch.zeros_like(r))
+    mean = r.sum(dim=(1, 2, 3), keepdim=True) / mask.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
+    return r / mean.clamp_min(1e-4)
+
+
 def laplace_nll(log_b: Tensor, residual: Tensor, mask: Tensor) -> Tensor:
-    """Mean over ``mask`` of r / b + log b, with r = ``residual`` (|log d - log d*|, detached
-    here) and b = exp(log_b); all [B,1,H,W]. Minimal where b = r on average."""
+    """Mean over ``mask`` of r / b + log b, with r = ``residual`` (detached here) and
+    b = exp(log_b); all [B,1,H,W]. Minimal where b = r on average."""
     r = residual.detach()
     nll = r * torch.exp(-log_b) + log_b
     n = mask.sum()
