@@ -151,12 +151,19 @@ def test_confidence_stage_trains_only_the_error_head(tmp_path: Path, tiny_manife
     cfg = _config(tmp_path, tiny_manifest)
     base = tmp_path / "base"
     assert main(["train", "--config", str(cfg), "--out", str(base)]) == 0
-    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "x"), "--stage", "confidence"]) == 2
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "x"), "--stage", "confidence",
+                 "train.batch_size=1", "augment.whole_frames=true"]) == 2
     assert "give --init" in capsys.readouterr().err
     run = tmp_path / "conf"
+    confidence = ["--stage", "confidence", "--steps", "40", "train.lr=0.01", "train.eval_every=20",
+                  "train.batch_size=1", "augment.whole_frames=true"]
+    assert main(["train", "--config", str(cfg), "--init", str(base / "latest.pt"), "--out", str(run / "x"),
+                 *confidence[:-1]]) == 2
+    assert "needs augment.whole_frames" in capsys.readouterr().err
     assert main(["train", "--config", str(cfg), "--init", str(base / "latest.pt"), "--out", str(run),
-                 "--stage", "confidence", "--steps", "40", "train.lr=0.01", "train.eval_every=20"]) == 0
-    assert "no error head" in capsys.readouterr().err
+                 *confidence]) == 0
+    err = capsys.readouterr().err
+    assert "no error head" in err and "differs from the config" not in err
     before, after = _weights(base / "latest.pt"), _weights(run / "latest.pt")
     assert set(after) - set(before) and all(k.startswith("head.error.") for k in set(after) - set(before))
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -174,13 +181,18 @@ def test_confidence_stage_trains_only_the_error_head(tmp_path: Path, tiny_manife
     x = torch.randn(1, 3, 64, 80)
     with torch.no_grad():
         assert torch.equal(plain(x, torch.ones(1))["depth"], learned(x, torch.ones(1))["depth"])
-    assert main(["train", "--resume", str(run / "latest.pt"), "--out", str(run), "--steps", "42"]) == 0
+    assert main(["train", "--resume", str(run / "latest.pt"), "--steps", "42"]) == 0   # --out: the run's folder
     assert torch.load(run / "latest.pt", weights_only=True)["step"] == 42
+    assert main(["train", "--resume", str(run / "latest.pt"), "--steps", "44", "--stage", "end2end"]) == 2
+    assert "cannot continue as stage end2end" in capsys.readouterr().err
     # fine-tuning such a model with an ordinary config keeps its error head, untouched
     capsys.readouterr()
     ft = tmp_path / "ft"
     assert main(["train", "--config", str(cfg), "--init", str(run / "best.pt"), "--out", str(ft), "--steps", "2"]) == 0
     assert "has an error head; it is kept" in capsys.readouterr().err
+    (run / "best.onnx").write_bytes(b"an exported graph")
+    assert main(["train", "--config", str(cfg), "--init", str(run / "best.onnx"), "--out", str(ft)]) == 2
+    assert "is an ONNX graph" in capsys.readouterr().err
     tuned, best = _weights(ft / "latest.pt"), _weights(run / "best.pt")
     assert set(tuned) == set(best)
     assert all(torch.equal(tuned[k], best[k]) for k in best if k.startswith("head.error."))
@@ -216,6 +228,22 @@ def test_random_rescale_scales_focal_with_the_image() -> None:
         assert 48 <= h <= 96 and z.fx == pytest.approx(70.0 * w / 80) and z.fy == pytest.approx(71.0 * h / 64)
         assert z.cx == pytest.approx((w - 1) / 2) and np.all(z.depth == 2.0)  # depth itself unchanged
     assert random_rescale(s, np.random.default_rng(0), (1.0, 1.0)) is s
+
+
+@pytest.mark.parametrize("steps,pct", [(10, 0.1), (20, 0.05), (2, 0.5), (1, 0.3)])
+def test_one_cycle_schedule_for_short_runs(steps: int, pct: float) -> None:
+    """pct_start x steps == 1 made OneCycleLR divide by zero (a 10-step try of a 0.1 config)."""
+    from reflector_ros.train.train import _make_scheduler
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1e-3)
+    sched = _make_scheduler(opt, [1e-3], steps, pct, 0)
+    lrs = []
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert all(np.isfinite(lrs)) and max(lrs) <= 1e-3 + 1e-12
 
 
 def test_time_budget_schedule_shape() -> None:

@@ -1,5 +1,5 @@
 """Does the confidence output rank pixels by error? AbsRel of all valid pixels vs of the
-most confident half, per frame, averaged; and the per-frame 10-90 % confidence spread.
+most confident half (per frame, averaged), and the per-frame 10-90 % confidence spread.
 
 Also: how steady is the metric scale over a sequence? Per frame, the median ratio of
 predicted to true depth; printed are its 10/50/90 % spread and how much it changes from
@@ -27,7 +27,7 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "holo
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("model", nargs="?", default=None, help="default: the embedded model")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--frames", default="250:373")

@@ -195,7 +195,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     """(model in eval mode, meta, extra). Refuses unreadable or foreign files with InputError."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
+        raise InputError(f"checkpoint is a folder, not a file: {path}" if path.is_dir() else f"checkpoint not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        raise InputError(f"{path} is an ONNX graph (for inference); this needs the torch checkpoint, "
+                         f"{path.with_suffix('.pt').name} beside it")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt, truncated, not a torch file, or unsafe pickle

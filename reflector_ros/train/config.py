@@ -419,6 +419,10 @@ def validate(cfg: TrainingConfig) -> None:
             parse_spec(item.spec)
     for spec in d.val.values():
         parse_spec(spec)
+    _check(t.stage != "confidence" or a.whole_frames,
+           "stage confidence needs augment.whole_frames: true (the error head's cues include the pixel's "
+           "place in the frame; see config/train_confidence.yaml)")
+    _check(t.stage != "confidence" or cfg.loss.confidence > 0, "stage confidence needs loss.confidence > 0")
     _check(not a.whole_frames or t.batch_size == 1,
            f"augment.whole_frames: frames differ in size, so train.batch_size must be 1, got {t.batch_size}")
     ch, cw = a.crop_hw

@@ -229,6 +229,8 @@ def _make_scheduler(opt: Any, max_lrs: list[float], total: int, pct: float, done
 
     import torch
 
+    if abs(pct * max(total, 2) - 1.0) < 1e-9:  # OneCycleLR divides by pct * total - 1 (e.g. 10 steps at 0.1)
+        pct = 0.5 / max(total, 2)
     for g, lr in zip(opt.param_groups, max_lrs):
         g["lr"] = lr
         g.pop("initial_lr", None)
@@ -382,7 +384,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, dict[str, 
             _, init_meta, _ = load_checkpoint(args.init)
             if init_meta.confidence == "learned" and cfg.model.confidence != "learned":
                 print(f"note: {args.init} has an error head; it is kept (model.confidence: learned) and left "
-                      f"as it is: retrain it after this run with --stage confidence", file=sys.stderr)
+                      f"as it is: retrain it after this run with --config config/train_confidence.yaml "
+                      f"(docs/training.md)", file=sys.stderr)
                 cfg = replace(cfg, model=replace(cfg.model, confidence="learned"))
         return cfg, None
     _, _, extra = load_checkpoint(args.resume)
@@ -419,7 +422,7 @@ class Trainer:
         else:
             torch.set_num_threads(t.threads or max(1, min(4, (os.cpu_count() or 2) // self.world)))
         self.main = self.rank == 0
-        self.out_dir = Path(args.out)
+        self.out_dir = Path(args.out or (Path(args.resume).parent if args.resume else "runs/train"))
         self.jsonl = self.out_dir / "metrics.jsonl"
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -434,7 +437,8 @@ class Trainer:
             backbone.load_imagenet()
         if args.init and not resume:
             init_model, init_meta, _ = load_checkpoint(args.init)
-            if init_meta.to_dict() | {"extra": {}} != self.meta.to_dict() | {"extra": {}}:
+            same = {"extra": {}, "confidence": self.meta.confidence}  # an error head is added or kept
+            if init_meta.to_dict() | same != self.meta.to_dict() | same:
                 print(f"note: --init model meta differs from the config; using the config's ({self.meta})",
                       file=sys.stderr)
             state = init_model.state_dict()
@@ -482,7 +486,11 @@ class Trainer:
                                  f"(selfsup.refine_poses or the data changed)")
             with torch.no_grad():
                 self.refiner.delta.copy_(extra["pose_refine"])
-        self.opt.load_state_dict(extra["optimizer"])
+        try:
+            self.opt.load_state_dict(extra["optimizer"])
+        except ValueError:
+            raise InputError(f"{self.args.resume} is a stage {extra.get('stage', '?')} run and cannot continue as "
+                             f"stage {self.stage}: start the new stage with --init") from None
         if "scaler" in extra and self.use_amp:
             self.scaler.load_state_dict(extra["scaler"])
         self.pos = Position(step=int(extra["step"]), epoch=int(extra["epoch"]), pos=int(extra["epoch_pos"]),
@@ -649,6 +657,8 @@ class Trainer:
         while p.step < stop_at:
             gen = torch.Generator().manual_seed(t.seed * 1_000_003 + p.step)
             terms, stats = self.step_terms(main, sup, gen)
+            if not terms:
+                raise InputError(f"stage {self.stage}: every loss term is weighted 0, nothing to train")
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss at step {p.step}: { {k: float(v) for k, v in terms.items()} }")
@@ -692,8 +702,8 @@ class Trainer:
             if p.best == math.inf:  # no val set: the last weights are the best we know
                 self.checkpoint("best.pt", time.time() - t0 + p.elapsed_before)
             what = "AbsRel of the most confident half" if self.stage == "confidence" else "AbsRel"
-            print(f"done: step {p.step}, {time.time() - t0:.0f} s, best val {what} {p.best:.4f}, "
-                  f"run folder {self.out_dir}")
+            best = f"best val {what} {p.best:.4f}" if p.best < math.inf else "no val set (best.pt = the last step)"
+            print(f"done: step {p.step}, {time.time() - t0:.0f} s, {best}, run folder {self.out_dir}")
         if self.world > 1:
             dist.destroy_process_group()
         return 0
@@ -708,7 +718,9 @@ def train(args: argparse.Namespace) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="training YAML (see config/train_*.yaml)")
-    p.add_argument("--out", default="runs/train", help="run folder: checkpoints, metrics.jsonl, learning_curves.png")
+    p.add_argument("--out", default=None,
+                   help="run folder: checkpoints, metrics.jsonl, learning_curves.png (default: the --resume "
+                        "checkpoint's folder, else runs/train)")
     p.add_argument("--resume", help="checkpoint to continue exactly (optimiser, schedule, data order)")
     p.add_argument("--init", help="checkpoint whose weights start this run (fine-tuning); 'default': the shipped model")
     p.add_argument("--stage", choices=STAGES, help="override train.stage")
