@@ -140,19 +140,11 @@ def confidence_split(backend, hololens_dir: Path) -> tuple[float, float]:
     """(AbsRel of the most confident half of the pixels, AbsRel of all), per frame through the
     pipeline, averaged over every 4th held-out frame."""
     from reflector_ros.data.registry import open_dataset
-    from reflector_ros.pipeline import DepthPipeline, FrameSettings
-    from reflector_ros.train.metrics import confidence_split
+    from reflector_ros.train.evaluate import confidence_ranking
 
-    pipe = DepthPipeline(backend)
     ds = open_dataset(f"manifest:{hololens_dir}?frames=250:373")
-    every, confident = [], []
-    for i in range(0, len(ds), 4):
-        s = ds[i]
-        r = pipe.process(s.image, s.camera, FrameSettings())
-        all_px, half, _ = confidence_split(r.depth, r.confidence, s.depth)
-        every.append(all_px)
-        confident.append(half)
-    return float(np.mean(confident)), float(np.mean(every))
+    every, confident = confidence_ranking(backend, [ds[i] for i in range(0, len(ds), 4)])
+    return confident, every
 
 
 def test_confidence_target(confidence_split: tuple[float, float]) -> None:

@@ -7,6 +7,8 @@ one evaluated frame to the next (users see that change as the scene "breathing")
 
     .venv/bin/python tools/confidence_check.py [MODEL.onnx] [--data DIR] [--frames 250:373] [--every 3]
         [--by-group]   (a table per frame group, e.g. real_eval's places)
+        [--keep 0.32 0.35]   (pixels pooled over the frames: confidence percentiles, and the
+                              share kept and its AbsRel at each threshold, as min_confidence)
 """
 from __future__ import annotations
 
@@ -33,7 +35,11 @@ def main() -> int:
     p.add_argument("--frames", default="250:373")
     p.add_argument("--every", type=int, default=3)
     p.add_argument("--by-group", action="store_true", help="also a table of the ranking per frame group")
+    p.add_argument("--keep", type=float, nargs="+", default=[], metavar="T",
+                   help="confidence thresholds in [0, 1]: share of pixels kept and their AbsRel")
     a = p.parse_args()
+    if not all(0.0 <= t <= 1.0 for t in a.keep):
+        p.error(f"--keep thresholds must be in [0, 1], got {a.keep}")
     try:
         pipeline = DepthPipeline(make_backend("onnxruntime", a.model))
         ds = ManifestDataset(a.data, a.frames)
@@ -41,6 +47,7 @@ def main() -> int:
         print(f"confidence_check: {exc}", file=sys.stderr)
         return 2
     every_px, confident, spread, scale, groups = [], [], [], [], []
+    pooled_err, pooled_conf = [], []
     for i in range(0, len(ds), max(1, a.every)):
         s = ds[i]
         r = pipeline.process(s.image, s.camera, FrameSettings())
@@ -51,6 +58,9 @@ def main() -> int:
         spread.append(width)
         scale.append(np.median(r.depth[ok] / s.depth[ok]))
         groups.append(s.group)
+        if a.keep:
+            pooled_err.append(np.abs(r.depth[ok] - s.depth[ok]) / s.depth[ok])
+            pooled_conf.append(r.confidence[ok])
     print(f"{a.model or 'embedded model'} on {a.data} [{a.frames}] every {a.every}: AbsRel all pixels "
           f"{np.mean(every_px):.3f}, most confident half {np.mean(confident):.3f} "
           f"({100 * (1 - np.mean(confident) / np.mean(every_px)):.1f} % lower), "
@@ -62,6 +72,15 @@ def main() -> int:
             e, h = float(np.mean([every_px[k] for k in sel])), float(np.mean([confident[k] for k in sel]))
             print(f"| {g or '-'} | {len(sel)} | {e:.3f} | {h:.3f} | {100 * (1 - h / e):.1f} % |")
         print()
+    if a.keep:
+        e, c = np.concatenate(pooled_err), np.concatenate(pooled_conf)
+        pct = np.percentile(c, [1, 50, 99])
+        print(f"confidence over all pixels: p1 {pct[0]:.3f}, p50 {pct[1]:.3f}, p99 {pct[2]:.3f}; "
+              f"AbsRel of all pixels pooled {e.mean():.3f}")
+        for t in a.keep:
+            k = c >= t
+            print(f"  confidence >= {t:g}: keeps {100 * k.mean():.0f} % of the pixels, AbsRel "
+                  + (f"{e[k].mean():.3f}" if k.any() else "-"))
     st = scale_stats(scale)
     print(f"scale (median predicted / true depth per frame): p10 {st['p10']:.3f}, p50 {st['median']:.3f}, "
           f"p90 {st['p90']:.3f}; median change from one evaluated frame to the next "

@@ -77,8 +77,8 @@ class ReflectorHead(nn.Module):
         for layer, feat in zip(self.attractors, feats):
             centres, emb = layer(feat, _resize(rel_norm, feat), centres, emb)
         assert emb is not None
-        rel_q = _resize(rel_norm, feats[3])
-        probs = softmax_channels(self.bins(emb, centres, rel_q, _resize(image, feats[3])))
+        rel_q, image_q = _resize(rel_norm, feats[3]), _resize(image, feats[3])
+        probs = softmax_channels(self.bins(emb, centres, rel_q, image_q))
         centres_m = unit_to_depth(centres, self.min_depth, self.max_depth)
         canonical_q, spread = expectation_and_spread(probs, centres_m)
         log_d = _resize(torch.log(canonical_q), rel_norm) + _resize(self.detail(emb), rel_norm) * (
@@ -87,7 +87,7 @@ class ReflectorHead(nn.Module):
         out = {"canonical": canonical, "canonical_lowres": canonical_q, "centers": centres_m, "probs": probs,
                "interval": unit_to_depth(torch.cat([low, high], dim=1), self.min_depth, self.max_depth)}
         if self.error is not None:
-            log_b = self.error(emb, spread, rel_q, _resize(image, feats[3]))  # 1/4 resolution
+            log_b = self.error(emb, spread, rel_q, image_q)  # 1/4 resolution
             out["log_error_scale"] = log_b
             confidence = torch.exp(torch.exp(_resize(log_b, rel_norm)) * -1.0)  # Mul, not Neg, in ONNX
         else:

@@ -48,6 +48,15 @@ def torch_predictor(model: Any, meta: Any, device: Any = "cpu") -> Predictor:
     return backend_predictor(TorchBackend.from_model(model, meta, device))
 
 
+def spread_indices(n_frames: int, limit: int) -> np.ndarray:
+    """Indices of ``limit`` frames spread evenly over a set of ``n_frames`` (0: all of them):
+    a limited evaluation covers the whole set rather than its first frames."""
+    n = n_frames if limit <= 0 else min(limit, n_frames)
+    if n == 0:
+        raise InputError("dataset is empty")
+    return np.linspace(0, n_frames - 1, n).round().astype(int) if n < n_frames else np.arange(n)
+
+
 def confidence_ranking(backend: Any, ds: Sequence[Sample], limit: int = 0) -> tuple[float, float]:
     """Does the confidence output rank pixels by error? (AbsRel of all valid pixels, AbsRel of
     the most confident half), each per frame (train.metrics.confidence_split) through the
@@ -58,12 +67,8 @@ def confidence_ranking(backend: Any, ds: Sequence[Sample], limit: int = 0) -> tu
     from reflector_ros.train.metrics import confidence_split
 
     pipeline = DepthPipeline(backend)
-    n = len(ds) if limit <= 0 else min(limit, len(ds))
-    if n == 0:
-        raise InputError("dataset is empty")
-    idx = np.linspace(0, len(ds) - 1, n).round().astype(int) if n < len(ds) else np.arange(n)
     every, half = [], []
-    for i in idx:
+    for i in spread_indices(len(ds), limit):
         s = ds[int(i)]
         if not (s.depth > 0).any():
             continue
@@ -102,11 +107,7 @@ def evaluate_dataset(ds: Sequence[Sample], predict: Predictor | None, *, crop: s
     'median_scaled'}} for sets whose frames carry a group}."""
     from tqdm import tqdm
 
-    n = len(ds) if limit <= 0 else min(limit, len(ds))
-    if n == 0:
-        raise InputError("dataset is empty")
-    # spread a limited evaluation over the whole set rather than its first frames
-    idx = np.linspace(0, len(ds) - 1, n).round().astype(int) if n < len(ds) else np.arange(n)
+    idx = spread_indices(len(ds), limit)
     rows, rows_med, groups, scales = [], [], [], []
     for i in tqdm(idx, desc=desc, unit="img", disable=not progress, leave=False):
         s = ds[int(i)]
@@ -238,8 +239,8 @@ def run(args: argparse.Namespace) -> int:
                                    limit=args.limit, desc=Path(spec.split("?")[0]).name)
             entry: dict[str, Any] = {"crop": crop, "max_depth": cap, **res}
             if args.focal_check and predict is not None:
-                idx = np.linspace(0, len(ds) - 1, min(args.focal_check, len(ds))).round().astype(int)
-                ratios = [focal_consistency(predict, ds[int(i)].image, ds[int(i)].camera) for i in idx]
+                ratios = [focal_consistency(predict, ds[int(i)].image, ds[int(i)].camera)
+                          for i in spread_indices(len(ds), args.focal_check)]
                 entry["focal_ratio_median"] = float(np.median(ratios))
                 entry["focal_ratio_worst"] = float(max(ratios, key=lambda r: abs(r - 1)))
             results["sets"][name] = entry

@@ -370,8 +370,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, dict[str, 
         stage = cfg.train.stage
         if stage == "confidence" and not args.init:
             raise InputError("stage confidence trains the error head of an existing model: give --init")
-        if stage in ("selfsup", "confidence") and args.init:
-            _, init_meta, _ = load_checkpoint(args.init)
+        if not args.init:
+            return cfg, None
+        _, init_meta, _ = load_checkpoint(args.init)
+        if stage in ("selfsup", "confidence"):
             model = ModelConfig(**{f.name: getattr(init_meta, f.name) for f in fields(ModelConfig)})
             if stage == "confidence":
                 model = replace(model, confidence="learned")
@@ -380,13 +382,11 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, dict[str, 
                       file=sys.stderr)
                 cfg = replace(cfg, model=model)
                 validate(cfg)
-        elif args.init:
-            _, init_meta, _ = load_checkpoint(args.init)
-            if init_meta.confidence == "learned" and cfg.model.confidence != "learned":
-                print(f"note: {args.init} has an error head; it is kept (model.confidence: learned) and left "
-                      f"as it is: retrain it after this run with --config config/train_confidence.yaml "
-                      f"(docs/training.md)", file=sys.stderr)
-                cfg = replace(cfg, model=replace(cfg.model, confidence="learned"))
+        elif init_meta.confidence == "learned" and cfg.model.confidence != "learned":
+            print(f"note: {args.init} has an error head; it is kept (model.confidence: learned) and left "
+                  f"as it is: retrain it after this run with --config config/train_confidence.yaml "
+                  f"(docs/training.md)", file=sys.stderr)
+            cfg = replace(cfg, model=replace(cfg.model, confidence="learned"))
         return cfg, None
     _, _, extra = load_checkpoint(args.resume)
     if "config" not in extra or "step" not in extra:
