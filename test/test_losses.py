@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reflector_ros.model.losses import (chamfer_bins_loss, gradient_matching_loss, normalise_median_mad, rpnl_loss,
-                                        silog_loss, ssi_loss)
+                                        silog_loss, ssi_loss, zoom_consistency_loss)
 
 torch.set_num_threads(1)
 
@@ -132,3 +132,26 @@ def test_bin_nll_is_a_proper_score_for_the_bin_distribution() -> None:
     p.grad = None
     bin_nll_loss(centers, p, target, mask).backward()
     assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+def test_zoom_consistency_sees_the_scale_of_each_view_and_pulls_both() -> None:
+    """Zero for the same depth; 10·|log k| when one image's sub-window view is k times the
+    full view's; per-pixel differences that average out within an image cost nothing; both
+    views get a gradient (neither is the teacher)."""
+    g = torch.Generator().manual_seed(3)
+    window = torch.rand(2, 1, 12, 16, generator=g) * 3 + 0.5
+    assert float(zoom_consistency_loss(window.clone(), window)) == pytest.approx(0.0, abs=1e-4)
+    k = torch.tensor([1.1, 1.0]).view(2, 1, 1, 1)
+    expected = 10 * float(np.sqrt(np.log(1.1) ** 2 / 2))
+    assert float(zoom_consistency_loss(window * k, window)) == pytest.approx(expected, rel=1e-4)
+    wobble = torch.ones_like(window)
+    wobble[..., ::2] = 1.2
+    wobble[..., 1::2] = 1 / 1.2
+    assert float(zoom_consistency_loss(window * wobble, window)) == pytest.approx(0.0, abs=1e-3)
+    a = (window * k).requires_grad_()
+    b = window.clone().requires_grad_()
+    zoom_consistency_loss(a, b).backward()
+    assert a.grad is not None and b.grad is not None
+    assert float(a.grad[0].sum()) > 0 > float(b.grad[0].sum())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert zoom_consistency_loss(window.bfloat16(), window.bfloat16()).dtype == torch.float32

@@ -57,6 +57,16 @@ def test_three_steps_write_checkpoint_curves_metrics(tmp_path: Path, tiny_manife
     train_rows = [r for r in rows if "loss" in r]
     val_rows = [r for r in rows if "val" in r]
     assert [r["step"] for r in train_rows] == [1, 2, 3]
+    # the logged rate is the one each step used, not the next step's
+    from reflector_ros.train.train import _make_scheduler
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = _make_scheduler(opt, [1e-3], 3, 0.1, 0)
+    used = []
+    for _ in range(3):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert [r["lr"] for r in train_rows] == pytest.approx(used, rel=1e-6)
     assert all(np.isfinite(r["loss"]) and {"ssi", "grad", "silog", "chamfer"} <= set(r) for r in train_rows)
     assert [r["step"] for r in val_rows] == [2, 3]
     assert 0 < val_rows[-1]["val"]["synth"]["abs_rel"] < 10
@@ -87,6 +97,31 @@ def test_resume_continues_exactly(tmp_path: Path, tiny_manifest: Path) -> None:
     lb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert [r["step"] for r in lb] == [1, 2, 3, 4]
     assert [r["loss"] for r in lb] == pytest.approx([r["loss"] for r in la], rel=1e-5)
+
+
+def test_zoom_consistency_term_snapshots_and_focal_ratio(tmp_path: Path, tiny_manifest: Path) -> None:
+    """loss.zoom_consistency adds its term to every step, data.val_focal_frames logs the 2x-zoom
+    ratio at each evaluation, train.keep_snapshots keeps each evaluated state, and the random
+    windows come from the step's generator: 4 steps straight == 2, stop, resume to 4."""
+    cfg = _config(tmp_path, tiny_manifest, steps=4, eval_every=2, keep_snapshots=True)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["loss"].update(zoom_consistency=1.0, zoom_window=[0.5, 0.75])
+    doc["data"]["val_focal_frames"] = 2
+    cfg.write_text(yaml.safe_dump(doc))
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", "--config", str(cfg), "--out", str(a)]) == 0
+    rows = [json.loads(line) for line in (a / "metrics.jsonl").read_text().splitlines()]
+    zoom = [r["zoom"] for r in rows if "loss" in r]
+    assert len(zoom) == 4 and all(np.isfinite(z) and z > 0 for z in zoom)
+    ratios = [r["val"]["synth"]["focal_ratio"] for r in rows if "val" in r]
+    assert len(ratios) == 2 and all(0.1 < x < 10 for x in ratios)
+    assert sorted(p.name for p in a.glob("step_*.pt")) == ["step_000002.pt", "step_000004.pt"]
+    assert torch.load(a / "step_000002.pt", weights_only=True)["step"] == 2
+    assert main(["train", "--config", str(cfg), "--out", str(b), "--stop-at", "2"]) == 0
+    assert main(["train", "--resume", str(b / "latest.pt"), "--out", str(b)]) == 0
+    wa, wb = _weights(a / "latest.pt"), _weights(b / "latest.pt")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 def test_resume_from_a_plain_dict_config(tmp_path: Path, tiny_manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -271,6 +306,17 @@ def test_bad_configs(tmp_path: Path, tiny_manifest: Path, capsys: pytest.Capture
     assert "train.stage" in capsys.readouterr().err
     with pytest.raises(InputError, match="batch_size must be 1"):
         load_config(cfg, ["augment.whole_frames=true"])
+    out = tmp_path / "never"
+    assert main(["train", "--config", str(cfg), "--out", str(out), 'data.val={far: "manifest:/no/such/set"}']) == 2
+    assert "data.val.far: " in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg), "--out", str(out),
+                 'data.train=[{spec: "manifest:/no/such/set", weight: 1.0}]']) == 2
+    assert "data.train[0]: " in capsys.readouterr().err
+    assert not out.exists()  # nothing written for a run that cannot start
+    with pytest.raises(InputError, match="zoom_window"):
+        load_config(cfg, ["loss.zoom_window=[0.2, 0.5]"])
+    with pytest.raises(InputError, match="zoom_consistency works on the crops"):
+        load_config(cfg, ["loss.zoom_consistency=1", "train.stage=relative"])
 
 
 def test_ddp_two_processes_on_cpu(tmp_path: Path, tiny_manifest: Path) -> None:

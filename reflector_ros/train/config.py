@@ -68,6 +68,7 @@ class DataConfig:
     workers: int = 2                 # DataLoader processes
     val: dict[str, Union[str, dict[str, Any]]] = field(default_factory=dict)   # {name: spec}
     val_frames: int = 100            # frames per val set, spread evenly (0 = all)
+    val_focal_frames: int = 0        # also the 2x-zoom ratio (evaluate.focal_consistency) on this many
 
 
 @dataclass
@@ -106,6 +107,7 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 250
     ckpt_every: int = 250
+    keep_snapshots: bool = False     # also step_NNNNNN.pt at every evaluation (tools/average_checkpoints.py)
 
 
 @dataclass
@@ -120,6 +122,10 @@ class LossConfig:
     rpnl: float = 0.0
     bin_nll: float = 0.0
     confidence: float = 1.0          # the error head's Laplace NLL (stage confidence only)
+    # metric scale of a random sub-window view (zoom_window of each side, same pixels, less
+    # context) tied to the full view's over that window (stages end2end, metric)
+    zoom_consistency: float = 0.0
+    zoom_window: tuple[float, float] = (0.4, 0.7)
 
 
 @dataclass
@@ -403,8 +409,8 @@ def validate(cfg: TrainingConfig) -> None:
         _check(0 <= getattr(t, key) < math.inf, f"train.{key} must be >= 0, got {getattr(t, key)}")
     _check(0 < t.pct_start < 1, f"train.pct_start must be in (0, 1), got {t.pct_start}")
     _check(t.threads >= 0 and t.seed >= 0, "train.threads and train.seed must be >= 0")
-    _check(d.workers >= 0 and d.epoch_length >= 0 and d.val_frames >= 0,
-           "data.workers, data.epoch_length and data.val_frames must be >= 0")
+    _check(d.workers >= 0 and d.epoch_length >= 0 and d.val_frames >= 0 and d.val_focal_frames >= 0,
+           "data.workers, data.epoch_length, data.val_frames and data.val_focal_frames must be >= 0")
     if t.stage == "selfsup":
         _check(bool(s.sequences), "stage selfsup names no video (selfsup.sequences: [{spec: ..., weight: ...}])")
         _check(s.supervised_weight == 0 or bool(d.train),
@@ -435,7 +441,14 @@ def validate(cfg: TrainingConfig) -> None:
            f"augment.crop_scale_range {a.crop_scale_range}: expected 0.25 <= lo <= hi <= 1 "
            f"and crops of at least {MIN_CROP_SIDE} pixels")
     for key, value in asdict(cfg.loss).items():
-        _check(0 <= value < math.inf, f"loss.{key} must be >= 0, got {value}")
+        if key != "zoom_window":
+            _check(0 <= value < math.inf, f"loss.{key} must be >= 0, got {value}")
+    lo, hi = cfg.loss.zoom_window
+    _check(0.25 <= lo <= hi < 1.0 and (cfg.loss.zoom_consistency == 0 or MIN_CROP_SIDE <= lo * min(a.crop_hw)),
+           f"loss.zoom_window {cfg.loss.zoom_window}: expected 0.25 <= lo <= hi < 1 "
+           f"and windows of at least {MIN_CROP_SIDE} pixels")
+    _check(cfg.loss.zoom_consistency == 0 or (t.stage in ("end2end", "metric") and not a.whole_frames),
+           "loss.zoom_consistency works on the crops of stages end2end and metric")
     _check(cfg.loss.silog_lambda <= 1, f"loss.silog_lambda must be in [0, 1], got {cfg.loss.silog_lambda}")
     _check(bool(s.source_offsets) and 0 not in s.source_offsets and len(set(s.source_offsets)) == len(s.source_offsets),
            f"selfsup.source_offsets {list(s.source_offsets)}: distinct non-zero frame offsets, e.g. [-1, 1]")

@@ -101,12 +101,27 @@ class Stream:
         return batch, self.keys.pending.pop(0)
 
 
+def named(key: str, fn: Any, *args: Any) -> Any:
+    """fn(*args), with an InputError's message prefixed by the config key it came from."""
+    try:
+        return fn(*args)
+    except InputError as err:
+        raise InputError(f"{key}: {err}") from None
+
+
+def open_val_sets(val: dict[str, Any]) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """data.val's sets by name: (dataset, its protocol defaults such as crop and max_depth)."""
+    from reflector_ros.data.registry import dataset_defaults, open_dataset
+
+    return {name: (named(f"data.val.{name}", open_dataset, spec), dataset_defaults(spec)) for name, spec in val.items()}
+
+
 def open_train_data(items: Sequence[DataItem], epoch_length: int, seed: int) -> Sequence[Any]:
     """The training sets mixed by weight (BalancedMix), or the one set as it is."""
     from reflector_ros.data.mixing import BalancedMix
     from reflector_ros.data.registry import open_dataset
 
-    sets = [open_dataset(item.spec) for item in items]
+    sets = [named(f"data.train[{i}]", open_dataset, item.spec) for i, item in enumerate(items)]
     length = epoch_length or sum(len(s) for s in sets)
     if len(sets) == 1 and length == len(sets[0]):
         return sets[0]
@@ -173,7 +188,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def plot_curves(jsonl: Path, png: Path) -> None:
     """learning_curves.png: train loss, val AbsRel and val δ1 against step (stage confidence:
-    the most confident half's AbsRel and the confidence gain)."""
+    the most confident half's AbsRel and the confidence gain), and the 2x-zoom ratio when the
+    run logs it (data.val_focal_frames)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -181,11 +197,12 @@ def plot_curves(jsonl: Path, png: Path) -> None:
     rows = read_jsonl(jsonl)
     tr = [r for r in rows if "loss" in r]
     va = [r for r in rows if "val" in r]
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    focal = any("focal_ratio" in v for r in va for v in r["val"].values())
+    fig, ax = plt.subplots(1, 4 if focal else 3, figsize=(20 if focal else 15, 4))
     if tr:
         st = np.array([r["step"] for r in tr])
         lo = np.array([r["loss"] for r in tr])
-        ax[0].plot(st, lo, lw=0.6, alpha=0.4, label="train loss")
+        ax[0].plot(st, lo, "o-" if len(lo) < 3 else "-", lw=0.6, alpha=0.4, label="train loss")
         k = max(1, len(lo) // 30)
         if len(lo) > k:
             ax[0].plot(st[k - 1:], np.convolve(lo, np.ones(k) / k, mode="valid"), lw=1.5, label=f"mean of {k}")
@@ -199,14 +216,21 @@ def plot_curves(jsonl: Path, png: Path) -> None:
         pts = [(r["step"], r["val"][n]) for r in va if n in r["val"] and k1 in r["val"][n]]
         ax[1].plot([p[0] for p in pts], [p[1][k1] for p in pts], "o-", ms=3, label=n)
         ax[2].plot([p[0] for p in pts], [p[1][k2] for p in pts], "o-", ms=3, label=n)
+        if focal:
+            fp = [(r["step"], r["val"][n]["focal_ratio"]) for r in va if "focal_ratio" in r["val"].get(n, {})]
+            ax[3].plot([p[0] for p in fp], [p[1] for p in fp], "o-", ms=3, label=n)
     ax[1].set_title("val AbsRel, most confident half (lower is better)" if conf else "val AbsRel (lower is better)")
     ax[2].set_title("val confidence gain: 1 - half / all (higher is better)" if conf else "val δ1 (higher is better)")
     for a in ax:
         a.set_xlabel("step")
         a.grid(alpha=0.3)
+    if focal:
+        ax[3].axhspan(0.95, 1.05, color="green", alpha=0.1)
+        ax[3].axhline(1.0, color="k", lw=0.8)
+        ax[3].set_title("val 2x-zoom depth ratio, fx doubled (1 is right)")
     if names:
-        ax[1].legend()
-        ax[2].legend()
+        for a in ax[1:]:
+            a.legend()
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
@@ -297,12 +321,15 @@ def freeze_bn_stats(model: Any) -> None:
 
 
 def evaluate_val_sets(model: Any, meta: Any, val_sets: dict[str, tuple[Any, dict[str, Any]]], frames: int,
-                      device: Any, confidence: bool = False) -> dict[str, dict[str, float]]:
+                      device: Any, confidence: bool = False, focal_frames: int = 0) -> dict[str, dict[str, float]]:
     """The model (put in eval mode) on every validation set: AbsRel, RMSE, δ1, SILog and the
-    median-scaled AbsRel, on ``frames`` frames per set spread evenly (0: all). With
+    median-scaled AbsRel, on ``frames`` frames per set spread evenly (0: all); with
+    ``focal_frames``, also ``focal_ratio``: the median 2x-zoom ratio
+    (train.evaluate.focal_consistency) over that many frames. With
     ``confidence``: instead AbsRel and that of the most confident half of the pixels, per
     frame then averaged (train.metrics.confidence_split), and the gain 1 - half / all."""
-    from reflector_ros.train.evaluate import confidence_ranking, evaluate_dataset, torch_predictor
+    from reflector_ros.train.evaluate import (confidence_ranking, evaluate_dataset, focal_consistency,
+                                              spread_indices, torch_predictor)
 
     model.eval()
     res = {}
@@ -320,6 +347,9 @@ def evaluate_val_sets(model: Any, meta: Any, val_sets: dict[str, tuple[Any, dict
                              limit=frames, progress=False)
         res[name] = {k: m["metric"][k] for k in ("abs_rel", "rmse", "d1", "silog")}
         res[name]["median_scaled_abs_rel"] = m["median_scaled"]["abs_rel"]
+        if focal_frames:
+            res[name]["focal_ratio"] = float(np.median([focal_consistency(pred, ds[int(i)].image, ds[int(i)].camera)
+                                                        for i in spread_indices(len(ds), focal_frames)]))
     return res
 
 
@@ -424,9 +454,6 @@ class Trainer:
         self.main = self.rank == 0
         self.out_dir = Path(args.out or (Path(args.resume).parent if args.resume else "runs/train"))
         self.jsonl = self.out_dir / "metrics.jsonl"
-        if self.main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
         torch.manual_seed(t.seed)
         self.model = build_model(self.meta).to(self.device)
@@ -459,6 +486,14 @@ class Trainer:
         self.pos = Position()
         if resume is not None:
             self._restore(resume)
+        # the data opens before anything is written: a wrong path leaves no half-made run folder
+        self.train_data: Sequence[Any] | None = None
+        if self.stage != "selfsup" or cfg.selfsup.supervised_weight > 0:
+            self.train_data = open_train_data(cfg.data.train, cfg.data.epoch_length, t.seed)
+        self.val_sets = open_val_sets(cfg.data.val) if self.main else {}
+        if self.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     # -- setup
 
@@ -505,8 +540,8 @@ class Trainer:
         cfg, t, p = self.cfg, self.cfg.train, self.pos
         workers = cfg.data.workers
         sup: Stream | None = None
-        if self.stage != "selfsup" or cfg.selfsup.supervised_weight > 0:
-            crops = CropSet(open_train_data(cfg.data.train, cfg.data.epoch_length, t.seed), self.meta, cfg.augment)
+        if self.train_data is not None:
+            crops = CropSet(self.train_data, self.meta, cfg.augment)
             epoch, pos = (p.epoch, p.pos) if self.stage != "selfsup" else (p.sup_epoch, p.sup_pos)
             sup = Stream(crops, t.batch_size, t.seed, self.rank, self.world, epoch, pos, workers, self.cuda,
                          collate_fn=collate_crops)
@@ -530,7 +565,7 @@ class Trainer:
         if not val_sets:
             return None
         res = evaluate_val_sets(self.model, self.meta, val_sets, self.cfg.data.val_frames, self.device,
-                                confidence=self.stage == "confidence")
+                                confidence=self.stage == "confidence", focal_frames=self.cfg.data.val_focal_frames)
         self.train_mode()
         self.log({"step": self.pos.step, "val": res})
         first = next(iter(res.values()))
@@ -580,6 +615,8 @@ class Trainer:
             terms, stats = selfsup_terms(out, batch, self.cfg.selfsup, self.refiner)
         else:
             terms = stage_losses(out, batch["depth"], batch["focal_scale"], self.meta, self.stage, self.cfg.loss, gen)
+            if self.cfg.loss.zoom_consistency:
+                terms["zoom"] = self.cfg.loss.zoom_consistency * self.zoom_term(out, batch, gen)
         if sup is not None and self.stage == "selfsup":
             sb, (self.pos.sup_epoch, self.pos.sup_pos) = sup.next()
             sb = {k: v.to(self.device, non_blocking=True) for k, v in sb.items()}
@@ -590,6 +627,27 @@ class Trainer:
                                      gen).items():
                 terms["sup_" + k] = w * v
         return terms, stats
+
+    def zoom_term(self, out: dict[str, Any], batch: dict[str, Any], gen: Any) -> Any:
+        """loss.zoom_consistency's term: the network again on one random sub-window of the
+        batch's crops (a fraction of each side drawn from loss.zoom_window, the same window for
+        the whole batch), its canonical depth against the full view's over that window. A
+        crop keeps the focal length, so focal_scale stays; the window is drawn from ``gen``,
+        so a resumed run draws the same ones."""
+        import torch
+
+        from reflector_ros.model.losses import zoom_consistency_loss
+
+        img = batch["image"]
+        h, w = img.shape[-2:]
+        r = torch.rand(3, generator=gen).tolist()
+        lo, hi = self.cfg.loss.zoom_window
+        f = lo + (hi - lo) * r[0]
+        wh, ww = max(1, round(h * f)), max(1, round(w * f))
+        y, x = int((h - wh) * r[1]), int((w - ww) * r[2])
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            sub = self.train_model(img[..., y:y + wh, x:x + ww].contiguous(), batch["focal_scale"])
+        return zoom_consistency_loss(sub["canonical"], out["canonical"][..., y:y + wh, x:x + ww])
 
     def optimise(self, loss: Any) -> None:
         import torch
@@ -626,11 +684,8 @@ class Trainer:
             self.train_model = DDP(self.model, device_ids=[self.device.index] if self.cuda else None,
                                    find_unused_parameters=self.stage != "end2end")
         main, sup = self._streams()
-        val_sets: dict[str, tuple[Any, dict[str, Any]]] = {}
+        val_sets = self.val_sets
         if self.main:
-            from reflector_ros.data.registry import dataset_defaults, open_dataset
-            for name, spec in self.cfg.data.val.items():
-                val_sets[name] = (open_dataset(spec), dataset_defaults(spec))
             if self.resume is None and self.jsonl.exists():
                 self.jsonl.unlink()  # a fresh run in an old folder starts a fresh log
             if self.resume is not None:  # drop log lines past the checkpoint (a crash after it)
@@ -662,6 +717,7 @@ class Trainer:
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss at step {p.step}: { {k: float(v) for k, v in terms.items()} }")
+            step_lr = self.opt.param_groups[self.lr_group]["lr"]  # the rate this step used
             self.optimise(loss)
             if budget_s:
                 frac = (time.time() - t0 + p.elapsed_before) / budget_s
@@ -679,7 +735,7 @@ class Trainer:
             bar.update(1)
             if self.main and (p.step % t.log_every == 0 or p.step == stop_at):
                 row = {"step": p.step, "time_s": round(time.time() - t0 + p.elapsed_before, 1),
-                       "lr": self.opt.param_groups[self.lr_group]["lr"], **{k: v / n_acc for k, v in acc.items()}}
+                       "lr": step_lr, **{k: v / n_acc for k, v in acc.items()}}
                 self.log(row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}")
                 acc, n_acc = {}, 0
@@ -692,6 +748,8 @@ class Trainer:
                     p.best = val
                     self.checkpoint("best.pt", time.time() - t0 + p.elapsed_before)
                 plot_curves(self.jsonl, self.out_dir / "learning_curves.png")
+                if t.keep_snapshots:  # every evaluated state, for choosing or averaging later
+                    self.checkpoint(f"step_{p.step:06d}.pt", time.time() - t0 + p.elapsed_before)
             if self.main and (p.step % t.ckpt_every == 0 or last):
                 self.checkpoint("latest.pt", time.time() - t0 + p.elapsed_before)
             if timed_out:
