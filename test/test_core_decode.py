@@ -331,3 +331,31 @@ def test_compressed_depth_refused(rgb):
     ok, enc = cv2.imencode(".png", rgb)
     with pytest.raises(InputError, match="compressed depth"):
         decode_compressed(enc.tobytes(), "16UC1; compressedDepth png")
+
+
+@pytest.mark.parametrize("codec", [".png", ".jpg"])
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_compressed_bayer_is_demosaiced(pattern, codec):
+    """compressed_image_transport stores a raw mosaic as one channel with the format
+    'bayer_xxxx8; png compressed ': the result is the raw topic's colour image (exactly, for
+    lossless PNG), not the grey mosaic."""
+    blocks = np.array([[[200, 30, 40], [20, 180, 60]], [[30, 50, 210], [120, 120, 120]]], np.uint8)
+    rgb = np.repeat(np.repeat(blocks, H // 2, axis=0), W // 2, axis=1)
+    mosaic = _mosaic(rgb, pattern)
+    ok, enc = cv2.imencode(codec, mosaic, [cv2.IMWRITE_JPEG_QUALITY, 100] if codec == ".jpg" else [])
+    fmt = f"bayer_{pattern}8; {'png' if codec == '.png' else 'jpeg'} compressed "
+    out = decode_compressed(enc.tobytes(), fmt)
+    raw = decode_image(mosaic.tobytes(), f"bayer_{pattern}8", W, H, W, 0)
+    if codec == ".png":
+        assert np.array_equal(out, raw)
+    else:  # a lossy mosaic: close in the flat patches
+        inner = out[2:H // 2 - 2, 2:W // 2 - 2].astype(int) - raw[2:H // 2 - 2, 2:W // 2 - 2].astype(int)
+        assert np.abs(inner).mean() < 6
+    grey = decode_compressed(enc.tobytes(), fmt.replace(f"bayer_{pattern}8", "mono8"))
+    assert np.abs(grey.astype(int) - raw.astype(int)).mean() > 20   # what it used to give
+
+
+def test_compressed_unknown_bayer_pattern_refused():
+    ok, enc = cv2.imencode(".png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(InputError, match="unsupported Bayer pattern 'bayer_xyzw8'"):
+        decode_compressed(enc.tobytes(), "bayer_xyzw8; png compressed ")

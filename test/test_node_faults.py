@@ -261,6 +261,39 @@ def test_16bit_compressed_frames_are_refused_with_one_warning(harness: Harness, 
     assert harness.wait_for(lambda: cam.answered(after) is not None, 10), "8-bit frames not answered afterwards"
 
 
+def test_compressed_bayer_frames_are_demosaiced(harness: Harness, nodes: list) -> None:
+    """A raw mosaic sent through compressed_image_transport ('bayer_rggb8; png compressed ') used to
+    reach the network as the grey mosaic. Now its depth is that of the colour frame it was sampled
+    from, up to demosaicing, and far from the grey mosaic's."""
+    import cv2
+
+    proc = start(["-p", "compressed_input:=true"])
+    nodes.append(proc)
+    cam = Cam(harness, proc.ns, compressed=True)
+    mosaic = np.empty((H, W), np.uint8)
+    for k, c in enumerate("rggb"):
+        dy, dx = divmod(k, 2)
+        mosaic[dy::2, dx::2] = RGB[dy::2, dx::2, "rgb".index(c)]
+    ok, png = cv2.imencode(".png", mosaic)
+    assert ok
+
+    def depth_of(fmt: str, payload: bytes | None) -> np.ndarray:
+        end = time.monotonic() + 60
+        while time.monotonic() < end:   # the first frames may go out before discovery is done
+            stamp = cam.send(make_compressed_msg(RGB, fmt, cam.stamp(), payload=payload))
+            if harness.wait_for(lambda: cam.answered(stamp) is not None, 1.0):
+                m = cam.answered(stamp)
+                return np.frombuffer(bytes(m.data), np.float32).reshape(m.height, m.width)
+        raise AssertionError(read_log(proc))
+
+    colour = depth_of("png", None)
+    bayer = depth_of("bayer_rggb8; png compressed ", png.tobytes())
+    grey = depth_of("mono8; png compressed ", png.tobytes())
+    to_colour = float(np.nanmean(np.abs(bayer - colour)))
+    grey_off = float(np.nanmean(np.abs(grey - colour)))
+    assert to_colour < 0.5 * grey_off, (to_colour, grey_off)
+
+
 # ----------------------------------------------------------------------------- 14-coefficient lens
 
 def test_14_coefficient_camera_info_is_rectified(harness: Harness, nodes: list) -> None:

@@ -173,6 +173,8 @@ def decode_compressed(data: Buffer, fmt: str = "") -> np.ndarray:
     mono16 stream sent as JPEG was cut to 8 bits on the way: 12-bit values come out near
     black), and by the decoded array itself (a 16-bit PNG, whatever the format says).
     Pixels are read as stored (no EXIF rotation), as drivers and calibrations use them.
+    A one-channel payload whose format names a Bayer encoding ("bayer_rggb8; png compressed ",
+    as compressed_image_transport writes a raw mosaic) is demosaiced like the raw topic's.
     """
     low_fmt = (fmt or "").lower()
     if "compresseddepth" in low_fmt.replace(" ", ""):
@@ -196,5 +198,12 @@ def decode_compressed(data: Buffer, fmt: str = "") -> np.ndarray:
     original = low_fmt.split(";", 1)[0].strip() if ";" in low_fmt else ""
     if _is_wide(original):
         raise _not_colour(f"compressed {kind} (format '{fmt}') of encoding '{original}', cut to 8 bits on the way,")
+    if original.startswith("bayer_") and channels == 1:
+        # image_transport compresses a Bayer mosaic as it is, one channel, and names the
+        # pattern before the ';': demosaic it as the raw topic would, not show it as grey
+        if original not in _ENCODINGS:
+            raise InputError(f"compressed {kind} (format '{fmt}'): unsupported Bayer pattern '{original}'; "
+                             f"supported: {', '.join(e for e in SUPPORTED_ENCODINGS if e.startswith('bayer_'))}")
+        return cv2.cvtColor(img, _ENCODINGS[original][1])
     code = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}[channels]
     return cv2.cvtColor(img, code)
