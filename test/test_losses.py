@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reflector_ros.model.losses import (chamfer_bins_loss, gradient_matching_loss, normalise_median_mad, rpnl_loss,
-                                        silog_loss, ssi_loss, zoom_consistency_loss)
+                                        silog_loss, ssi_loss, feature_match_loss)
 
 torch.set_num_threads(1)
 
@@ -134,24 +134,19 @@ def test_bin_nll_is_a_proper_score_for_the_bin_distribution() -> None:
     assert p.grad is not None and torch.isfinite(p.grad).all()
 
 
-def test_zoom_consistency_sees_the_scale_of_each_view_and_pulls_both() -> None:
-    """Zero for the same depth; 10·|log k| when one image's sub-window view is k times the
-    full view's; per-pixel differences that average out within an image cost nothing; both
-    views get a gradient (neither is the teacher)."""
-    g = torch.Generator().manual_seed(3)
-    window = torch.rand(2, 1, 12, 16, generator=g) * 3 + 0.5
-    assert float(zoom_consistency_loss(window.clone(), window)) == pytest.approx(0.0, abs=1e-4)
-    k = torch.tensor([1.1, 1.0]).view(2, 1, 1, 1)
-    expected = 10 * float(np.sqrt(np.log(1.1) ** 2 / 2))
-    assert float(zoom_consistency_loss(window * k, window)) == pytest.approx(expected, rel=1e-4)
-    wobble = torch.ones_like(window)
-    wobble[..., ::2] = 1.2
-    wobble[..., 1::2] = 1 / 1.2
-    assert float(zoom_consistency_loss(window * wobble, window)) == pytest.approx(0.0, abs=1e-3)
-    a = (window * k).requires_grad_()
-    b = window.clone().requires_grad_()
-    zoom_consistency_loss(a, b).backward()
-    assert a.grad is not None and b.grad is not None
-    assert float(a.grad[0].sum()) > 0 > float(b.grad[0].sum())
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert zoom_consistency_loss(window.bfloat16(), window.bfloat16()).dtype == torch.float32
+def test_feature_match_is_in_units_of_the_teachers_spread() -> None:
+    """Zero at the teacher; the same for feature maps of any scale (a map 100x larger with the
+    same relative error costs the same); 1 for a student that outputs the teacher's mean; the
+    gradient reaches the student."""
+    g = torch.Generator().manual_seed(4)
+    teacher = torch.randn(2, 8, 6, 8, generator=g)
+    noise = 0.1 * torch.randn(2, 8, 6, 8, generator=g)
+    assert float(feature_match_loss(teacher.clone(), teacher)) == pytest.approx(0.0, abs=1e-7)
+    small = float(feature_match_loss(teacher + noise, teacher))
+    assert float(feature_match_loss(100 * (teacher + noise), 100 * teacher)) == pytest.approx(small, rel=1e-4)
+    assert 0.005 < small < 0.02
+    flat = torch.full_like(teacher, float(teacher.mean()))
+    assert float(feature_match_loss(flat, teacher)) == pytest.approx(1.0, rel=0.02)
+    student = (teacher + noise).requires_grad_()
+    feature_match_loss(student, teacher).backward()
+    assert student.grad is not None and float(student.grad.abs().sum()) > 0

@@ -99,29 +99,20 @@ def test_resume_continues_exactly(tmp_path: Path, tiny_manifest: Path) -> None:
     assert [r["loss"] for r in lb] == pytest.approx([r["loss"] for r in la], rel=1e-5)
 
 
-def test_zoom_consistency_term_snapshots_and_focal_ratio(tmp_path: Path, tiny_manifest: Path) -> None:
-    """loss.zoom_consistency adds its term to every step, data.val_focal_frames logs the 2x-zoom
-    ratio at each evaluation, train.keep_snapshots keeps each evaluated state, and the random
-    windows come from the step's generator: 4 steps straight == 2, stop, resume to 4."""
+def test_focal_ratio_and_snapshots(tmp_path: Path, tiny_manifest: Path) -> None:
+    """data.val_focal_frames logs the 2x-zoom ratio at each evaluation (and the learning curves
+    get a fourth panel), train.keep_snapshots keeps each evaluated state as step_NNNNNN.pt."""
     cfg = _config(tmp_path, tiny_manifest, steps=4, eval_every=2, keep_snapshots=True)
     doc = yaml.safe_load(cfg.read_text())
-    doc["loss"].update(zoom_consistency=1.0, zoom_window=[0.5, 0.75])
     doc["data"]["val_focal_frames"] = 2
     cfg.write_text(yaml.safe_dump(doc))
-    a, b = tmp_path / "a", tmp_path / "b"
+    a = tmp_path / "a"
     assert main(["train", "--config", str(cfg), "--out", str(a)]) == 0
     rows = [json.loads(line) for line in (a / "metrics.jsonl").read_text().splitlines()]
-    zoom = [r["zoom"] for r in rows if "loss" in r]
-    assert len(zoom) == 4 and all(np.isfinite(z) and z > 0 for z in zoom)
     ratios = [r["val"]["synth"]["focal_ratio"] for r in rows if "val" in r]
     assert len(ratios) == 2 and all(0.1 < x < 10 for x in ratios)
     assert sorted(p.name for p in a.glob("step_*.pt")) == ["step_000002.pt", "step_000004.pt"]
     assert torch.load(a / "step_000002.pt", weights_only=True)["step"] == 2
-    assert main(["train", "--config", str(cfg), "--out", str(b), "--stop-at", "2"]) == 0
-    assert main(["train", "--resume", str(b / "latest.pt"), "--out", str(b)]) == 0
-    wa, wb = _weights(a / "latest.pt"), _weights(b / "latest.pt")
-    for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 def test_resume_from_a_plain_dict_config(tmp_path: Path, tiny_manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -313,10 +304,10 @@ def test_bad_configs(tmp_path: Path, tiny_manifest: Path, capsys: pytest.Capture
                  'data.train=[{spec: "manifest:/no/such/set", weight: 1.0}]']) == 2
     assert "data.train[0]: " in capsys.readouterr().err
     assert not out.exists()  # nothing written for a run that cannot start
-    with pytest.raises(InputError, match="zoom_window"):
-        load_config(cfg, ["loss.zoom_window=[0.2, 0.5]"])
-    with pytest.raises(InputError, match="zoom_consistency works on the crops"):
-        load_config(cfg, ["loss.zoom_consistency=1", "train.stage=relative"])
+    with pytest.raises(InputError, match="context_window_range"):
+        load_config(cfg, ["loss.context_window_range=[0.5, 1.0]"])
+    with pytest.raises(InputError, match="at least 96 pixels"):
+        load_config(cfg, ["train.stage=context"])      # the tiny config's 48x64 crops
 
 
 def test_ddp_two_processes_on_cpu(tmp_path: Path, tiny_manifest: Path) -> None:

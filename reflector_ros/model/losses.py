@@ -104,17 +104,13 @@ def silog_loss(pred: Tensor, target: Tensor, mask: Tensor, lam: float = 0.85) ->
 
 
 @_fp32
-def zoom_consistency_loss(sub: Tensor, window: Tensor) -> Tensor:
-    """10 * sqrt(mean_b(mean(g_b)^2)), g_b = log sub - log window per image: the metric scale
-    of a view of a sub-window (the same pixels, less context) must equal the scale of the full
-    view over that window. A crop keeps the focal length, so the canonical depths must agree;
-    no ground truth is needed. Both arguments carry gradients: neither view is the teacher.
+def feature_match_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """mean((student - teacher)^2) / Var(teacher): a feature map held to a teacher's, in units
+    of the teacher's own spread, so maps of any scale weigh alike (FitNets-style hint loss).
 
-    sub, window: [B,1,h,w] canonical depth (metres), positive.
+    student, teacher: the same shape, [B,C,h,w]; the teacher carries no gradient.
     """
-    g = torch.log(_flat(sub).clamp_min(EPS)) - torch.log(_flat(window).clamp_min(EPS))
-    per_image = g.flatten(1).mean(dim=1)
-    return 10.0 * torch.sqrt((per_image * per_image).mean() + 1e-10)
+    return ((student - teacher) ** 2).mean() / (teacher.var() + 1e-6)
 
 
 @_fp32

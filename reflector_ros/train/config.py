@@ -26,7 +26,7 @@ import yaml
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.yamlfile import read_mapping
 
-STAGES = ("relative", "metric", "end2end", "selfsup", "confidence")
+STAGES = ("relative", "metric", "end2end", "selfsup", "confidence", "context")
 MAX_CROP_SIDE = 4096
 MIN_CROP_SIDE = 16
 
@@ -122,10 +122,15 @@ class LossConfig:
     rpnl: float = 0.0
     bin_nll: float = 0.0
     confidence: float = 1.0          # the error head's Laplace NLL (stage confidence only)
-    # metric scale of a random sub-window view (zoom_window of each side, same pixels, less
-    # context) tied to the full view's over that window (stages end2end, metric)
-    zoom_consistency: float = 0.0
-    zoom_window: tuple[float, float] = (0.4, 0.7)
+    # stage context (train/context.py): the backbone's features and relative depth held to the
+    # --init model's own on the full crop (context_full), and, for a window of the crop run
+    # alone (context_window_range of each side, whole 32-pixel blocks), to that model's
+    # full-view features over the window (context_window); context_rel weighs the relative
+    # depth among them
+    context_full: float = 1.0
+    context_window: float = 1.0
+    context_rel: float = 1.0
+    context_window_range: tuple[float, float] = (0.33, 0.75)
 
 
 @dataclass
@@ -441,14 +446,16 @@ def validate(cfg: TrainingConfig) -> None:
            f"augment.crop_scale_range {a.crop_scale_range}: expected 0.25 <= lo <= hi <= 1 "
            f"and crops of at least {MIN_CROP_SIDE} pixels")
     for key, value in asdict(cfg.loss).items():
-        if key != "zoom_window":
+        if key != "context_window_range":
             _check(0 <= value < math.inf, f"loss.{key} must be >= 0, got {value}")
-    lo, hi = cfg.loss.zoom_window
-    _check(0.25 <= lo <= hi < 1.0 and (cfg.loss.zoom_consistency == 0 or MIN_CROP_SIDE <= lo * min(a.crop_hw)),
-           f"loss.zoom_window {cfg.loss.zoom_window}: expected 0.25 <= lo <= hi < 1 "
-           f"and windows of at least {MIN_CROP_SIDE} pixels")
-    _check(cfg.loss.zoom_consistency == 0 or (t.stage in ("end2end", "metric") and not a.whole_frames),
-           "loss.zoom_consistency works on the crops of stages end2end and metric")
+    lo, hi = cfg.loss.context_window_range
+    _check(0.1 <= lo <= hi < 1.0, f"loss.context_window_range {cfg.loss.context_window_range}: expected 0.1 <= lo <= hi < 1")
+    if t.stage == "context":
+        _check(a.whole_frames or min(a.crop_hw) >= 96,
+               f"stage context: augment.crop_hw {a.crop_hw} must be at least 96 pixels a side "
+               "(windows of whole 32-pixel blocks inside it)")
+        _check(cfg.loss.context_full + cfg.loss.context_window > 0,
+               "stage context needs loss.context_full or loss.context_window > 0")
     _check(cfg.loss.silog_lambda <= 1, f"loss.silog_lambda must be in [0, 1], got {cfg.loss.silog_lambda}")
     _check(bool(s.source_offsets) and 0 not in s.source_offsets and len(set(s.source_offsets)) == len(s.source_offsets),
            f"selfsup.source_offsets {list(s.source_offsets)}: distinct non-zero frame offsets, e.g. [-1, 1]")

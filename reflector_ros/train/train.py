@@ -6,7 +6,9 @@ sums both; ``selfsup`` learns metric depth from video and camera poses alone
 (photometric reconstruction, reflector_ros/train/selfsup.py, docs/selfsup.md), mixed
 with supervised batches where a set with depth is given; ``confidence`` trains only the
 error head of an existing model (model/layers/error_head.py), best on scenes that model
-never trained on, so that it learns the errors the network makes on new scenes. Training crops keep the focal
+never trained on, so that it learns the errors the network makes on new scenes; ``context``
+distils the backbone of an existing model so that its features do not depend on how much of
+the scene it sees (reflector_ros/train/context.py). Training crops keep the focal
 length in pixels of the network-resolution frame, so a 256x320 model learns on 128x160
 crops and runs on whole frames (reflector_ros/train/augment.py). The configuration is
 typed and validated once (reflector_ros/train/config.py).
@@ -275,7 +277,7 @@ def param_groups(model: Any, stage: str, t: TrainConfig) -> tuple[list[dict[str,
 
     A pretrained encoder (``backbone.encoder.*``, lite0) learns at ``encoder_lr_mult`` x the
     backbone's rate (ZoeDepth: 1/10), the rest of the backbone at ``backbone_lr_mult`` x lr,
-    the Reflector head at lr. ``relative`` trains the backbone only; ``freeze_backbone``
+    the Reflector head at lr. ``relative`` and ``context`` train the backbone only; ``freeze_backbone``
     trains the head only; ``confidence`` the error head only (``head.error.*``).
     """
     if stage == "confidence":
@@ -285,9 +287,10 @@ def param_groups(model: Any, stage: str, t: TrainConfig) -> tuple[list[dict[str,
         for n, p in model.named_parameters():
             p.requires_grad_(n.startswith("head.error."))
         return [{"params": params, "name": "error_head"}], [t.lr]
-    bb_lr = 0.0 if t.freeze_backbone else t.lr * (1.0 if stage == "relative" else t.backbone_lr_mult)
+    backbone_only = stage in ("relative", "context")
+    bb_lr = 0.0 if t.freeze_backbone else t.lr * (1.0 if backbone_only else t.backbone_lr_mult)
     enc_lr = bb_lr * t.encoder_lr_mult
-    head_lr = 0.0 if stage == "relative" else t.lr
+    head_lr = 0.0 if backbone_only else t.lr
     named: dict[str, list[Any]] = {"encoder": [], "backbone": [], "head": []}
     for n, p in model.named_parameters():
         key = "encoder" if n.startswith("backbone.encoder.") else "backbone" if n.startswith("backbone.") else "head"
@@ -398,12 +401,13 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, dict[str, 
     if not args.resume:
         cfg = load_config(args.config, overrides)
         stage = cfg.train.stage
-        if stage == "confidence" and not args.init:
-            raise InputError("stage confidence trains the error head of an existing model: give --init")
+        if stage in ("confidence", "context") and not args.init:
+            what = "the error head" if stage == "confidence" else "the backbone"
+            raise InputError(f"stage {stage} trains {what} of an existing model: give --init")
         if not args.init:
             return cfg, None
         _, init_meta, _ = load_checkpoint(args.init)
-        if stage in ("selfsup", "confidence"):
+        if stage in ("selfsup", "confidence", "context"):
             model = ModelConfig(**{f.name: getattr(init_meta, f.name) for f in fields(ModelConfig)})
             if stage == "confidence":
                 model = replace(model, confidence="learned")
@@ -412,6 +416,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, dict[str, 
                       file=sys.stderr)
                 cfg = replace(cfg, model=model)
                 validate(cfg)
+            if stage == "context" and model.confidence == "learned":
+                print(f"note: {args.init} has an error head; stage context changes the depth it was trained "
+                      f"on, so retrain it after this run with --config config/train_confidence.yaml", file=sys.stderr)
         elif init_meta.confidence == "learned" and cfg.model.confidence != "learned":
             print(f"note: {args.init} has an error head; it is kept (model.confidence: learned) and left "
                   f"as it is: retrain it after this run with --config config/train_confidence.yaml "
@@ -443,6 +450,8 @@ class Trainer:
         self.stage = t.stage
         self.meta = cfg.model.meta()
         self.world, self.rank, local = _dist_env()
+        if self.world > 1 and self.stage == "context":
+            raise InputError("stage context runs in one process (its teacher and window passes bypass DDP)")
         self.cuda = torch.cuda.is_available()
         if self.world > 1:
             dist.init_process_group("nccl" if self.cuda else "gloo")
@@ -474,6 +483,17 @@ class Trainer:
                 print(f"note: {args.init} has no error head; it starts untrained", file=sys.stderr)
                 state.update({k: self.model.state_dict()[k] for k in fresh})
             self.model.load_state_dict(state)
+        self.teacher: Any = None
+        if self.stage == "context":  # the model as it starts: frozen, it holds the features to themselves
+            import copy
+
+            self.teacher = copy.deepcopy(self.model).eval()
+            if resume is not None:
+                if "teacher" not in resume:
+                    raise InputError(f"{args.resume}: a stage context checkpoint without its teacher")
+                self.teacher.load_state_dict(resume["teacher"])
+            for q in self.teacher.parameters():
+                q.requires_grad_(False)
         self.groups, self.max_lrs = param_groups(self.model, self.stage, t)
         self.lr_group = len(self.groups) - 1     # the group whose lr the log shows (the head's)
         self.refiner: Any = None
@@ -573,10 +593,14 @@ class Trainer:
 
     def train_mode(self) -> None:
         """Training mode, except what stays frozen: a pretrained encoder's BatchNorm statistics
-        (train.freeze_encoder_bn), and the whole network but the error head in stage confidence."""
+        (train.freeze_encoder_bn), the whole network but the error head in stage confidence,
+        and every BatchNorm in stage context."""
         if self.stage == "confidence":
             self.model.eval()
             self.model.head.error.train()
+            return
+        if self.stage == "context":  # BatchNorm statistics stay the teacher's
+            self.model.eval()
             return
         self.model.train()
         if self.cfg.train.freeze_encoder_bn:
@@ -593,6 +617,8 @@ class Trainer:
             extra.update(sup_epoch=p.sup_epoch, sup_epoch_pos=p.sup_pos)
         if self.refiner is not None:
             extra["pose_refine"] = self.refiner.delta.detach().cpu()
+        if self.teacher is not None:
+            extra["teacher"] = self.teacher.state_dict()
         save_checkpoint(self.out_dir / name, self.model, self.meta, optimizer=self.opt.state_dict(),
                         scaler=self.scaler.state_dict() if self.use_amp else {}, step=p.step, epoch=p.epoch,
                         epoch_pos=p.pos, best_abs_rel=p.best, torch_rng=torch.get_rng_state(),
@@ -606,6 +632,11 @@ class Trainer:
 
         batch, (self.pos.epoch, self.pos.pos) = main.next()
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.stage == "context":
+            from reflector_ros.train.context import context_terms
+
+            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                return context_terms(self.model, self.teacher, batch["image"], self.cfg.loss, gen), {}
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
             out = self.train_model(batch["image"], batch["focal_scale"])
         stats: dict[str, float] = {}
@@ -615,8 +646,6 @@ class Trainer:
             terms, stats = selfsup_terms(out, batch, self.cfg.selfsup, self.refiner)
         else:
             terms = stage_losses(out, batch["depth"], batch["focal_scale"], self.meta, self.stage, self.cfg.loss, gen)
-            if self.cfg.loss.zoom_consistency:
-                terms["zoom"] = self.cfg.loss.zoom_consistency * self.zoom_term(out, batch, gen)
         if sup is not None and self.stage == "selfsup":
             sb, (self.pos.sup_epoch, self.pos.sup_pos) = sup.next()
             sb = {k: v.to(self.device, non_blocking=True) for k, v in sb.items()}
@@ -627,27 +656,6 @@ class Trainer:
                                      gen).items():
                 terms["sup_" + k] = w * v
         return terms, stats
-
-    def zoom_term(self, out: dict[str, Any], batch: dict[str, Any], gen: Any) -> Any:
-        """loss.zoom_consistency's term: the network again on one random sub-window of the
-        batch's crops (a fraction of each side drawn from loss.zoom_window, the same window for
-        the whole batch), its canonical depth against the full view's over that window. A
-        crop keeps the focal length, so focal_scale stays; the window is drawn from ``gen``,
-        so a resumed run draws the same ones."""
-        import torch
-
-        from reflector_ros.model.losses import zoom_consistency_loss
-
-        img = batch["image"]
-        h, w = img.shape[-2:]
-        r = torch.rand(3, generator=gen).tolist()
-        lo, hi = self.cfg.loss.zoom_window
-        f = lo + (hi - lo) * r[0]
-        wh, ww = max(1, round(h * f)), max(1, round(w * f))
-        y, x = int((h - wh) * r[1]), int((w - ww) * r[2])
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            sub = self.train_model(img[..., y:y + wh, x:x + ww].contiguous(), batch["focal_scale"])
-        return zoom_consistency_loss(sub["canonical"], out["canonical"][..., y:y + wh, x:x + ww])
 
     def optimise(self, loss: Any) -> None:
         import torch
