@@ -54,8 +54,8 @@ def _command(argv: list[str]) -> int:
     if argv[0] == "node":  # ROS arguments (--ros-args ...) pass through untouched
         args, _ = cmd.parse_known_args(argv[1:])
         args.ros_argv = argv
-    else:
-        args = cmd.parse_args(argv[1:])
+    else:  # options and positionals in any order: `train --steps 5 train.lr=1e-4` works too
+        args = cmd.parse_intermixed_args(argv[1:])
     return int(module.run(args) or 0)
 
 
