@@ -93,6 +93,12 @@ def test_context_stage_distils_the_backbone_alone(tmp_path: Path, manifest: Path
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert {"ctx_full", "ctx_window", "ctx_rel"} <= set(rows[-1])
 
+    # a run continues only as the stage it is, both ways round
+    assert main(["train", "--resume", str(run / "latest.pt"), "--out", str(tmp_path / "r1"), "--stage", "relative"]) == 2
+    assert "is a stage context run and cannot continue as stage relative" in capsys.readouterr().err
+    assert main(["train", "--resume", str(base / "latest.pt"), "--out", str(tmp_path / "r2"), "--stage", "context"]) == 2
+    assert "is a stage end2end run and cannot continue as stage context" in capsys.readouterr().err
+
     half = tmp_path / "half"
     assert main(["train", "--config", str(cfg), "--init", str(base / "latest.pt"), "--out", str(half),
                  *ctx, "--stop-at", "20"]) == 0

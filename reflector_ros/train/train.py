@@ -483,8 +483,13 @@ class Trainer:
                 print(f"note: {args.init} has no error head; it starts untrained", file=sys.stderr)
                 state.update({k: self.model.state_dict()[k] for k in fresh})
             self.model.load_state_dict(state)
+        if resume is not None and resume.get("stage", self.stage) != self.stage:
+            raise InputError(f"{args.resume} is a stage {resume['stage']} run and cannot continue as stage "
+                             f"{self.stage}: start the new stage with --init")
         self.teacher: Any = None
-        if self.stage == "context":  # the model as it starts: frozen, it holds the features to themselves
+        if self.stage == "context":
+            if self.model.backbone is None:
+                raise InputError(f"stage context trains the backbone; arch {self.meta.arch!r} has none")  # the model as it starts: frozen, it holds the features to themselves
             import copy
 
             self.teacher = copy.deepcopy(self.model).eval()
@@ -770,6 +775,8 @@ class Trainer:
             what = "AbsRel of the most confident half" if self.stage == "confidence" else "AbsRel"
             best = f"best val {what} {p.best:.4f}" if p.best < math.inf else "no val set (best.pt = the last step)"
             print(f"done: step {p.step}, {time.time() - t0:.0f} s, {best}, run folder {self.out_dir}")
+            if self.stage == "context":
+                print("stage context: its result is latest.pt (the last step); best.pt is chosen by AbsRel alone")
         if self.world > 1:
             dist.destroy_process_group()
         return 0
