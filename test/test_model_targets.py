@@ -115,11 +115,9 @@ def focal_ratios(backend, hololens_dir: Path) -> list[float]:
     """Per held-out frame: median depth of the 2x centre zoom (fx doubled) / of the same
     region in the full frame (train/evaluate.focal_consistency)."""
     from reflector_ros.data.registry import open_dataset
-    from reflector_ros.train.evaluate import backend_predictor, focal_consistency
+    from reflector_ros.train.evaluate import backend_predictor, focal_ratios
 
-    predict = backend_predictor(backend)
-    ds = open_dataset(f"manifest:{hololens_dir}?frames=250:373")
-    return [focal_consistency(predict, ds[i].image, ds[i].camera) for i in range(len(ds))]
+    return focal_ratios(backend_predictor(backend), open_dataset(f"manifest:{hololens_dir}?frames=250:373"))
 
 
 def test_focal_consistency_target(focal_ratios: list[float]) -> None:

@@ -177,6 +177,11 @@ def focal_consistency(predict: Predictor, rgb: np.ndarray, camera: Intrinsics) -
     return float(np.median(zoom[ok] / full[ok]))
 
 
+def focal_ratios(predict: Predictor, ds: Sequence[Sample], limit: int = 0) -> list[float]:
+    """focal_consistency on ``limit`` frames spread over the set (0: all of them)."""
+    return [focal_consistency(predict, ds[int(i)].image, ds[int(i)].camera) for i in spread_indices(len(ds), limit)]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model file (.onnx, .pt, .engine); default: the embedded model")
     p.add_argument("--backend", default="auto", help="auto|onnxruntime|torch|torch-cpu|tensorrt|...")
@@ -239,8 +244,7 @@ def run(args: argparse.Namespace) -> int:
                                    limit=args.limit, desc=Path(spec.split("?")[0]).name)
             entry: dict[str, Any] = {"crop": crop, "max_depth": cap, **res}
             if args.focal_check and predict is not None:
-                ratios = [focal_consistency(predict, ds[int(i)].image, ds[int(i)].camera)
-                          for i in spread_indices(len(ds), args.focal_check)]
+                ratios = focal_ratios(predict, ds, args.focal_check)
                 entry["focal_ratio_median"] = float(np.median(ratios))
                 entry["focal_ratio_worst"] = float(max(ratios, key=lambda r: abs(r - 1)))
             results["sets"][name] = entry

@@ -331,8 +331,7 @@ def evaluate_val_sets(model: Any, meta: Any, val_sets: dict[str, tuple[Any, dict
     (train.evaluate.focal_consistency) over that many frames. With
     ``confidence``: instead AbsRel and that of the most confident half of the pixels, per
     frame then averaged (train.metrics.confidence_split), and the gain 1 - half / all."""
-    from reflector_ros.train.evaluate import (confidence_ranking, evaluate_dataset, focal_consistency,
-                                              spread_indices, torch_predictor)
+    from reflector_ros.train.evaluate import confidence_ranking, evaluate_dataset, focal_ratios, torch_predictor
 
     model.eval()
     res = {}
@@ -351,8 +350,7 @@ def evaluate_val_sets(model: Any, meta: Any, val_sets: dict[str, tuple[Any, dict
         res[name] = {k: m["metric"][k] for k in ("abs_rel", "rmse", "d1", "silog")}
         res[name]["median_scaled_abs_rel"] = m["median_scaled"]["abs_rel"]
         if focal_frames:
-            res[name]["focal_ratio"] = float(np.median([focal_consistency(pred, ds[int(i)].image, ds[int(i)].camera)
-                                                        for i in spread_indices(len(ds), focal_frames)]))
+            res[name]["focal_ratio"] = float(np.median(focal_ratios(pred, ds, focal_frames)))
     return res
 
 
@@ -489,9 +487,10 @@ class Trainer:
         self.teacher: Any = None
         if self.stage == "context":
             if self.model.backbone is None:
-                raise InputError(f"stage context trains the backbone; arch {self.meta.arch!r} has none")  # the model as it starts: frozen, it holds the features to themselves
+                raise InputError(f"stage context trains the backbone; arch {self.meta.arch!r} has none")
             import copy
 
+            # the model as it starts, frozen: it holds the features to themselves
             self.teacher = copy.deepcopy(self.model).eval()
             if resume is not None:
                 if "teacher" not in resume:
@@ -546,11 +545,7 @@ class Trainer:
                                  f"(selfsup.refine_poses or the data changed)")
             with torch.no_grad():
                 self.refiner.delta.copy_(extra["pose_refine"])
-        try:
-            self.opt.load_state_dict(extra["optimizer"])
-        except ValueError:
-            raise InputError(f"{self.args.resume} is a stage {extra.get('stage', '?')} run and cannot continue as "
-                             f"stage {self.stage}: start the new stage with --init") from None
+        self.opt.load_state_dict(extra["optimizer"])  # same stage (checked in __init__): same groups
         if "scaler" in extra and self.use_amp:
             self.scaler.load_state_dict(extra["scaler"])
         self.pos = Position(step=int(extra["step"]), epoch=int(extra["epoch"]), pos=int(extra["epoch_pos"]),
