@@ -36,6 +36,9 @@ def test_windows_are_whole_blocks_inside_the_image() -> None:
     a = draw_window(192, 256, (0.33, 0.75), torch.Generator().manual_seed(5))
     assert a == draw_window(192, 256, (0.33, 0.75), torch.Generator().manual_seed(5))
     assert draw_window(96, 96, (0.9, 0.95), gen)[2:] == (64, 64)             # never the whole image
+    from reflector_ros.core.errors import InputError
+    with pytest.raises(InputError, match="fewer than 3 blocks"):
+        context_terms(None, None, torch.zeros(1, 3, 90, 200), LossConfig(), gen)   # refused before any pass
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reflector_ros.core.errors import InputError
 from reflector_ros.train.config import LossConfig
 
 BLOCK = 32   # the encoder's largest stride
@@ -59,7 +60,8 @@ def context_terms(model: Any, teacher: Any, image: Any, w: LossConfig, gen: Any)
 
     h, w_ = (image.shape[-2] // BLOCK) * BLOCK, (image.shape[-1] // BLOCK) * BLOCK
     if min(h, w_) < 3 * BLOCK:
-        raise ValueError(f"stage context: crops of {tuple(image.shape[-2:])} leave fewer than 3 blocks of {BLOCK} px a side")
+        raise InputError(f"stage context: a training view of {tuple(image.shape[-2:])} pixels leaves fewer than "
+                         f"3 blocks of {BLOCK} px a side; use larger crops or frames")
     image = image[..., :h, :w_]
     t, l, wh, ww = draw_window(h, w_, w.context_window_range, gen)
     with torch.no_grad():
