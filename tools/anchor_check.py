@@ -110,7 +110,7 @@ def main() -> int:
     results: dict[str, dict] = {}
     for name, (settings, give_up) in variants.items():
         pipe.restarted()
-        rows, scales, sources = [], [], []
+        rows, scales, sources, raws = [], [], [], []
         for i, s in enumerate(samples):
             res = pipe.process(s.image, s.camera, settings, t=i / a.rate, camera_height=float(heights[i]),
                                camera_up=ups[i] if give_up else None)
@@ -118,6 +118,7 @@ def main() -> int:
             rows.append(depth_metrics(res.depth, s.depth, mask))
             scales.append(frame_scale(res.depth, s.depth, mask))
             sources.append(res.anchor.source if res.anchor else "model")
+            raws.append(res.anchor.raw_scale if res.anchor and res.anchor.source == "floor" else float("nan"))
         entry = {}
         for part, keep in (("all frames", np.ones(len(rows), bool)), ("floor in view", floor_in_view)):
             sel = [r for r, k in zip(rows, keep) if k]
@@ -125,6 +126,16 @@ def main() -> int:
             entry[part] = {"n": len(sel), "abs_rel": m["abs_rel"], "d1": m["d1"],
                            "scale": scale_stats([v for v, k in zip(scales, keep) if k])}
         entry["sources"] = {src: sources.count(src) for src in set(sources)}
+        if name != "network's own scale":
+            # each frame whose floor was accepted, scaled by its own fit alone (no window, no
+            # hold): how right the floor is where it is found
+            own = [net * raw for net, raw in zip(results["network's own scale"]["scales"], raws) if np.isfinite(raw)]
+            entry["own floor fit"] = scale_stats(own) if own else {}
+            found = np.isfinite(raws)
+            entry["found frames"] = {"n": int(found.sum()),
+                                     "abs_rel": mean_metrics([r for r, k in zip(rows, found) if k])["abs_rel"] if found.any() else None,
+                                     "network abs_rel": mean_metrics([r for r, k in zip(results["network's own scale"]["rows"], found) if k])["abs_rel"] if found.any() else None}
+        entry["scales"], entry["rows"] = scales, rows
         results[name] = entry
     print(f"\nmodel: {a.model or 'embedded default'}; HoloLens frames {a.frames} "
           f"({int(floor_in_view.sum())} of {len(samples)} with the floor in the lower half)\n")
@@ -139,7 +150,15 @@ def main() -> int:
     for name, entry in results.items():
         if name != "network's own scale":
             print(f"anchor sources per frame, {name}: {entry['sources']}")
+            own = entry["own floor fit"]
+            if own:
+                print(f"  the frames whose floor was found, each scaled by its own fit: scale median {own['median']:.3f}, "
+                      f"p10-p90 {own['p10']:.2f}-{own['p90']:.2f}, change between consecutive such frames "
+                      f"{100 * own['frame_to_frame']:.1f} %; AbsRel on them {entry['found frames']['abs_rel']:.3f} "
+                      f"(network's own scale {entry['found frames']['network abs_rel']:.3f})")
     if a.json:
+        for entry in results.values():
+            del entry["rows"]
         Path(a.json).write_text(json.dumps({"heights": heights.tolist(), "floor_in_view": floor_in_view.tolist(),
                                             "results": results}, indent=1))
     return 0
