@@ -87,7 +87,10 @@ def test_resume_continues_exactly(tmp_path: Path, tiny_manifest: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["train", "--config", str(cfg), "--out", str(a)]) == 0
     assert main(["train", "--config", str(cfg), "--out", str(b), "--stop-at", "2"]) == 0
-    assert torch.load(b / "latest.pt", weights_only=True)["step"] == 2
+    ck = torch.load(b / "latest.pt", weights_only=True)
+    assert ck["step"] == 2
+    ck["elapsed_s"] = 1000.0  # as if the first session had trained for 1000 s
+    torch.save(ck, b / "latest.pt")
     assert main(["train", "--resume", str(b / "latest.pt"), "--out", str(b)]) == 0
     wa, wb = _weights(a / "latest.pt"), _weights(b / "latest.pt")
     assert torch.load(b / "latest.pt", weights_only=True)["step"] == 4
@@ -97,6 +100,9 @@ def test_resume_continues_exactly(tmp_path: Path, tiny_manifest: Path) -> None:
     lb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert [r["step"] for r in lb] == [1, 2, 3, 4]
     assert [r["loss"] for r in lb] == pytest.approx([r["loss"] for r in la], rel=1e-5)
+    # the clock in the log carries on across the resume instead of starting again at 0
+    assert lb[1]["time_s"] < 1000.0 <= lb[2]["time_s"] <= lb[3]["time_s"]
+    assert torch.load(b / "latest.pt", weights_only=True)["elapsed_s"] >= 1000.0
 
 
 def test_focal_ratio_and_snapshots(tmp_path: Path, tiny_manifest: Path) -> None:

@@ -370,7 +370,7 @@ class Position:
     sup_epoch: int = 0
     sup_pos: int = 0
     best: float = math.inf
-    elapsed_before: float = 0.0    # seconds of earlier sessions (time-budget mode)
+    elapsed_before: float = 0.0    # training seconds of the sessions before a --resume
 
 
 def _dist_env() -> tuple[int, int, int]:
@@ -704,7 +704,7 @@ class Trainer:
 
         stop_at = min(args.stop_at or total, total)
         budget_s = 60.0 * args.time_budget
-        if self.resume is not None and budget_s:
+        if self.resume is not None:  # time_s in the log, and a time budget, count every session
             p.elapsed_before = float(self.resume.get("elapsed_s", 0.0))
         if budget_s:
             for g, mx in zip(self.opt.param_groups, self.max_lrs):
