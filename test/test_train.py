@@ -119,6 +119,10 @@ def test_focal_ratio_and_snapshots(tmp_path: Path, tiny_manifest: Path) -> None:
     assert len(ratios) == 2 and all(0.1 < x < 10 for x in ratios)
     assert sorted(p.name for p in a.glob("step_*.pt")) == ["step_000002.pt", "step_000004.pt"]
     assert torch.load(a / "step_000002.pt", weights_only=True)["step"] == 2
+    # resuming from the earlier snapshot abandons the later one: it goes, as its log lines do
+    assert main(["train", "--resume", str(a / "step_000002.pt"), "--out", str(a), "--stop-at", "3"]) == 0
+    assert sorted(p.name for p in a.glob("step_*.pt")) == ["step_000002.pt", "step_000003.pt"]  # 4 went
+    assert max(json.loads(line)["step"] for line in (a / "metrics.jsonl").read_text().splitlines()) == 3
 
 
 def test_resume_from_a_plain_dict_config(tmp_path: Path, tiny_manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -696,9 +696,16 @@ class Trainer:
         if self.main:
             if self.resume is None and self.jsonl.exists():
                 self.jsonl.unlink()  # a fresh run in an old folder starts a fresh log
-            if self.resume is not None:  # drop log lines past the checkpoint (a crash after it)
+            if self.resume is not None:  # drop the log lines and snapshots past the checkpoint (a
+                # crash after it, or a history abandoned by resuming from an earlier snapshot)
                 rows = [r for r in read_jsonl(self.jsonl) if r["step"] <= p.step]
                 self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+                later = [f for f in self.out_dir.glob("step_*.pt") if f.stem[5:].isdigit() and int(f.stem[5:]) > p.step]
+                for f in sorted(later):
+                    f.unlink()
+                if later:
+                    print(f"note: removed {len(later)} snapshot(s) past step {p.step} from {self.out_dir} "
+                          f"(the history this resume abandons)", file=sys.stderr)
             if self.seq_data is not None:
                 self.log({"step": p.step, "selfsup_frames": self.seq_data.counts})
 
