@@ -177,6 +177,36 @@ def test_resume_with_longer_schedule_and_init(tmp_path: Path, tiny_manifest: Pat
     assert any(not torch.equal(before[k], after[k]) for k in head)
 
 
+def test_finetune_config_without_model_section_takes_the_init_model(tmp_path: Path, tiny_manifest: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A fine-tune config (config/train_finetune.yaml) names no model: the --init checkpoint's
+    model (here 16 bins, 64x80, focal 300, none of them the defaults) is fine-tuned as it is."""
+    from reflector_ros.model.reflector import load_checkpoint
+
+    cfg = _config(tmp_path, tiny_manifest)
+    base = tmp_path / "base"
+    assert main(["train", "--config", str(cfg), "--out", str(base)]) == 0
+    doc = yaml.safe_load(cfg.read_text())
+    del doc["model"]
+    ft_cfg = tmp_path / "finetune.yaml"
+    ft_cfg.write_text(yaml.safe_dump(doc))
+    ft = tmp_path / "ft"
+    assert main(["train", "--config", str(ft_cfg), "--init", str(base / "latest.pt"), "--out", str(ft)]) == 0
+    assert "the config names no model section" in capsys.readouterr().err
+    _, meta, _ = load_checkpoint(ft / "best.pt")
+    _, base_meta, _ = load_checkpoint(base / "latest.pt")
+    assert meta == base_meta
+    # a model.* override is the config naming its model: that one is used, with a note
+    assert main(["train", "--config", str(ft_cfg), "--init", str(base / "latest.pt"), "--out", str(tmp_path / "ft2"),
+                 "model.arch=small", "model.n_bins=16", "model.input_height=64", "model.input_width=80",
+                 "model.focal_canonical=300"]) == 0
+    assert "names no model section" not in capsys.readouterr().err
+    # one that does not fit the --init weights is a plain error, not a state-dict traceback
+    assert main(["train", "--config", str(ft_cfg), "--init", str(base / "latest.pt"), "--out", str(tmp_path / "ft3"),
+                 "model.arch=small", "model.n_bins=32"]) == 2
+    assert "drop the config's model section" in capsys.readouterr().err
+
+
 def test_confidence_stage_trains_only_the_error_head(tmp_path: Path, tiny_manifest: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """Stage confidence adds an error head to an --init model and trains it alone: every other

@@ -33,7 +33,8 @@ import yaml
 
 from reflector_ros.core.errors import InputError
 from reflector_ros.train.config import (
-    STAGES, DataItem, LossConfig, ModelConfig, TrainConfig, TrainingConfig, from_checkpoint, load_config, validate,
+    STAGES, DataItem, LossConfig, ModelConfig, TrainConfig, TrainingConfig, from_checkpoint, load_config, read_yaml,
+    validate,
 )
 
 __all__ = ["add_arguments", "run", "train", "load_config", "epoch_keys", "one_cycle_lr", "stage_losses",
@@ -405,19 +406,22 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, dict[str, 
         if not args.init:
             return cfg, None
         _, init_meta, _ = load_checkpoint(args.init)
-        if stage in ("selfsup", "confidence", "context"):
+        adapts = stage in ("selfsup", "confidence", "context")
+        names_model = (bool(args.config) and "model" in read_yaml(args.config)) or \
+            any(o.split("=", 1)[0].startswith("model.") for o in overrides)
+        if adapts or not names_model:  # a fine-tune config without a model section: --init's model
             model = ModelConfig(**{f.name: getattr(init_meta, f.name) for f in fields(ModelConfig)})
             if stage == "confidence":
                 model = replace(model, confidence="learned")
             if model != cfg.model:
-                print(f"note: {stage} adapts the --init model as it is; model section taken from {args.init}",
-                      file=sys.stderr)
+                why = f"{stage} adapts the --init model as it is" if adapts else "the config names no model section"
+                print(f"note: {why}; model section taken from {args.init}", file=sys.stderr)
                 cfg = replace(cfg, model=model)
                 validate(cfg)
             if stage == "context" and model.confidence == "learned":
                 print(f"note: {args.init} has an error head; stage context changes the depth it was trained "
                       f"on, so retrain it after this run with --config config/train_confidence.yaml", file=sys.stderr)
-        elif init_meta.confidence == "learned" and cfg.model.confidence != "learned":
+        if not adapts and init_meta.confidence == "learned":
             print(f"note: {args.init} has an error head; it is kept (model.confidence: learned) and left "
                   f"as it is: retrain it after this run with --config config/train_confidence.yaml "
                   f"(docs/training.md)", file=sys.stderr)
@@ -480,7 +484,14 @@ class Trainer:
             if fresh:  # a model without an error head gets a new one
                 print(f"note: {args.init} has no error head; it starts untrained", file=sys.stderr)
                 state.update({k: self.model.state_dict()[k] for k in fresh})
-            self.model.load_state_dict(state)
+            try:
+                self.model.load_state_dict(state)
+            except RuntimeError:  # a different network: shapes or names do not match
+                differ = {k: (v, self.meta.to_dict()[k]) for k, v in init_meta.to_dict().items()
+                          if k not in same and self.meta.to_dict().get(k) != v}
+                raise InputError(f"--init {args.init} is another network than the config's model section "
+                                 f"(--init vs config: {differ}); drop the config's model section (and model.* "
+                                 f"overrides) to fine-tune the --init model as it is") from None
         if resume is not None and resume.get("stage", self.stage) != self.stage:
             raise InputError(f"{args.resume} is a stage {resume['stage']} run and cannot continue as stage "
                              f"{self.stage}: start the new stage with --init")
