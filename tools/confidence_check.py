@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reflector_ros.backends import make_backend  # noqa: E402
 from reflector_ros.data.manifest import ManifestDataset  # noqa: E402
 from reflector_ros.pipeline import DepthPipeline, FrameSettings  # noqa: E402
-from reflector_ros.train.evaluate import scale_stats  # noqa: E402
-from reflector_ros.train.metrics import confidence_split  # noqa: E402
+from reflector_ros.train.evaluate import frame_scale, scale_stats  # noqa: E402
+from reflector_ros.train.metrics import confidence_split, valid_mask  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hololens_office"
 
@@ -56,7 +56,7 @@ def main() -> int:
         every_px.append(all_px)
         confident.append(half)
         spread.append(width)
-        scale.append(np.median(r.depth[ok] / s.depth[ok]))
+        scale.append(frame_scale(r.depth, s.depth, valid_mask(s.depth, 1e-3, 10.0)))   # as eval and anchor_check
         groups.append(s.group)
         if a.keep:
             pooled_err.append(np.abs(r.depth[ok] - s.depth[ok]) / s.depth[ok])
@@ -82,7 +82,7 @@ def main() -> int:
             print(f"  confidence >= {t:g}: keeps {100 * k.mean():.0f} % of the pixels, AbsRel "
                   + (f"{e[k].mean():.3f}" if k.any() else "-"))
     st = scale_stats(scale)
-    print(f"scale (median predicted / true depth per frame): p10 {st['p10']:.3f}, p50 {st['median']:.3f}, "
+    print(f"scale (median predicted / median true depth per frame): p10 {st['p10']:.3f}, p50 {st['median']:.3f}, "
           f"p90 {st['p90']:.3f}; median change from one evaluated frame to the next "
           f"{100 * st['frame_to_frame']:.1f} %")
     return 0

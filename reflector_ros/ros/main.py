@@ -1,8 +1,9 @@
 """Entry point of the depth node: `reflector node`, `ros2 run reflector_ros depth_node`,
 `ros2 launch reflector_ros depth.launch.py`. Context, Fast DDS profile, signals, spin.
 
-SIGINT and SIGTERM end the node cleanly at any moment (exit 0, no traceback): rclpy
-installs its handlers only for the default context, and the node has its own.
+SIGINT and SIGTERM end the node cleanly once main() has started (exit 0, no traceback): rclpy
+installs its handlers only for the default context, and the node has its own. A signal
+while Python is still importing (the first ~0.4 s) ends the process the default way.
 """
 from __future__ import annotations
 
