@@ -142,6 +142,18 @@ def test_unseen_pixels_are_marked():
     assert undistort_maps(_cal("plumb_bob", p=p_tight))[2] is None   # zoomed in: every pixel seen
 
 
+def test_calibration_that_sees_nothing_is_refused():
+    """K a million pixels long against a normal P: no rectified pixel maps into the frame. The
+    maps are refused with a message (plan() then falls back to the frames as they are)."""
+    k_huge = [1e6, 0.0, 79.5, 0.0, 1e6, 59.5, 0.0, 0.0, 1.0]
+    p_half = [0.8 * F, 0.0, 82.5, 0.0, 0.0, 0.8 * F, 57.5, 0.0, 0.0, 0.0, 1.0, 0.0]   # no pixel on its axis
+    cal = calibration(k_huge, LENSES["plumb_bob"], I3, p_half, "plumb_bob", W, H)
+    with pytest.raises(InputError, match="do not describe the same lens"):
+        undistort_maps(cal)
+    fallback = plan(cal, True, "image_raw")
+    assert fallback.maps is None and "cannot undistort" in fallback.state and "same lens" in fallback.warning
+
+
 def test_folded_lens_polynomial_is_not_seen():
     """r(1 + k1 r^2) peaks at r = 1/sqrt(3 |k1|): wider rays fold back into the frame."""
     p_wide = [0.45 * F, 0.0, 79.5, 0.0, 0.0, 0.45 * F, 59.5, 0.0, 0.0, 0.0, 1.0, 0.0]

@@ -173,6 +173,10 @@ def _seen(args: tuple, maps: tuple[np.ndarray, np.ndarray], fisheye: bool) -> np
     mx, my = maps
     h, w = mx.shape
     inside = (mx >= -0.5) & (mx <= w - 0.5) & (my >= -0.5) & (my <= h - 0.5)
+    if not inside.any():
+        k, p = args[0], args[3]
+        raise InputError(f"no rectified pixel falls inside the raw image: K (fx {k[0, 0]:g}) and P (fx {p[0, 0]:g}) "
+                         f"do not describe the same lens")
     v, u = np.nonzero(inside)
     raw = np.stack([mx[v, u], my[v, u]], axis=-1).reshape(-1, 1, 2).astype(np.float64)
     k, d, r, p, _ = args
