@@ -29,9 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, helptext) in COMMANDS.items():
         sub.add_parser(name, help=helptext, add_help=False)
+    if argv and argv[0] == "--version":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"reflector_ros {version('reflector_ros')}")
+        except PackageNotFoundError:   # run from a source tree that was never installed
+            print("reflector_ros (not installed: version unknown)")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"reflector: unknown command {argv[0]!r}; the commands are: {', '.join(COMMANDS)}", file=sys.stderr)
+            return 2
         parser.print_help()
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        return 0
     if argv[0] == "node":
         # `ros2 launch` may stop the node while Python is still importing it (~0.3 s): end
         # cleanly then too; the node's own handlers take over once it runs

@@ -64,6 +64,16 @@ def test_eval_baselines_match_direct_computation(manifest: Path, capsys: pytest.
     (["--data", "manifest:/nonexistent/dir", "--baseline", "constant"], "/nonexistent/dir"),
     (["--data", "manifest:{m}?frames=0:2", "--frames", "0:1", "--baseline", "constant"], "use one"),
     (["--data", "manifest:{m}", "--frames", "9:20", "--baseline", "constant"], "selects no frame"),
+    (["--data", "manifest:{m}", "--max-depth", "0", "--baseline", "constant"], "--max-depth must be"),
+    (["--data", "manifest:{m}", "--min-depth", "nan", "--baseline", "constant"], "--min-depth must be"),
+    (["--data", "manifest:{m}", "--baseline", "constant", "--constant-depth", "0"], "--constant-depth must be"),
+    (["--data", "manifest:{m}", "--baseline", "constant", "--limit", "-1"], "--limit must be >= 0"),
+    (["--data", "manifest:{m}", "--baseline", "constant", "--groups", "a"], "add --by-group"),
+    (["--data", "manifest:{m}", "--baseline", "constant", "--json", "{m}"], "is a folder"),
+    (["--data", "manifest:{m}", "--baseline", "constant", "--min-depth", "50", "--max-depth", "60"],
+     "none of the 4 frames has ground-truth depth in [50, 60] m"),
+    (["--data", "bag:/nonexistent.mcap?image=/a", "--baseline", "constant"], "not found"),
+    (["--data", "bag:{m}/manifest.json?image=/a", "--baseline", "constant"], "needs info=CAMERA_INFO_TOPIC"),
 ])
 def test_eval_bad_inputs(args: list[str], msg: str, manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", *[a.replace("{m}", str(manifest)) for a in args]]) == 2
@@ -108,3 +118,24 @@ def test_eval_by_group_and_the_scale_statistics(tmp_path: Path, manifest: Path,
     assert "no frames in group(s) ['c']" in capsys.readouterr().err
     st = scale_stats([1.0, 1.1, 1.21, 1.331, 1.21])            # +10 % each frame, then -10 %
     assert st["median"] == pytest.approx(1.21) and st["frame_to_frame"] == pytest.approx(0.1, abs=1e-9)
+
+
+def test_eval_writes_results_into_a_new_folder_and_backend_errors_are_messages(
+        tmp_path: Path, manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--json into a folder that does not exist yet: made before the evaluation runs, so a
+    long run's results are not lost at the end; a backend that cannot start is one line."""
+    import torch
+
+    js = tmp_path / "new" / "deeper" / "r.json"
+    assert main(["eval", "--data", f"manifest:{manifest}", "--baseline", "constant", "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["model"] == "constant 2.5 m"
+    if not torch.cuda.is_available():
+        assert main(["eval", "--data", f"manifest:{manifest}", "--backend", "torch-cuda"]) == 2
+        assert "backend 'torch-cuda' cannot start here" in capsys.readouterr().err
+
+
+def test_unknown_command_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evall"]) == 2
+    assert "unknown command 'evall'" in capsys.readouterr().err
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("reflector_ros ")

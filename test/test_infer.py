@@ -301,3 +301,97 @@ def test_exif_rotation_is_ignored_and_a_rotated_calibration_refused(tmp_path: Pa
     assert "another aspect ratio" in capsys.readouterr().err
     assert _infer([str(plain), "-o", str(tmp_path / "d"), "--camera-info", str(rotated), "--scale-calibration"],
                   model) == 0
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG declaring width x height in its IHDR, with one row's worth of pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (1 + 3 * min(width, 1000)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_a_bad_file_is_skipped_and_the_rest_written(tmp_path: Path, tiny_model_dir: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder with good photos and files that are no colour photo: an empty file, a
+    truncated JPEG, a 16-bit single-channel PNG (a depth map), a header declaring a size over
+    the limit (refused from the header: the file holds no pixels to decode). Each is skipped
+    with its reason, the good ones are written, and the exit code says some were skipped;
+    8-bit grey and RGBA photos are colour input."""
+    src = tmp_path / "mix"
+    src.mkdir()
+    cv2.imwrite(str(src / "a_good.png"), _scene(seed=1))
+    cv2.imwrite(str(src / "b_grey.png"), cv2.cvtColor(_scene(seed=2), cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(src / "c_rgba.png"), cv2.cvtColor(_scene(seed=3), cv2.COLOR_BGR2BGRA))
+    (src / "d_empty.png").write_bytes(b"")
+    ok, jpg = cv2.imencode(".jpg", _scene(seed=4))
+    (src / "e_trunc.jpg").write_bytes(jpg.tobytes()[: len(jpg) // 2])
+    cv2.imwrite(str(src / "f_depth.png"), np.full((120, 160), 1500, np.uint16))
+    (src / "g_huge.png").write_bytes(_png_header_only(9000, 9000))
+    (src / "h_bomb.png").write_bytes(_png_header_only(100000, 100000))
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert _infer([str(src), "-o", str(out), "--fx", "100"], tiny_model_dir / "tiny.onnx") == 1
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.png")) == ["a_good.png", "b_grey.png", "c_rgba.png"]
+    for needle in ("d_empty.png: empty file", "e_trunc.jpg: truncated JPEG", "f_depth.png: 1-channel uint16",
+                   "g_huge.png size 9000x9000 is over", "h_bomb.png: image header declares an absurd size", "skipped 5"):
+        assert needle in err.replace(f"{src}/", ""), needle
+    # --every applies to a folder's files too; nothing usable at all is an error
+    assert _infer([str(src), "-o", str(tmp_path / "every"), "--fx", "100", "--every", "2"],
+                  tiny_model_dir / "tiny.onnx") == 1
+    assert sorted(p.name for p in (tmp_path / "every").glob("*.png")) == ["a_good.png", "c_rgba.png"]
+    assert _infer([str(src / "f_depth.png"), "-o", str(tmp_path / "none"), "--fx", "100"], tiny_model_dir / "tiny.onnx") == 2
+
+
+def test_outputs_never_overwrite_inputs(tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """-o naming the input folder would replace the photos with depth PNGs: refused before
+    anything runs. So is -o naming a file, and a file that cannot be written is an error, not
+    a 'wrote' line."""
+    src = tmp_path / "imgs"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), _scene())
+    before = (src / "a.png").read_bytes()
+    model = tiny_model_dir / "tiny.onnx"
+    assert _infer([str(src), "-o", str(src), "--fx", "100"], model) == 2
+    assert _infer([str(src / "a.png"), "-o", str(src), "--fx", "100"], model) == 2
+    assert "where the input images are" in capsys.readouterr().err
+    assert (src / "a.png").read_bytes() == before and sorted(p.name for p in src.iterdir()) == ["a.png"]
+    (tmp_path / "afile").write_text("x")
+    assert _infer([str(src), "-o", str(tmp_path / "afile"), "--fx", "100"], model) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    long = tmp_path / "long"
+    long.mkdir()
+    cv2.imwrite(str(long / ("n" * 247 + ".png")), _scene())     # <stem>_preview.png is over 255 bytes
+    assert _infer([str(long), "-o", str(tmp_path / "lo"), "--fx", "100", "--preview"], model) == 2
+    assert "could not be written" in capsys.readouterr().err
+
+
+def test_depth_range_and_backend_errors_are_messages(tmp_path: Path, tiny_model_dir: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """infer cuts depth to the node's range by default ([0.2, 10] m) or the one given; a
+    backend that cannot start here is a one-line error."""
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), _scene())
+    model = tiny_model_dir / "tiny.onnx"
+    assert _infer([str(img), "-o", str(tmp_path / "wide"), "--fx", "100", "--npy", "--min-depth", "0",
+                   "--max-depth", "1000"], model) == 0
+    wide = np.load(tmp_path / "wide" / "a.npy")
+    lo, hi = np.nanpercentile(wide, [30, 70])
+    assert _infer([str(img), "-o", str(tmp_path / "cut"), "--fx", "100", "--npy", "--min-depth", str(lo),
+                   "--max-depth", str(hi)], model) == 0
+    cut = np.load(tmp_path / "cut" / "a.npy")
+    assert np.array_equal(np.isfinite(cut), (wide >= lo) & (wide <= hi))
+    for bad in (["--max-depth", "nan"], ["--min-depth", "5", "--max-depth", "2"]):
+        assert _infer([str(img), "-o", str(tmp_path / "x"), "--fx", "100", *bad], model) == 2
+        assert "--min-depth and --max-depth" in capsys.readouterr().err
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["infer", str(img), "-o", str(tmp_path / "y"), "--fx", "100", "--backend", "torch-cuda"]) == 2
+        assert "backend 'torch-cuda' cannot start here" in capsys.readouterr().err

@@ -127,6 +127,10 @@ def test_bag_spec(tmp_path: Path) -> None:
         open_dataset(f"bag:{bag}?image=/cam/image&intrinsics=1,2")
     with pytest.raises(InputError, match="not found"):
         open_dataset(f"bag:{tmp_path / 'none'}?image=/cam/image&intrinsics=1,2,3,4")
+    with pytest.raises(InputError, match="not found"):                 # before asking for info=
+        open_dataset(f"bag:{tmp_path / 'none'}?image=/cam/image")
+    with pytest.raises(InputError, match="needs info=CAMERA_INFO_TOPIC or intrinsics"):
+        open_dataset(f"bag:{bag}?image=/cam/image&depth=/cam/depth16")
 
 
 def test_real_hololens_manifest(hololens_dir: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from reflector_ros.backends.base import Backend, DepthResult
 
-__all__ = ["BACKENDS", "Backend", "DepthResult", "cuda_device_count", "make_backend", "trt_runtime_version"]
+__all__ = ["BACKENDS", "Backend", "DepthResult", "cuda_device_count", "make_backend", "open_backend", "trt_runtime_version"]
 
 BACKENDS = ("auto", "tensorrt", "torch", "torch-cuda", "torch-cpu", "onnxruntime", "onnxruntime-cuda")
 LOG = logging.getLogger(__name__)
@@ -94,6 +94,20 @@ def make_backend(name: str = "auto", model_path: str | os.PathLike[str] | None =
         backend.reason = f"auto: {'; '.join(why)}; using {backend.name} ({backend.reason})"
     _say(logger, f"backend {backend.name}: {backend.reason}")
     return backend
+
+
+def open_backend(name: str = "auto", model_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Backend:
+    """make_backend for the command-line tools: a backend that cannot start here (not
+    installed, TensorRT stubs only, no CUDA device, a model it cannot load) is an InputError
+    that names the backend and why, not a traceback."""
+    from reflector_ros.core.errors import InputError
+
+    try:
+        return make_backend(name, model_path, **kwargs)
+    except InputError:
+        raise
+    except (ImportError, RuntimeError, OSError, ValueError) as exc:
+        raise InputError(f"backend {name!r} cannot start here: {exc}") from None
 
 
 def _choose(path: Path | None, why: list[str]) -> str:

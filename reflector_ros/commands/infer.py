@@ -8,6 +8,7 @@ stored pixels, so a rotated view would not match its calibration.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +25,12 @@ from reflector_ros.core.errors import InputError
 from reflector_ros.core.scale_anchor import AnchorSettings
 from reflector_ros.core.limits import check_size
 from reflector_ros.core.rectify import RECTIFY_SETTINGS
+from reflector_ros.ros.params import PARAMS
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_EXT = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 BAG_EXT = {".mcap", ".db3"}
+SKIP_WARNINGS = 10   # skipped files listed one by one; the rest are counted
 
 
 class Source(NamedTuple):
@@ -41,6 +44,12 @@ class Frame(NamedTuple):
     rgb: np.ndarray                 # RGB uint8
     source: Source | None           # the bag's word on it
     t: float | None = None          # seconds, for frames of one sequence (video, bag); None: a lone image
+
+
+class Skip(NamedTuple):
+    """A file or input that gave no frame, and why (the run goes on without it)."""
+    what: str
+    reason: str
 
 
 class Flags(NamedTuple):
@@ -68,35 +77,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="undistort with the calibration's distortion first, as the node does; auto: unless a "
                         "bag's image topic is named as rectified (image_rect). The depth is in the "
                         "calibration's P camera either way")
-    p.add_argument("--fx", type=float)
-    p.add_argument("--fy", type=float)
-    p.add_argument("--cx", type=float)
-    p.add_argument("--cy", type=float)
+    p.add_argument("--fx", type=float, help="focal length in pixels of the stored images (instead of --camera-info)")
+    p.add_argument("--fy", type=float, help="vertical focal length in pixels (default: --fx)")
+    p.add_argument("--cx", type=float, help="principal point x in pixels (default: the image centre)")
+    p.add_argument("--cy", type=float, help="principal point y in pixels (default: the image centre)")
     p.add_argument("--model", help="model file (.onnx, .pt, .engine); default: the embedded model")
-    p.add_argument("--backend", default="auto", help="auto|tensorrt|torch|torch-cpu|torch-cuda|onnxruntime|onnxruntime-cuda")
-    p.add_argument("--npy", action="store_true", help="also write float32 metres as .npy (NaN invalid)")
+    p.add_argument("--backend", default="auto",
+                   help="auto|tensorrt|torch|torch-cpu|torch-cuda|onnxruntime|onnxruntime-cuda (default: auto)")
+    p.add_argument("--min-depth", type=float, default=PARAMS["min_depth"][0],
+                   help="metres; nearer depth is invalid (default: the node's, %(default)s)")
+    p.add_argument("--max-depth", type=float, default=PARAMS["max_depth"][0],
+                   help="metres; farther depth is invalid (default: the node's, %(default)s)")
+    p.add_argument("--npy", action="store_true", help="also write float32 metres as .npy (NaN invalid); always "
+                   "written: <stem>.png, 16-bit millimetres with 0 invalid (REP 118)")
     p.add_argument("--preview", action="store_true", help="also write a colourised <stem>_preview.png")
     p.add_argument("--ply", action="store_true", help="also write a binary PLY point cloud (xyz + rgb)")
     p.add_argument("--camera-height", type=float, default=None,
                    help="metres from the floor to the camera, 0.02-20: fix the metric scale from the floor in view "
                         "(the node's scale_anchor.mode floor); frames of a video or bag are smoothed over time")
-    p.add_argument("--camera-pitch", type=float, default=0.0, help="expected camera pitch, degrees, positive down")
-    p.add_argument("--camera-roll", type=float, default=0.0, help="expected camera roll, degrees")
+    p.add_argument("--camera-pitch", type=float, default=0.0, help="expected camera pitch, degrees, -89..89, positive down (default: 0)")
+    p.add_argument("--camera-roll", type=float, default=0.0, help="expected camera roll, degrees, -180..180 (default: 0)")
     p.add_argument("--anchor-tolerance", type=float, default=35.0,
-                   help="largest angle (degrees) between the floor normal and the expected up")
+                   help="largest angle (degrees, 1-80) between the floor normal and the expected up (default: 35)")
     p.add_argument("--anchor-normal", choices=("fitted", "expected"), default="fitted",
                    help="measure the floor distance along the fitted plane's normal (default), or along the "
                         "expected up from --camera-pitch/--camera-roll (set them right; robust to a tilted floor)")
     p.add_argument("--anchor-max-correction", type=float, default=1.5,
-                   help="largest factor either way by which the floor may correct the network's scale")
+                   help="largest factor (1.05-10) either way by which the floor may correct the network's scale (default: 1.5)")
     p.add_argument("--anchor-min-inliers", type=float, default=0.2,
-                   help="fraction of the sampled lower-view points the floor must hold (lower: engages more often)")
+                   help="fraction (0.01-1) of the sampled lower-view points the floor must hold; lower engages more often (default: 0.2)")
     p.add_argument("--anchor-window", type=int, default=3,
-                   help="frames whose median outvotes one odd frame's floor scale")
+                   help="frames (1-1000) whose median outvotes one odd frame's floor scale (default: 3)")
     p.add_argument("--image-topic", help="bag image topic (default: the only image topic)")
     p.add_argument("--camera-info-topic", help="bag camera_info topic (default: beside the image topic)")
-    p.add_argument("--every", type=int, default=1, help="keep every N-th frame of videos and bags")
-    p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
+    p.add_argument("--every", type=int, default=1, help="keep every N-th frame of each video, bag or folder (default: 1)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after writing this many frames (default 0: all)")
 
 
 def camera_from_args(args: argparse.Namespace) -> CameraInfoFields | Flags | None:
@@ -132,17 +147,49 @@ def frame_camera(given: CameraInfoFields | Flags | None, source: Source | None, 
 
 
 def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 of an image file, pixels as stored (no EXIF rotation); 16-bit and grey
-    images are converted."""
+    """RGB uint8 of an image file, pixels as stored (no EXIF rotation). 8-bit grey is
+    expanded, 16-bit colour scaled to 8 bits, alpha dropped. InputError for what is not a
+    colour photo: unreadable or truncated files, single-channel 16-bit or float images
+    (depth maps), and sizes over the limit, which are read from the header before any
+    pixel is decoded."""
     if path.stat().st_size > 512 * 1024 * 1024:
         raise InputError(f"{path}: file larger than 512 MB, refusing")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    check_size(*header_size(path), str(path))
+    data = path.read_bytes()
+    if not data:
+        raise InputError(f"{path}: empty file")
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
+        raise InputError(f"{path}: truncated JPEG (no end-of-image marker)")
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:
+        img = None
     if img is None:
         raise InputError(f"{path}: not a readable image")
     check_size(img.shape[1], img.shape[0], str(path))
-    if img.dtype != np.uint8:
-        img = (img / 257).astype(np.uint8)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    if img.dtype not in (np.uint8, np.uint16) or (img.dtype == np.uint16 and channels == 1):
+        raise InputError(f"{path}: {channels}-channel {img.dtype} image (a depth map?) is not colour input")
+    if img.dtype == np.uint16:
+        img = (img // 257).astype(np.uint8)
+    if channels == 1:
+        return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if channels == 4 else cv2.COLOR_BGR2RGB)
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header (Pillow reads it without decoding pixels),
+    so a small file that decodes to gigabytes is refused first; (1, 1) when Pillow does not
+    know the format (OpenCV's decoder then has the last word)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return 1, 1
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: image header declares an absurd size, refusing") from None
 
 
 def is_bag(path: Path) -> bool:
@@ -199,30 +246,54 @@ def iter_bag(path: Path, image_topic: str | None, info_topic: str | None, every:
             yield Frame(f"{path.stem}_{stamp_ns}", rgb, Source(fields, image_topic), stamp_ns / 1e9)
 
 
-def iter_inputs(inputs: list[str], every: int = 1, image_topic: str | None = None,
-                info_topic: str | None = None) -> Iterator[Frame]:
-    """Every frame of every input, in order; unreadable inputs raise InputError."""
-    if every < 1:
-        raise InputError("--every must be >= 1")
+def check_inputs(inputs: list[str], output: Path) -> None:
+    """Before anything runs: every input exists and is of a known kind, and the output folder
+    is no input folder (its depth PNGs would overwrite or join the images)."""
     for raw in inputs:
         path = Path(raw)
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
-        if is_bag(path):
-            yield from iter_bag(path, image_topic, info_topic, every)
-        elif path.is_dir():
-            files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_EXT)
-            if not files:
-                raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXT))})")
-            for f in files:
-                yield Frame(f.stem, read_image(f), None)
-        elif path.suffix.lower() in VIDEO_EXT:
-            yield from iter_video(path, every)
-        elif path.suffix.lower() in IMAGE_EXT:
-            yield Frame(path.stem, read_image(path), None)
-        else:
+        known = is_bag(path) or path.is_dir() or path.suffix.lower() in VIDEO_EXT | IMAGE_EXT
+        if not known:
             raise InputError(f"{path}: unknown input type (images {sorted(IMAGE_EXT)}, videos {sorted(VIDEO_EXT)}, "
                              "bags: folder with metadata.yaml, .mcap, .db3)")
+        folder = path if path.is_dir() else path.parent
+        if not is_bag(path) and output.resolve() == folder.resolve():
+            raise InputError(f"--output {output} is where the input images are: the depth PNGs would overwrite "
+                             f"or mix with them; choose another output folder")
+    if output.exists() and not output.is_dir():
+        raise InputError(f"--output {output} is a file, not a folder")
+
+
+def iter_inputs(inputs: list[str], every: int = 1, image_topic: str | None = None,
+                info_topic: str | None = None) -> Iterator[Frame | Skip]:
+    """Every frame of every input, in order. A file that cannot be read, or a video or bag
+    that fails, is a Skip with the reason, and the rest goes on."""
+    if every < 1:
+        raise InputError("--every must be >= 1")
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir() and not is_bag(path):
+            files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_EXT)
+            if not files:
+                yield Skip(str(path), f"folder holds no images ({', '.join(sorted(IMAGE_EXT))})")
+            for f in files[::every]:
+                yield _image_frame(f)
+        elif path.suffix.lower() in IMAGE_EXT and not path.is_dir():
+            yield _image_frame(path)
+        else:
+            frames = iter_bag(path, image_topic, info_topic, every) if is_bag(path) else iter_video(path, every)
+            try:
+                yield from frames
+            except InputError as exc:
+                yield Skip(str(path), str(exc))
+
+
+def _image_frame(path: Path) -> Frame | Skip:
+    try:
+        return Frame(path.stem, read_image(path), None)
+    except InputError as exc:
+        return Skip(str(path), str(exc).removeprefix(f"{path}: "))
 
 
 def preview(depth: np.ndarray) -> np.ndarray:
@@ -255,73 +326,111 @@ def write_ply(path: Path, cloud: np.ndarray) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        n, out = _infer_all(args)
-    except (ValueError, FileNotFoundError) as exc:  # InputError is a ValueError
+        n, out, skipped = _infer_all(args)
+    except (ValueError, OSError) as exc:  # InputError is a ValueError
         print(f"reflector infer: error: {exc}", file=sys.stderr)
         return 2
-    extra = f" (scale per frame in {out / 'scale_anchor.csv'})" if args.camera_height is not None else ""
-    print(f"wrote {n} depth maps to {out}{extra}")
+    extra = f" (scale per frame in {out / 'scale_anchor.csv'})" if args.camera_height is not None and n else ""
+    print(f"wrote {n} depth map{'s' if n != 1 else ''} to {out}{extra}")
+    if skipped:
+        print(f"skipped {len(skipped)}: " + "; ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else ""),
+              file=sys.stderr)
+        return 2 if n == 0 else 1
     return 0
 
 
-def _infer_all(args: argparse.Namespace) -> tuple[int, Path]:
-    """Every frame through the pipeline, files out; returns (frames written, output folder)."""
+def _write_png(path: Path, img: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"{path}: could not be written (name too long, disk full, or no permission?)")
+
+
+def _infer_all(args: argparse.Namespace) -> tuple[int, Path, list[str]]:
+    """Every frame through the pipeline, files out; returns (frames written, output folder,
+    what was skipped and why). A frame or file that cannot be used is skipped with a warning;
+    options, the output folder and the backend are checked before the first frame."""
     from contextlib import ExitStack
 
     from tqdm import tqdm
 
-    from reflector_ros.backends import make_backend
+    from reflector_ros.backends import open_backend
     from reflector_ros.pipeline import CloudSettings, DepthPipeline, FrameSettings
 
     given = camera_from_args(args)
     anchor = anchor_from_args(args)
+    if args.every < 1 or args.max_frames < 0:
+        raise InputError("--every must be >= 1 and --max-frames >= 0 (0: all)")
+    if not (0 <= args.min_depth < args.max_depth and math.isfinite(args.max_depth)):
+        raise InputError(f"--min-depth and --max-depth must satisfy 0 <= min < max (finite metres), "
+                         f"got {args.min_depth}, {args.max_depth}")
     out = Path(args.output)
+    check_inputs(args.inputs, out)
     out.mkdir(parents=True, exist_ok=True)
-    pipeline = DepthPipeline(make_backend(args.backend, args.model))
-    settings = FrameSettings(rectify=args.rectify, cloud=CloudSettings(rgb=True) if args.ply else None, anchor=anchor)
+    pipeline = DepthPipeline(open_backend(args.backend, args.model))
+    settings = FrameSettings(min_depth=args.min_depth, max_depth=args.max_depth, rectify=args.rectify,
+                             cloud=CloudSettings(rgb=True) if args.ply else None, anchor=anchor)
     used: set[str] = set()
     n = 0
+    skipped: list[str] = []
     sources: dict[str, int] = {}
-    scales: list[float] = []
+    floor_scales: list[float] = []
     with ExitStack() as stack:
         scale_log = None
         if anchor.mode != "none":
             scale_log = stack.enter_context(open(out / "scale_anchor.csv", "w"))
             scale_log.write("frame,scale,source,floor_inliers\n")
-        for stem, rgb, src, t in tqdm(iter_inputs(args.inputs, args.every, args.image_topic, args.camera_info_topic),
-                                      desc="infer", unit="frame"):
+        bar = stack.enter_context(tqdm(desc="infer", unit="frame"))
+
+        def skip(what: str, reason: str) -> None:
+            skipped.append(f"{what} ({reason})")
+            if len(skipped) <= SKIP_WARNINGS:
+                bar.write(f"warning: skipped {what}: {reason}", file=sys.stderr)
+            if len(skipped) == SKIP_WARNINGS:
+                bar.write(f"warning: further skipped files are counted, not listed", file=sys.stderr)
+        for item in iter_inputs(args.inputs, args.every, args.image_topic, args.camera_info_topic):
+            if isinstance(item, Skip):
+                skip(item.what, item.reason)
+                continue
+            stem, rgb, src, t = item
             h, w = rgb.shape[:2]
-            camera, topic = frame_camera(given, src, w, h, stem, args.scale_calibration)
-            if t is None:          # a lone image: no scale history carries over from the one before
-                pipeline.restarted()
-            res = pipeline.process(rgb, camera, settings, topic, t=t or 0.0)
+            try:
+                camera, topic = frame_camera(given, src, w, h, stem, args.scale_calibration)
+                if t is None:          # a lone image: no scale history carries over from the one before
+                    pipeline.restarted()
+                res = pipeline.process(rgb, camera, settings, topic, t=t or 0.0)
+            except InputError as exc:
+                skip(stem, str(exc))
+                continue
             if res.new_plan:
                 for note in res.plan.notes:
-                    print(f"warning: {stem}: {note}", file=sys.stderr)
+                    bar.write(f"warning: {stem}: {note}".replace("rectify:=false", "--rectify false"), file=sys.stderr)
             if scale_log is not None and res.anchor is not None:
                 a = res.anchor
                 scale_log.write(f"{stem},{a.scale:.5f},{a.source},{a.inlier_fraction:.3f}\n")
                 sources[a.source] = sources.get(a.source, 0) + 1
-                scales.append(a.scale)
+                if a.source != "model":
+                    floor_scales.append(a.scale)
             name, k = stem, 1
             while name in used:
                 name, k = f"{stem}_{k}", k + 1
             used.add(name)
-            cv2.imwrite(str(out / f"{name}.png"), to_millimetres(res.depth))
+            _write_png(out / f"{name}.png", to_millimetres(res.depth))
             if args.npy:
                 np.save(out / f"{name}.npy", res.depth)
             if args.preview:
-                cv2.imwrite(str(out / f"{name}_preview.png"), preview(res.depth))
+                _write_png(out / f"{name}_preview.png", preview(res.depth))
             if args.ply and res.cloud is not None:
                 write_ply(out / f"{name}.ply", res.cloud)
             n += 1
+            bar.update(1)
             if args.max_frames and n >= args.max_frames:
                 break
-    if scales:
-        print(f"scale anchor: floor in {sources.get('floor', 0)} of {len(scales)} frames, held in "
-              f"{sources.get('held', 0)}, the network's own scale in {sources.get('model', 0)}; "
-              f"scale median {float(np.median(scales)):.3f}", file=sys.stderr)
-    return n, out
+    if sources:
+        total = sum(sources.values())
+        median = f"; the floor's scale median {float(np.median(floor_scales)):.3f}" if floor_scales else ""
+        print(f"scale anchor: floor in {sources.get('floor', 0)} of {total} frames, held in "
+              f"{sources.get('held', 0)}, the network's own scale in {sources.get('model', 0)}{median}",
+              file=sys.stderr)
+    return n, out, skipped
 
 
 ANCHOR_FLAGS = {"camera_height": "--camera-height", "pitch_deg": "--camera-pitch", "roll_deg": "--camera-roll",

@@ -64,7 +64,8 @@ class Intrinsics:
         for name in ("fx", "fy"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0 < v <= 100.0 * max(self.width, self.height)):
-                raise InputError(f"camera {name}={v} is not a usable focal length in pixels")
+                raise InputError(f"camera {name}={v} is not a usable focal length in pixels for a "
+                                 f"{self.width}x{self.height} image (0 < f <= 100 x its longer side)")
         for name in ("cx", "cy"):
             v = getattr(self, name)
             if not (math.isfinite(v) and abs(v) < 10 * MAX_SIDE):

@@ -17,6 +17,8 @@ def read_mapping(path: str | Path, what: str, expected: str) -> dict[str, Any]:
         doc = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as exc:
         raise InputError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{what} {path} is not a text file (not UTF-8)") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(doc, dict):

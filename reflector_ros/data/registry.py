@@ -103,8 +103,12 @@ def open_dataset(spec: str | Mapping[str, Any]) -> Sequence[Sample]:
     else:  # bag
         from reflector_ros.data.rosbag import BagDataset
 
+        if not path.exists():
+            raise InputError(f"bag dataset {path}: not found")
         if not cfg.get("image"):
             raise InputError(f"bag dataset {path} needs image=TOPIC")
+        if not cfg.get("info") and not cfg.get("intrinsics"):
+            raise InputError(f"bag dataset {path} needs info=CAMERA_INFO_TOPIC or intrinsics=fx,fy,cx,cy")
         ds = BagDataset(path, str(cfg["image"]), depth_topic=cfg.get("depth") or None,
                         camera_info_topic=cfg.get("info") or None,
                         max_dt=_float(cfg.get("max_dt", 0.02), "max_dt"),

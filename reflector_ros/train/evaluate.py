@@ -123,6 +123,10 @@ def evaluate_dataset(ds: Sequence[Sample], predict: Predictor | None, *, crop: s
         rows_med.append(depth_metrics(median_scale(pred, s.depth, mask), s.depth, mask))
         groups.append(s.group)
         scales.append(frame_scale(pred, s.depth, mask))
+    if not rows:
+        cap = f"{max_depth:g}" if max_depth is not None else "inf"
+        raise InputError(f"none of the {len(idx)} frames has ground-truth depth in [{min_depth:g}, {cap}] m "
+                         f"(crop {crop}); a bag spec needs depth=TOPIC to evaluate against")
     out: dict[str, Any] = {"metric": mean_metrics(rows), "median_scaled": mean_metrics(rows_med),
                            "scale": scale_stats(scales)}
     if any(groups):
@@ -184,21 +188,26 @@ def focal_ratios(predict: Predictor, ds: Sequence[Sample], limit: int = 0) -> li
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model file (.onnx, .pt, .engine); default: the embedded model")
-    p.add_argument("--backend", default="auto", help="auto|onnxruntime|torch|torch-cpu|tensorrt|...")
+    p.add_argument("--backend", default="auto",
+                   help="auto|onnxruntime|onnxruntime-cuda|torch|torch-cpu|torch-cuda|tensorrt (default: auto)")
     p.add_argument("--data", action="append", required=True, metavar="SPEC",
                    help="dataset spec, e.g. manifest:DIR?frames=250:373 (repeatable)")
     p.add_argument("--frames", help="START:STOP[:STEP] applied to every --data")
-    p.add_argument("--crop", choices=["eigen", "garg", "none"], help="default: the dataset's protocol")
-    p.add_argument("--max-depth", type=float, help="depth cap in metres (default: the dataset's)")
-    p.add_argument("--min-depth", type=float, default=1e-3)
+    p.add_argument("--crop", choices=["eigen", "garg", "none"],
+                   help="evaluation crop (default: the dataset's protocol: eigen for NYU, garg for KITTI, else none)")
+    p.add_argument("--max-depth", type=float,
+                   help="depth cap in metres (default: the dataset's: 10 for manifests and NYU, 80 for KITTI, none for bags)")
+    p.add_argument("--min-depth", type=float, default=1e-3,
+                   help="ground truth below this many metres is invalid (default: 0.001)")
     p.add_argument("--median-scale", action="store_true", help="also print the per-image median-scaled variant")
     p.add_argument("--flip", action="store_true", help="average with the flipped image's prediction")
     p.add_argument("--baseline", choices=["constant", "median-gt"],
                    help="evaluate a reference instead of a model: constant depth or each frame's median GT (oracle)")
-    p.add_argument("--constant-depth", type=float, default=2.5, help="depth of the constant baseline, metres")
-    p.add_argument("--limit", type=int, default=0, help="evaluate at most N frames per set, spread evenly")
+    p.add_argument("--constant-depth", type=float, default=2.5, help="depth of the constant baseline, metres (default: 2.5)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate at most N frames per set, spread evenly (default 0: all)")
     p.add_argument("--focal-check", type=int, default=0, metavar="N",
-                   help="also report the focal-consistency ratio on N frames per set")
+                   help="also report the 2x-zoom ratio on N frames per set: depth of a centre crop upscaled 2x "
+                        "with fx doubled over the full frame's (1.0 is a canonical camera that holds)")
     p.add_argument("--by-group", action="store_true",
                    help="one row per frame group (manifests whose frames carry a 'group', e.g. real_eval) and "
                         "a row with the mean over those groups")
@@ -220,17 +229,50 @@ def open_eval_set(spec: str, frames: str | None) -> tuple[Sequence[Sample], dict
     return ds, dataset_defaults(spec)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse option values that could only give meaningless rows, and make the output
+    files' folders now: a typo there must not cost a finished evaluation."""
+    def finite(v: float) -> bool:
+        return bool(np.isfinite(v))
+
+    if not (finite(args.min_depth) and args.min_depth >= 0):
+        raise InputError(f"--min-depth must be a finite number of metres >= 0, got {args.min_depth}")
+    if args.max_depth is not None and not (finite(args.max_depth) and args.max_depth > args.min_depth):
+        raise InputError(f"--max-depth must be a finite number of metres above --min-depth ({args.min_depth:g}), "
+                         f"got {args.max_depth}")
+    if not (finite(args.constant_depth) and args.constant_depth > 0):
+        raise InputError(f"--constant-depth must be a positive number of metres, got {args.constant_depth}")
+    for flag in ("limit", "focal_check"):
+        if getattr(args, flag) < 0:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 0 (0: {'all frames' if flag == 'limit' else 'off'})")
+    if args.groups and not args.by_group:
+        raise InputError("--groups selects rows of --by-group: add --by-group")
+    if args.constant_depth != 2.5 and args.baseline != "constant":
+        print("warning: --constant-depth is used only with --baseline constant", file=sys.stderr)
+    for flag in ("json", "markdown"):
+        target = getattr(args, flag)
+        if target:
+            path = Path(target)
+            if path.is_dir():
+                raise InputError(f"--{flag} {path} is a folder; give a file name")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"--{flag} {path}: cannot make its folder ({exc})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        check_args(args)
         # open every set first: a typo in a spec fails before a model is loaded
         sets = [(spec, *open_eval_set(spec, args.frames)) for spec in args.data]
         predict = None
         label = args.baseline and (f"constant {args.constant_depth} m" if args.baseline == "constant"
                                    else "median GT (oracle)")
         if not args.baseline:
-            from reflector_ros.backends import make_backend
+            from reflector_ros.backends import open_backend
 
-            backend = make_backend(args.backend, args.model)
+            backend = open_backend(args.backend, args.model)
             predict = backend_predictor(backend)
             label = f"{args.model or 'embedded default'} ({backend.name})"
         results: dict[str, Any] = {"model": label, "sets": {}}
