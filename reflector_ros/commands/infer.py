@@ -385,7 +385,7 @@ def _infer_all(args: argparse.Namespace) -> tuple[int, Path, list[str]]:
             if len(skipped) <= SKIP_WARNINGS:
                 bar.write(f"warning: skipped {what}: {reason}", file=sys.stderr)
             if len(skipped) == SKIP_WARNINGS:
-                bar.write(f"warning: further skipped files are counted, not listed", file=sys.stderr)
+                bar.write("warning: further skipped files are counted, not listed", file=sys.stderr)
         for item in iter_inputs(args.inputs, args.every, args.image_topic, args.camera_info_topic):
             if isinstance(item, Skip):
                 skip(item.what, item.reason)
