@@ -282,10 +282,11 @@ def load_engines(model_path: str | os.PathLike[str], engine_dir: str | os.PathLi
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", required=True, type=Path, help="fused graph X.onnx (with --pair: X_backbone/X_reflector beside it)")
     p.add_argument("--pair", action="store_true", help="build the backbone and Reflector engines instead of the fused one")
-    p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16")
+    p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16",
+                   help="engine precision (default: fp16; int8 needs --calib)")
     p.add_argument("--calib", type=Path, help="INT8 calibration images: a folder or a ROS 2 bag")
     p.add_argument("--calib-topic", help="image topic when --calib is a bag")
-    p.add_argument("--calib-frames", type=int, default=200)
+    p.add_argument("--calib-frames", type=int, default=200, help="INT8 calibration frames to use (default: 200)")
     p.add_argument("--workspace-mb", type=int, default=None,
                    help=f"builder workspace (default {default_workspace_mb()} here; keep it modest on Jetson)")
     p.add_argument("--cache-dir", type=Path, default=None, help="engine cache (default: engines/ or $REFLECTOR_ENGINE_DIR)")

@@ -37,13 +37,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=(256, 320),
                    help="network input size for --arch (nominal size with --canonical)")
     p.add_argument("--bins", type=int, default=32, help="bins of the --arch models")
-    p.add_argument("--backends", nargs="+", choices=CANDIDATES, default=list(CANDIDATES))
+    p.add_argument("--backends", nargs="+", choices=CANDIDATES, default=list(CANDIDATES),
+                   help="backends to time (default: every one; those unavailable here are reported and skipped)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = physical cores)")
-    p.add_argument("--reps", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--reps", type=int, default=50, help="timed frames per model and backend; medians are printed (default: 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed frames first (default: 5)")
     p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=(640, 480), help="camera frame size")
     p.add_argument("--fx", type=float, default=0.0, help="camera focal length in pixels (default 0.9 x width)")
-    p.add_argument("--engine-dir", type=Path, default=None)
+    p.add_argument("--engine-dir", type=Path, default=None,
+                   help="TensorRT engine cache (default: engines/ or $REFLECTOR_ENGINE_DIR)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

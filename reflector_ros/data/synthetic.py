@@ -803,8 +803,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder (manifest format)")
     p.add_argument("--count", required=True, type=int, help="number of frames")
     p.add_argument("--seed", type=int, default=0, help="frame i uses seed + i")
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=256, help="image height in pixels (default: 256)")
+    p.add_argument("--width", type=int, default=320, help="image width in pixels (default: 320)")
     p.add_argument("--workers", type=int, default=2, help="processes")
     p.add_argument("--preview", type=int, default=8, help="frames in preview.png (0: none)")
     p.add_argument("--trajectory", action="store_true",

@@ -304,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
                 entry["mean_of_groups"] = mean_of_groups([res["groups"][g]["metric"] for g in keep])
                 entry["mean_of_groups_median_scaled"] = mean_of_groups([res["groups"][g]["median_scaled"] for g in keep])
                 continue
+            if args.by_group:
+                print(f"note: {spec}: its frames carry no group; one row for the whole set", file=sys.stderr)
             table[name] = res["metric"]
             if args.median_scale:
                 table[name + " (median-scaled)"] = res["median_scaled"]
