@@ -192,7 +192,16 @@ def test_finetune_config_without_model_section_takes_the_init_model(tmp_path: Pa
     ft_cfg.write_text(yaml.safe_dump(doc))
     ft = tmp_path / "ft"
     assert main(["train", "--config", str(ft_cfg), "--init", str(base / "latest.pt"), "--out", str(ft)]) == 0
-    assert "the config names no model section" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the config names no model section" in err
+    assert "data.train[0]: 6 frames" in err and "data.val.synth: 3 frames" in err
+    # the --init model is evaluated first: step 0 of the curves, and best.pt until beaten
+    rows = [json.loads(line) for line in (ft / "metrics.jsonl").read_text().splitlines()]
+    val_steps = [r["step"] for r in rows if "val" in r]
+    assert val_steps[0] == 0 and "step 0 (the --init model)" in err
+    best_step = torch.load(ft / "best.pt", weights_only=True)["step"]
+    first = {r["step"]: r["val"]["synth"]["abs_rel"] for r in rows if "val" in r}
+    assert first[best_step] == min(first.values())
     _, meta, _ = load_checkpoint(ft / "best.pt")
     _, base_meta, _ = load_checkpoint(base / "latest.pt")
     assert meta == base_meta
@@ -240,7 +249,8 @@ def test_confidence_stage_trains_only_the_error_head(tmp_path: Path, tiny_manife
     # head learns which pixels of a frame are worse
     assert nll[0] == pytest.approx(1.0, abs=1e-3) and np.mean(nll[-10:]) < 0.99
     val = [r["val"]["synth"] for r in rows if "val" in r]
-    assert len(val) == 2 and all({"abs_rel", "confident_half_abs_rel", "confidence_gain"} <= set(v) for v in val)
+    # steps 0 (the --init model, its new head untrained), 20 and 40
+    assert len(val) == 3 and all({"abs_rel", "confident_half_abs_rel", "confidence_gain"} <= set(v) for v in val)
     plain, _, _ = load_checkpoint(base / "latest.pt")
     learned, meta, _ = load_checkpoint(run / "best.pt")
     assert meta.confidence == "learned"

@@ -31,11 +31,11 @@ def upload_rgb(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     On CUDA the copy goes through pinned memory (torch's caching host allocator
     makes the pinned buffer cheap) and is asynchronous on the current stream.
     """
-    src = torch.from_numpy(np.ascontiguousarray(rgb))
     if device.type != "cuda":
-        return src.to(device)
-    staging = torch.empty(src.shape, dtype=torch.uint8, pin_memory=True)
-    staging.copy_(src)
+        # a message's or a bag's buffer is read-only: torch would warn, so copy it then
+        return torch.from_numpy(np.ascontiguousarray(rgb) if rgb.flags.writeable else rgb.copy()).to(device)
+    staging = torch.empty(rgb.shape, dtype=torch.uint8, pin_memory=True)
+    staging.numpy()[...] = rgb          # numpy copies into the pinned buffer; read-only sources are fine
     return staging.to(device, non_blocking=True)
 
 

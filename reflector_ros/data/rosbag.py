@@ -253,7 +253,8 @@ class BagDataset(Sequence[Sample]):
                     self._pairs.append((ref, depths[best]))
             if not self._pairs:
                 raise InputError(f"bag {self.path}: no {image_topic} frame has a {depth_topic} frame within "
-                                 f"{max_dt} s ({len(images)} colour, {len(depths)} depth messages)")
+                                 f"{max_dt} s ({len(images)} colour, {len(depths)} depth messages); "
+                                 f"&max_dt=SECONDS in the spec widens the window")
         else:
             self._pairs = [(ref, None) for ref in images]
         self.unmatched = len(images) - len(self._pairs)

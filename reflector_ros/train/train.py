@@ -112,19 +112,37 @@ def named(key: str, fn: Any, *args: Any) -> Any:
         raise InputError(f"{key}: {err}") from None
 
 
-def open_val_sets(val: dict[str, Any]) -> dict[str, tuple[Any, dict[str, Any]]]:
-    """data.val's sets by name: (dataset, its protocol defaults such as crop and max_depth)."""
-    from reflector_ros.data.registry import dataset_defaults, open_dataset
-
-    return {name: (named(f"data.val.{name}", open_dataset, spec), dataset_defaults(spec)) for name, spec in val.items()}
-
-
-def open_train_data(items: Sequence[DataItem], epoch_length: int, seed: int) -> Sequence[Any]:
-    """The training sets mixed by weight (BalancedMix), or the one set as it is."""
-    from reflector_ros.data.mixing import BalancedMix
+def open_checked(key: str, spec: Any, say: bool = True) -> Any:
+    """One dataset of the config, opened and its first frame read now, in this process: a
+    set that cannot be used (an empty selection, depth not registered to the colour image)
+    fails here with the config key in the message, not later inside a DataLoader worker.
+    Prints the set's size, and for bags how many colour frames had no depth near them."""
     from reflector_ros.data.registry import open_dataset
 
-    sets = [named(f"data.train[{i}]", open_dataset, item.spec) for i, item in enumerate(items)]
+    ds = named(key, open_dataset, spec)
+    if len(ds) == 0:
+        raise InputError(f"{key}: {spec} holds no frames")
+    named(key, ds.__getitem__, 0)
+    if say:
+        dropped = getattr(ds, "unmatched", 0)
+        extra = (f"; {dropped} colour frame(s) had no depth within max_dt and are left out "
+                 f"(&max_dt=SECONDS in the spec widens the window)") if dropped else ""
+        print(f"{key}: {len(ds)} frames{extra}", file=sys.stderr)
+    return ds
+
+
+def open_val_sets(val: dict[str, Any], say: bool = True) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """data.val's sets by name: (dataset, its protocol defaults such as crop and max_depth)."""
+    from reflector_ros.data.registry import dataset_defaults
+
+    return {name: (open_checked(f"data.val.{name}", spec, say), dataset_defaults(spec)) for name, spec in val.items()}
+
+
+def open_train_data(items: Sequence[DataItem], epoch_length: int, seed: int, say: bool = True) -> Sequence[Any]:
+    """The training sets mixed by weight (BalancedMix), or the one set as it is."""
+    from reflector_ros.data.mixing import BalancedMix
+
+    sets = [open_checked(f"data.train[{i}]", item.spec, say) for i, item in enumerate(items)]
     length = epoch_length or sum(len(s) for s in sets)
     if len(sets) == 1 and length == len(sets[0]):
         return sets[0]
@@ -524,9 +542,12 @@ class Trainer:
         # the data opens before anything is written: a wrong path leaves no half-made run folder
         self.train_data: Sequence[Any] | None = None
         if self.stage != "selfsup" or cfg.selfsup.supervised_weight > 0:
-            self.train_data = open_train_data(cfg.data.train, cfg.data.epoch_length, t.seed)
+            self.train_data = open_train_data(cfg.data.train, cfg.data.epoch_length, t.seed, say=self.main)
         self.val_sets = open_val_sets(cfg.data.val) if self.main else {}
         if self.main:
+            if resume is None and (self.out_dir / "latest.pt").exists():
+                print(f"note: {self.out_dir} holds an earlier run; this one replaces its checkpoints and log "
+                      f"(--resume {self.out_dir / 'latest.pt'} continues it instead)", file=sys.stderr)
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
@@ -720,6 +741,14 @@ class Trainer:
             if self.seq_data is not None:
                 self.log({"step": p.step, "selfsup_frames": self.seq_data.counts})
 
+        if self.main and self.resume is None and args.init and val_sets:
+            # the model the run starts from, on the same frames: the first point of the
+            # learning curves, and best.pt until a trained state beats it
+            val = self.evaluate(val_sets)
+            if val is not None:
+                p.best = val
+                self.checkpoint("best.pt", 0.0)
+                print(f"step 0 (the --init model): val {val:.4f}", file=sys.stderr)
         stop_at = min(args.stop_at or total, total)
         budget_s = 60.0 * args.time_budget
         if self.resume is not None:  # time_s in the log, and a time budget, count every session
@@ -824,5 +853,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         return train(args)
     except InputError as exc:
-        print(f"reflector train: error: {exc}", file=sys.stderr)
+        # raised in a DataLoader worker, torch re-raises it with that worker's traceback in
+        # the message: the user needs its last line, which is the InputError's own
+        msg = str(exc)
+        if "Original Traceback" in msg:
+            msg = msg.strip().splitlines()[-1].removeprefix(f"{InputError.__module__}.InputError: ")
+        print(f"reflector train: error: {msg}", file=sys.stderr)
         return 2
