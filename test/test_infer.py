@@ -176,7 +176,7 @@ def test_mp4_video(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 def _write_bag(path: Path, n: int = 3, d: tuple[float, ...] = (0.0,) * 5,
                p: tuple[float, ...] = (100, 0, 79.5, 0, 0, 101, 59.5, 0, 0, 0, 1, 0),
-               image_topic: str = "/cam/color/image_raw") -> None:
+               image_topic: str = "/cam/color/image_raw", depth_topic: str | None = None) -> None:
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -187,6 +187,7 @@ def _write_bag(path: Path, n: int = 3, d: tuple[float, ...] = (0.0,) * 5,
     with Writer(path, version=8) as w:
         ci = w.add_connection(image_topic, Image.__msgtype__, typestore=ts)
         cc = w.add_connection("/cam/color/camera_info", Info.__msgtype__, typestore=ts)
+        cd = w.add_connection(depth_topic, Image.__msgtype__, typestore=ts) if depth_topic else None
         for i in range(n):
             stamp = 1_000_000_000 + i * 100_000_000
             hdr = Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")
@@ -199,6 +200,19 @@ def _write_bag(path: Path, n: int = 3, d: tuple[float, ...] = (0.0,) * 5,
                         data=rgb.reshape(-1))
             w.write(cc, stamp, ts.serialize_cdr(info, Info.__msgtype__))
             w.write(ci, stamp, ts.serialize_cdr(img, Image.__msgtype__))
+            if cd is not None:
+                depth = Image(header=hdr, height=120, width=160, encoding="16UC1", is_bigendian=0, step=320,
+                              data=np.full(120 * 160, 1500, np.uint16).view(np.uint8))
+                w.write(cd, stamp, ts.serialize_cdr(depth, Image.__msgtype__))
+
+
+def test_rgbd_bag_needs_no_image_topic(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """An RGB-D recording holds two Image topics; the depth one is never colour input, so
+    the colour topic is the only candidate and --image-topic is not needed."""
+    bag = tmp_path / "rgbd"
+    _write_bag(bag, n=2, depth_topic="/cam/aligned_depth_to_color/image_raw")
+    assert _infer([str(bag), "-o", str(tmp_path / "out")], tiny_model_dir / "tiny.onnx") == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 2
 
 
 def test_bag_uses_its_camera_info(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -108,7 +108,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fraction (0.01-1) of the sampled lower-view points the floor must hold; lower engages more often (default: 0.2)")
     p.add_argument("--anchor-window", type=int, default=3,
                    help="frames (1-1000) whose median outvotes one odd frame's floor scale (default: 3)")
-    p.add_argument("--image-topic", help="bag image topic (default: the only image topic)")
+    p.add_argument("--image-topic", help="bag image topic (default: the only image topic whose name does not say depth)")
     p.add_argument("--camera-info-topic", help="bag camera_info topic (default: beside the image topic)")
     p.add_argument("--every", type=int, default=1, help="keep every N-th frame of each video, bag or folder (default: 1)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after writing this many frames (default 0: all)")
@@ -225,6 +225,9 @@ def bag_topics(path: Path, image_topic: str | None, info_topic: str | None) -> t
     types = bag_topic_types(path)
     if image_topic is None:
         images = sorted(t for t, ty in types.items() if ty in (IMAGE, COMPRESSED))
+        colour = [t for t in images if "depth" not in t.lower()]   # an RGB-D recording's depth is no input
+        if len(colour) == 1:
+            images = colour
         if len(images) != 1:
             raise InputError(f"{path}: pass --image-topic; image topics in the bag: {images or 'none'}")
         image_topic = images[0]

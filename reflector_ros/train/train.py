@@ -480,6 +480,9 @@ class Trainer:
             torch.cuda.set_device(self.device)
         else:
             torch.set_num_threads(t.threads or max(1, min(4, (os.cpu_count() or 2) // self.world)))
+            if self.rank == 0:
+                print(f"CPU training with {torch.get_num_threads()} thread(s) per process (train.threads; fewer "
+                      f"when other work shares these cores)", file=sys.stderr)
         self.main = self.rank == 0
         self.out_dir = Path(args.out or (Path(args.resume).parent if args.resume else "runs/train"))
         self.jsonl = self.out_dir / "metrics.jsonl"
