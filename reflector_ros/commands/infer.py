@@ -20,6 +20,7 @@ import numpy as np
 from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.camera_info import CameraInfoFields, aspect_note, calibrated_size
 from reflector_ros.core.camera_yaml import load_camera_yaml
+from reflector_ros.core.decode import image_size_from_header
 from reflector_ros.core.depth import colorize, to_millimetres
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.scale_anchor import AnchorSettings
@@ -149,19 +150,25 @@ def frame_camera(given: CameraInfoFields | Flags | None, source: Source | None, 
 def read_image(path: Path) -> np.ndarray:
     """RGB uint8 of an image file, pixels as stored (no EXIF rotation). 8-bit grey is
     expanded, 16-bit colour scaled to 8 bits, alpha dropped. InputError for what is not a
-    colour photo: unreadable or truncated files, single-channel 16-bit or float images
-    (depth maps), and sizes over the limit, which are read from the header before any
-    pixel is decoded."""
+    colour photo: empty, unreadable or truncated files, single-channel 16-bit or float
+    images (depth maps), and sizes over the limit, which for PNG and JPEG are read from the
+    header (the node's reader) before any pixel is decoded."""
     if path.stat().st_size > 512 * 1024 * 1024:
         raise InputError(f"{path}: file larger than 512 MB, refusing")
-    check_size(*header_size(path), str(path))
     data = path.read_bytes()
     if not data:
         raise InputError(f"{path}: empty file")
+    buf = np.frombuffer(data, np.uint8)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:2] == b"\xff\xd8":
+        try:
+            _, width, height = image_size_from_header(buf)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
+        check_size(width, height, str(path))
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
         raise InputError(f"{path}: truncated JPEG (no end-of-image marker)")
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error:
         img = None
     if img is None:
@@ -175,21 +182,6 @@ def read_image(path: Path) -> np.ndarray:
     if channels == 1:
         return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if channels == 4 else cv2.COLOR_BGR2RGB)
-
-
-def header_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file's header (Pillow reads it without decoding pixels),
-    so a small file that decodes to gigabytes is refused first; (1, 1) when Pillow does not
-    know the format (OpenCV's decoder then has the last word)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, ValueError):
-        return 1, 1
-    except Image.DecompressionBombError:
-        raise InputError(f"{path}: image header declares an absurd size, refusing") from None
 
 
 def is_bag(path: Path) -> bool:
