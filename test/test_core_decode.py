@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reflector_ros.core.decode import SUPPORTED_ENCODINGS, decode_compressed, decode_image
+from reflector_ros.core.decode import SUPPORTED_ENCODINGS, decode_compressed, decode_compressed_depth, decode_image
 from reflector_ros.core.limits import MAX_SIDE
 from reflector_ros.core.errors import InputError
 
@@ -359,3 +359,43 @@ def test_compressed_unknown_bayer_pattern_refused():
     ok, enc = cv2.imencode(".png", np.zeros((8, 8), np.uint8))
     with pytest.raises(InputError, match="unsupported Bayer pattern 'bayer_xyzw8'"):
         decode_compressed(enc.tobytes(), "bayer_xyzw8; png compressed ")
+
+
+def _compressed_depth(png_values: np.ndarray, quant_a: float = 0.0, quant_b: float = 0.0) -> bytes:
+    """compressed_depth_image_transport's payload: int32 format, float32 A and B, a 16-bit PNG."""
+    ok, png = cv2.imencode(".png", png_values)
+    assert ok
+    return struct.pack("<iff", 0, quant_a, quant_b) + png.tobytes()
+
+
+def test_compressed_depth_16uc1_and_32fc1():
+    """Both compressedDepth kinds decode to metres with 0 invalid: 16UC1 stores millimetres,
+    32FC1 stores inverse depth quantised as q = A / z + B (the transport's defaults
+    depth_quantization 100, depth_max 10: A = 100 * 101, B = 1 - A / 10), so z = A / (q - B)."""
+    rng = np.random.default_rng(0)
+    mm = rng.integers(300, 9000, (48, 64)).astype(np.uint16)
+    mm[0, :5] = 0
+    got = decode_compressed_depth(_compressed_depth(mm), "16UC1; compressedDepth png")
+    np.testing.assert_array_equal(got, mm.astype(np.float32) / 1000)
+    assert got.dtype == np.float32 and (got[0, :5] == 0).all()
+
+    z = rng.uniform(0.4, 9.5, (48, 64)).astype(np.float32)
+    a = 100.0 * 101.0
+    b = 1.0 - a / 10.0
+    q = (a / z + b).astype(np.uint16)      # the encoder's truncation
+    q[1, :3] = 0                            # beyond depth_max or invalid
+    got = decode_compressed_depth(_compressed_depth(q, a, b), "32FC1; compressedDepth png")
+    ok = q > 0
+    assert (got[~ok] == 0).all()
+    # quantisation: one step of q is z^2 / A metres, 9 mm at 9.5 m
+    assert np.abs(got[ok] - z[ok]).max() <= (z[ok] ** 2 / a).max() + 1e-4
+    assert decode_compressed_depth(_compressed_depth(mm), "16UC1; compressedDepth").shape == (48, 64)   # older format
+    for fmt, needle in (("16UC1; compressedDepth rvl", "RVL"), ("png", "not compressedDepth"),
+                        ("8UC3; compressedDepth png", "16UC1 or 32FC1")):
+        with pytest.raises(InputError, match=needle):
+            decode_compressed_depth(_compressed_depth(mm), fmt)
+    with pytest.raises(InputError, match="too short"):
+        decode_compressed_depth(b"\x00" * 20, "16UC1; compressedDepth png")
+    ok8, png8 = cv2.imencode(".png", (mm // 256).astype(np.uint8))
+    with pytest.raises(InputError, match="one-channel 16-bit"):
+        decode_compressed_depth(struct.pack("<iff", 0, 0, 0) + png8.tobytes(), "16UC1; compressedDepth png")

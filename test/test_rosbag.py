@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import struct
 from pathlib import Path
 
 import cv2
@@ -66,6 +67,7 @@ def write_bag(path: Path, storage: StoragePlugin) -> Path:
         c_d16 = bag.add_connection("/cam/depth16", "sensor_msgs/msg/Image", typestore=TS)
         c_d32 = bag.add_connection("/cam/depth32", "sensor_msgs/msg/Image", typestore=TS)
         c_info = bag.add_connection("/cam/info", "sensor_msgs/msg/CameraInfo", typestore=TS)
+        c_cd = bag.add_connection("/cam/depth16/compressedDepth", "sensor_msgs/msg/CompressedImage", typestore=TS)
         records = []
         for i in range(N):
             t = T0 + i * PERIOD
@@ -82,6 +84,10 @@ def write_bag(path: Path, storage: StoragePlugin) -> Path:
             metres[0, 1] = np.inf
             records.append((td + 2_000_000, c_d16, _image(td, mm, "16UC1")))
             records.append((td + 2_000_000, c_d32, _image(td, metres, "32FC1")))
+            ok, png = cv2.imencode(".png", mm)   # compressed_depth_image_transport: 12-byte header + PNG
+            records.append((td + 2_000_000, c_cd, TS.types["sensor_msgs/msg/CompressedImage"](
+                header=_header(td), format="16UC1; compressedDepth png",
+                data=np.frombuffer(struct.pack("<iff", 0, 0.0, 0.0) + png.tobytes(), np.uint8))))
         # first info arrives after frame 0 (stamped with frame 1); frame 5 brings a new calibration
         records.append((T0 + PERIOD + 3_000_000, c_info, _info(T0 + PERIOD, K1, W, H)))
         records.append((T0 + 5 * PERIOD + 3_000_000, c_info, _info(T0 + 5 * PERIOD, K2, 2 * W, 2 * H)))
@@ -142,6 +148,16 @@ def test_32fc1_nan_inf_become_zero(bag_path: Path) -> None:
     expect[0, 0] = expect[0, 1] = 0.0
     np.testing.assert_allclose(s.depth, expect, rtol=1e-6)
     assert np.isfinite(s.depth).all()
+
+
+def test_compressed_depth_topic_gives_the_raw_depth(bag_path: Path) -> None:
+    """Robots often record depth through compressed_depth_image_transport: the same frames
+    and the same metres as the raw 16UC1 topic."""
+    raw = BagDataset(bag_path, "/cam/image", "/cam/depth16", "/cam/info")
+    packed = BagDataset(bag_path, "/cam/image", "/cam/depth16/compressedDepth", "/cam/info")
+    assert len(packed) == len(raw) == N - 1
+    for i in (0, 4):
+        np.testing.assert_array_equal(packed[i].depth, raw[i].depth)
 
 
 def test_max_dt_controls_matching(bag_path: Path) -> None:
@@ -252,7 +268,8 @@ def test_bag_topic_types(bag_path: Path) -> None:
     assert bag_topic_types(bag_path) == {
         "/cam/image": "sensor_msgs/msg/Image", "/cam/image/compressed": "sensor_msgs/msg/CompressedImage",
         "/cam/depth16": "sensor_msgs/msg/Image", "/cam/depth32": "sensor_msgs/msg/Image",
-        "/cam/info": "sensor_msgs/msg/CameraInfo"}
+        "/cam/info": "sensor_msgs/msg/CameraInfo",
+        "/cam/depth16/compressedDepth": "sensor_msgs/msg/CompressedImage"}
 
 
 def test_raw_camera_bag_is_rectified_for_training(tmp_path: Path) -> None:

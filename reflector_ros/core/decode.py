@@ -207,3 +207,44 @@ def decode_compressed(data: Buffer, fmt: str = "") -> np.ndarray:
         return cv2.cvtColor(img, _ENCODINGS[original][1])
     code = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}[channels]
     return cv2.cvtColor(img, code)
+
+
+COMPRESSED_DEPTH_HEADER = 12   # compressed_depth_image_transport's ConfigHeader: int32 format, float32 quant A, B
+
+
+def decode_compressed_depth(data: Buffer, fmt: str) -> np.ndarray:
+    """A ``compressedDepth`` CompressedImage (compressed_depth_image_transport) -> (H, W)
+    float32 metres, 0 invalid (as ``rosbag.decode_depth`` gives for raw depth).
+
+    The payload is a 12-byte ConfigHeader (compression format, depthQuantA, depthQuantB)
+    and a 16-bit PNG. ``fmt`` names the original encoding: "16UC1; compressedDepth png"
+    stores millimetres as they are; "32FC1; compressedDepth png" stores quantised inverse
+    depth q = A / z + B, so z = A / (q - B), and q = 0 is invalid. RVL payloads are refused.
+    """
+    low = (fmt or "").lower()
+    if "compresseddepth" not in low.replace(" ", ""):
+        raise InputError(f"compressed depth format '{fmt}' is not compressedDepth (compressed_depth_image_transport)")
+    if "rvl" in low:
+        raise InputError(f"compressed depth format '{fmt}': RVL payloads are not supported; record png")
+    encoding = low.split(";")[0].strip().upper()
+    if encoding not in ("16UC1", "32FC1"):
+        raise InputError(f"compressed depth format '{fmt}': original encoding must be 16UC1 or 32FC1")
+    buf = _as_bytes(data)
+    if buf.size < COMPRESSED_DEPTH_HEADER + 24:
+        raise InputError(f"compressedDepth payload of {buf.size} bytes is too short")
+    quant_a, quant_b = struct.unpack("<ff", bytes(buf[4:COMPRESSED_DEPTH_HEADER]))
+    png = buf[COMPRESSED_DEPTH_HEADER:]
+    kind, width, height = image_size_from_header(png)
+    _check_dims(width, height, f"compressedDepth {kind} header")
+    if width * height > MAX_PIXELS:
+        raise InputError(f"compressedDepth header says {width}x{height}: over the {MAX_PIXELS} pixel limit")
+    img = cv2.imdecode(png, cv2.IMREAD_UNCHANGED)
+    if img is None or img.dtype != np.uint16 or img.ndim != 2:
+        raise InputError(f"compressedDepth payload is not a one-channel 16-bit {kind}")
+    if encoding == "16UC1":
+        return img.astype(np.float32) / np.float32(1000.0)
+    q = img.astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.float32(quant_a) / (q - np.float32(quant_b))
+    depth[(img == 0) | ~np.isfinite(depth) | (depth < 0)] = 0.0
+    return depth.astype(np.float32)

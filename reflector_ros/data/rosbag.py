@@ -136,8 +136,13 @@ def decode_rgb(msg: Any, msgtype: str) -> np.ndarray:
     return decode_image(msg.data, msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian)
 
 
-def decode_depth(msg: Any) -> np.ndarray:
-    """float32 metres, 0 invalid, from a 16UC1 (mm) or 32FC1 (m) Image (REP 118)."""
+def decode_depth(msg: Any, msgtype: str = IMAGE) -> np.ndarray:
+    """float32 metres, 0 invalid, from a 16UC1 (mm) or 32FC1 (m) Image (REP 118), or from
+    a compressedDepth CompressedImage (core.decode.decode_compressed_depth)."""
+    if msgtype == COMPRESSED:
+        from reflector_ros.core.decode import decode_compressed_depth
+
+        return decode_compressed_depth(msg.data, msg.format)
     enc = str(msg.encoding).upper()
     dtypes = {"16UC1": np.uint16, "MONO16": np.uint16, "32FC1": np.float32}
     if enc not in dtypes:
@@ -222,7 +227,7 @@ class BagDataset(Sequence[Sample]):
         try:
             _check_topic(reader, self.path, image_topic, (IMAGE, COMPRESSED))
             if depth_topic:
-                _check_topic(reader, self.path, depth_topic, (IMAGE,))
+                _check_topic(reader, self.path, depth_topic, (IMAGE, COMPRESSED))
             if camera_info_topic:
                 _check_topic(reader, self.path, camera_info_topic, (CAMERA_INFO,))
             wanted = [t for t in (image_topic, depth_topic) if t]
@@ -299,7 +304,7 @@ class BagDataset(Sequence[Sample]):
         rgb = decode_rgb(msg, msgtype)
         h, w = rgb.shape[:2]
         if depth_ref is not None:
-            depth = decode_depth(self._bag.read(depth_ref)[0])
+            depth = decode_depth(*self._bag.read(depth_ref))
             if depth.shape != (h, w):
                 raise InputError(f"bag {self.path}: depth {depth.shape[1]}x{depth.shape[0]} on {self.depth_topic} "
                                  f"is not registered to the {w}x{h} colour image on {self.image_topic}")
