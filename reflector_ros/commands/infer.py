@@ -263,9 +263,7 @@ def check_inputs(inputs: list[str], output: Path) -> None:
 def iter_inputs(inputs: list[str], every: int = 1, image_topic: str | None = None,
                 info_topic: str | None = None) -> Iterator[Frame | Skip]:
     """Every frame of every input, in order. A file that cannot be read, or a video or bag
-    that fails, is a Skip with the reason, and the rest goes on."""
-    if every < 1:
-        raise InputError("--every must be >= 1")
+    that fails, is a Skip with the reason, and the rest goes on. ``check_inputs`` first."""
     for raw in inputs:
         path = Path(raw)
         if path.is_dir() and not is_bag(path):
