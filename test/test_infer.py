@@ -354,7 +354,7 @@ def test_a_bad_file_is_skipped_and_the_rest_written(tmp_path: Path, tiny_model_d
     err = capsys.readouterr().err
     assert sorted(p.name for p in out.glob("*.png")) == ["a_good.png", "b_grey.png", "c_rgba.png"]
     for needle in ("d_empty.png: empty file", "e_trunc.jpg: truncated JPEG", "f_depth.png: 1-channel uint16",
-                   "g_huge.png size 9000x9000 is over", "h_bomb.png width 100000 is not a usable image size", "skipped 5"):
+                   "g_huge.png: size 9000x9000 is over", "h_bomb.png: width 100000 is not a usable image size", "skipped 5"):
         assert needle in err.replace(f"{src}/", ""), needle
     # --every applies to a folder's files too; nothing usable at all is an error
     assert _infer([str(src), "-o", str(tmp_path / "every"), "--fx", "100", "--every", "2"],
@@ -394,14 +394,14 @@ def test_depth_range_and_backend_errors_are_messages(tmp_path: Path, tiny_model_
     cv2.imwrite(str(img), _scene())
     model = tiny_model_dir / "tiny.onnx"
     assert _infer([str(img), "-o", str(tmp_path / "wide"), "--fx", "100", "--npy", "--min-depth", "0",
-                   "--max-depth", "1000"], model) == 0
+                   "--max-depth", "65"], model) == 0
     wide = np.load(tmp_path / "wide" / "a.npy")
     lo, hi = np.nanpercentile(wide, [30, 70])
     assert _infer([str(img), "-o", str(tmp_path / "cut"), "--fx", "100", "--npy", "--min-depth", str(lo),
                    "--max-depth", str(hi)], model) == 0
     cut = np.load(tmp_path / "cut" / "a.npy")
     assert np.array_equal(np.isfinite(cut), (wide >= lo) & (wide <= hi))
-    for bad in (["--max-depth", "nan"], ["--min-depth", "5", "--max-depth", "2"]):
+    for bad in (["--max-depth", "nan"], ["--min-depth", "5", "--max-depth", "2"], ["--max-depth", "70"]):
         assert _infer([str(img), "-o", str(tmp_path / "x"), "--fx", "100", *bad], model) == 2
         assert "--min-depth and --max-depth" in capsys.readouterr().err
     import torch
@@ -409,3 +409,28 @@ def test_depth_range_and_backend_errors_are_messages(tmp_path: Path, tiny_model_
     if not torch.cuda.is_available():
         assert main(["infer", str(img), "-o", str(tmp_path / "y"), "--fx", "100", "--backend", "torch-cuda"]) == 2
         assert "backend 'torch-cuda' cannot start here" in capsys.readouterr().err
+
+
+def test_names_trailing_bytes_and_file_lists(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Files that share a stem get distinct outputs that no other input's name can take
+    (image.jpg / image.png / image_1.jpg; x.jpg / x_preview.jpg with --preview); a JPEG
+    with bytes after its end marker (cameras append data) is read; --every applies to a list
+    of image files as to a folder."""
+    src = tmp_path / "same"
+    src.mkdir()
+    for name, seed in (("image.jpg", 1), ("image.png", 2), ("image_1.jpg", 3), ("x.jpg", 4), ("x_preview.jpg", 5)):
+        cv2.imwrite(str(src / name), _scene(seed=seed))
+    (src / "x.jpg").write_bytes((src / "x.jpg").read_bytes() + bytes(4096))   # trailing data after EOI
+    model = tiny_model_dir / "tiny.onnx"
+    out = tmp_path / "out"
+    assert _infer([str(src), "-o", str(out), "--fx", "100", "--npy", "--preview"], model) == 0
+    names = sorted(p.name for p in out.glob("*.npy"))
+    assert len(names) == 5 and "image.npy" in names and "image_1.npy" in names and "x.npy" in names
+    assert len(list(out.glob("*_preview.png"))) == 5
+    # each output is its own input's: image_1.npy comes from image_1.jpg
+    alone = tmp_path / "alone"
+    assert _infer([str(src / "image_1.jpg"), "-o", str(alone), "--fx", "100", "--npy"], model) == 0
+    np.testing.assert_array_equal(np.load(out / "image_1.npy"), np.load(alone / "image_1.npy"))
+    files = sorted(str(p) for p in src.glob("*.jpg"))
+    assert _infer([*files, "-o", str(tmp_path / "every"), "--fx", "100", "--every", "2"], model) == 0
+    assert len(list((tmp_path / "every").glob("*.png"))) == 2

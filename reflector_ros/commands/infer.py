@@ -8,7 +8,6 @@ stored pixels, so a rotated view would not match its calibration.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,7 +164,7 @@ def read_image(path: Path) -> np.ndarray:
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from None
         check_size(width, height, str(path))
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data:   # 0xFF is stuffed in scan data: FF D9 is the marker
         raise InputError(f"{path}: truncated JPEG (no end-of-image marker)")
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
@@ -253,7 +252,8 @@ def check_inputs(inputs: list[str], output: Path) -> None:
             raise InputError(f"{path}: unknown input type (images {sorted(IMAGE_EXT)}, videos {sorted(VIDEO_EXT)}, "
                              "bags: folder with metadata.yaml, .mcap, .db3)")
         folder = path if path.is_dir() else path.parent
-        if not is_bag(path) and output.resolve() == folder.resolve():
+        images_there = path.is_dir() or path.suffix.lower() in IMAGE_EXT
+        if not is_bag(path) and images_there and output.resolve() == folder.resolve():
             raise InputError(f"--output {output} is where the input images are: the depth PNGs would overwrite "
                              f"or mix with them; choose another output folder")
     if output.exists() and not output.is_dir():
@@ -264,6 +264,7 @@ def iter_inputs(inputs: list[str], every: int = 1, image_topic: str | None = Non
                 info_topic: str | None = None) -> Iterator[Frame | Skip]:
     """Every frame of every input, in order. A file that cannot be read, or a video or bag
     that fails, is a Skip with the reason, and the rest goes on. ``check_inputs`` first."""
+    lone = 0   # image files given one by one (a shell glob) are a sequence for --every too
     for raw in inputs:
         path = Path(raw)
         if path.is_dir() and not is_bag(path):
@@ -273,20 +274,27 @@ def iter_inputs(inputs: list[str], every: int = 1, image_topic: str | None = Non
             for f in files[::every]:
                 yield _image_frame(f)
         elif path.suffix.lower() in IMAGE_EXT and not path.is_dir():
-            yield _image_frame(path)
+            if lone % every == 0:
+                yield _image_frame(path)
+            lone += 1
         else:
             frames = iter_bag(path, image_topic, info_topic, every) if is_bag(path) else iter_video(path, every)
             try:
                 yield from frames
             except InputError as exc:
-                yield Skip(str(path), str(exc))
+                yield Skip(str(path), _without(str(exc), path))
 
 
 def _image_frame(path: Path) -> Frame | Skip:
     try:
         return Frame(path.stem, read_image(path), None)
     except InputError as exc:
-        return Skip(str(path), str(exc).removeprefix(f"{path}: "))
+        return Skip(str(path), _without(str(exc), path))
+
+
+def _without(message: str, path: Path) -> str:
+    """The message without its leading path (the skip line names the file already)."""
+    return message.removeprefix(str(path)).lstrip(": ") if message.startswith(str(path)) else message
 
 
 def preview(depth: np.ndarray) -> np.ndarray:
@@ -332,6 +340,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def output_name(stem: str, used: set[str]) -> str:
+    """A name no earlier frame's files (<name>.png/.npy/.ply, <name>_preview.png) use: the
+    stem, else the stem and a number; reserves the name and its preview's."""
+    name, k = stem, 1
+    while name in used or f"{name}_preview" in used:
+        name, k = f"{stem}~{k}", k + 1
+    used.update((name, f"{name}_preview"))
+    return name
+
+
 def _write_png(path: Path, img: np.ndarray) -> None:
     if not cv2.imwrite(str(path), img):
         raise OSError(f"{path}: could not be written (name too long, disk full, or no permission?)")
@@ -352,9 +370,9 @@ def _infer_all(args: argparse.Namespace) -> tuple[int, Path, list[str]]:
     anchor = anchor_from_args(args)
     if args.every < 1 or args.max_frames < 0:
         raise InputError("--every must be >= 1 and --max-frames >= 0 (0: all)")
-    if not (0 <= args.min_depth < args.max_depth and math.isfinite(args.max_depth)):
-        raise InputError(f"--min-depth and --max-depth must satisfy 0 <= min < max (finite metres), "
-                         f"got {args.min_depth}, {args.max_depth}")
+    if not (0 <= args.min_depth < args.max_depth <= 65.535):
+        raise InputError(f"--min-depth and --max-depth must satisfy 0 <= min < max <= 65.535 metres (the 16-bit "
+                         f"millimetre PNG's range), got {args.min_depth}, {args.max_depth}")
     out = Path(args.output)
     check_inputs(args.inputs, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -402,10 +420,7 @@ def _infer_all(args: argparse.Namespace) -> tuple[int, Path, list[str]]:
                 sources[a.source] = sources.get(a.source, 0) + 1
                 if a.source != "model":
                     floor_scales.append(a.scale)
-            name, k = stem, 1
-            while name in used:
-                name, k = f"{stem}_{k}", k + 1
-            used.add(name)
+            name = output_name(stem, used)
             _write_png(out / f"{name}.png", to_millimetres(res.depth))
             if args.npy:
                 np.save(out / f"{name}.npy", res.depth)
