@@ -25,7 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="reflector", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="reflector", description=__doc__.splitlines()[0],
+                                     epilog="reflector COMMAND --help for each command's options; reflector --version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, helptext) in COMMANDS.items():
         sub.add_parser(name, help=helptext, add_help=False)

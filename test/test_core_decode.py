@@ -390,8 +390,10 @@ def test_compressed_depth_16uc1_and_32fc1():
     # quantisation: one step of q is z^2 / A metres, 9 mm at 9.5 m
     assert np.abs(got[ok] - z[ok]).max() <= (z[ok] ** 2 / a).max() + 1e-4
     assert decode_compressed_depth(_compressed_depth(mm), "16UC1; compressedDepth").shape == (48, 64)   # older format
+    np.testing.assert_array_equal(decode_compressed_depth(_compressed_depth(mm), "mono16; compressedDepth png"),
+                                  mm.astype(np.float32) / 1000)
     for fmt, needle in (("16UC1; compressedDepth rvl", "RVL"), ("png", "not compressedDepth"),
-                        ("8UC3; compressedDepth png", "16UC1 or 32FC1")):
+                        ("8UC3; compressedDepth png", "must be 16UC1")):
         with pytest.raises(InputError, match=needle):
             decode_compressed_depth(_compressed_depth(mm), fmt)
     with pytest.raises(InputError, match="too short"):

@@ -70,6 +70,8 @@ def test_eval_baselines_match_direct_computation(manifest: Path, capsys: pytest.
     (["--data", "manifest:{m}", "--baseline", "constant", "--limit", "-1"], "--limit must be >= 0"),
     (["--data", "manifest:{m}", "--baseline", "constant", "--groups", "a"], "add --by-group"),
     (["--data", "manifest:{m}", "--baseline", "constant", "--json", "{m}"], "is a folder"),
+    (["--data", "manifest:{m}", "--baseline", "constant", "--json", "{m}/new/"], "is a folder"),
+    (["--data", "manifest:{m}", "--baseline", "constant", "--json", "/proc/version/r.json"], "cannot"),
     (["--data", "manifest:{m}", "--baseline", "constant", "--min-depth", "50", "--max-depth", "60"],
      "none of the 4 frames has ground-truth depth in [50, 60] m"),
     (["--data", "bag:/nonexistent.mcap?image=/a", "--baseline", "constant"], "not found"),

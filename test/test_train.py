@@ -123,6 +123,16 @@ def test_focal_ratio_and_snapshots(tmp_path: Path, tiny_manifest: Path) -> None:
     assert main(["train", "--resume", str(a / "step_000002.pt"), "--out", str(a), "--stop-at", "3"]) == 0
     assert sorted(p.name for p in a.glob("step_*.pt")) == ["step_000002.pt", "step_000003.pt"]  # 4 went
     assert max(json.loads(line)["step"] for line in (a / "metrics.jsonl").read_text().splitlines()) == 3
+    assert torch.load(a / "best.pt", weights_only=True)["step"] <= 3      # never the abandoned step 4
+    # resumed into another folder: the source's log up to the step comes along, and a best.pt
+    other = tmp_path / "other"
+    assert main(["train", "--resume", str(a / "step_000002.pt"), "--out", str(other), "--stop-at", "3"]) == 0
+    rows = [json.loads(line) for line in (other / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val" in r] == [2, 3] and rows[0]["step"] == 1
+    assert torch.load(other / "best.pt", weights_only=True)["step"] <= 3
+    # a fresh run in a used folder leaves nothing of the earlier run's history
+    assert main(["train", "--config", str(cfg), "--out", str(a), "train.keep_snapshots=false"]) == 0
+    assert not list(a.glob("step_*.pt"))
 
 
 def test_resume_from_a_plain_dict_config(tmp_path: Path, tiny_manifest: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -377,3 +387,19 @@ def test_ddp_two_processes_on_cpu(tmp_path: Path, tiny_manifest: Path) -> None:
     assert torch.load(out / "latest.pt", weights_only=True)["step"] == 3
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+
+
+def test_a_set_without_depth_fails_at_start(tmp_path: Path, tiny_manifest: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A bag validation set named without depth= has nothing to validate against: refused
+    before the first step, with its config key, not at the first evaluation."""
+    from rosbags.rosbag2 import StoragePlugin
+    from test_rosbag import write_bag
+
+    bag = write_bag(tmp_path / "bag", StoragePlugin.MCAP)
+    cfg = _config(tmp_path, tiny_manifest)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                 f"data.val={{b: 'bag:{bag}?image=/cam/image&info=/cam/info'}}"]) == 2
+    err = capsys.readouterr().err
+    assert "data.val.b: the first frame of" in err and "needs depth=TOPIC" in err
+    assert not (tmp_path / "run").exists()

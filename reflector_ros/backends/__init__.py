@@ -106,7 +106,9 @@ def open_backend(name: str = "auto", model_path: str | os.PathLike[str] | None =
         return make_backend(name, model_path, **kwargs)
     except InputError:
         raise
-    except (ImportError, RuntimeError, OSError, ValueError) as exc:
+    except (ValueError, FileNotFoundError) as exc:   # a wrong name or path: the user's words, as they are
+        raise InputError(str(exc)) from None
+    except (ImportError, RuntimeError, OSError) as exc:
         raise InputError(f"backend {name!r} cannot start here: {exc}") from None
 
 

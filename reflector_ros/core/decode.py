@@ -226,9 +226,9 @@ def decode_compressed_depth(data: Buffer, fmt: str) -> np.ndarray:
         raise InputError(f"compressed depth format '{fmt}' is not compressedDepth (compressed_depth_image_transport)")
     if "rvl" in low:
         raise InputError(f"compressed depth format '{fmt}': RVL payloads are not supported; record png")
-    encoding = low.split(";")[0].strip().upper()
+    encoding = {"MONO16": "16UC1"}.get(low.split(";")[0].strip().upper(), low.split(";")[0].strip().upper())
     if encoding not in ("16UC1", "32FC1"):
-        raise InputError(f"compressed depth format '{fmt}': original encoding must be 16UC1 or 32FC1")
+        raise InputError(f"compressed depth format '{fmt}': original encoding must be 16UC1 (or mono16) or 32FC1")
     buf = _as_bytes(data)
     if buf.size < COMPRESSED_DEPTH_HEADER + 24:
         raise InputError(f"compressedDepth payload of {buf.size} bytes is too short")

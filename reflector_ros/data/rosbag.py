@@ -301,10 +301,16 @@ class BagDataset(Sequence[Sample]):
             raise IndexError(f"index {i} out of range for {len(self)} frames")
         img_ref, depth_ref = self._pairs[i]
         msg, msgtype = self._bag.read(img_ref)
-        rgb = decode_rgb(msg, msgtype)
+        try:
+            rgb = decode_rgb(msg, msgtype)
+        except InputError as exc:
+            raise InputError(f"bag {self.path}: {self.image_topic} at {img_ref.stamp_ns} ns: {exc}") from None
         h, w = rgb.shape[:2]
         if depth_ref is not None:
-            depth = decode_depth(*self._bag.read(depth_ref))
+            try:
+                depth = decode_depth(*self._bag.read(depth_ref))
+            except InputError as exc:
+                raise InputError(f"bag {self.path}: {self.depth_topic} at {depth_ref.stamp_ns} ns: {exc}") from None
             if depth.shape != (h, w):
                 raise InputError(f"bag {self.path}: depth {depth.shape[1]}x{depth.shape[0]} on {self.depth_topic} "
                                  f"is not registered to the {w}x{h} colour image on {self.image_topic}")

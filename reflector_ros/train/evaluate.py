@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -126,7 +127,7 @@ def evaluate_dataset(ds: Sequence[Sample], predict: Predictor | None, *, crop: s
     if not rows:
         cap = f"{max_depth:g}" if max_depth is not None else "inf"
         raise InputError(f"none of the {len(idx)} frames has ground-truth depth in [{min_depth:g}, {cap}] m "
-                         f"(crop {crop}); a bag spec needs depth=TOPIC to evaluate against")
+                         f"(crop {crop}; a bag spec needs depth=TOPIC to evaluate against)")
     out: dict[str, Any] = {"metric": mean_metrics(rows), "median_scaled": mean_metrics(rows_med),
                            "scale": scale_stats(scales)}
     if any(groups):
@@ -253,7 +254,7 @@ def check_args(args: argparse.Namespace) -> None:
         target = getattr(args, flag)
         if target:
             path = Path(target)
-            if path.is_dir():
+            if path.is_dir() or target.endswith(("/", os.sep)):
                 raise InputError(f"--{flag} {path} is a folder; give a file name")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,8 +319,12 @@ def run(args: argparse.Namespace) -> int:
         if "focal_ratio_median" in entry:
             print(f"focal consistency {name}: median ratio {entry['focal_ratio_median']:.3f} "
                   f"(worst frame {entry['focal_ratio_worst']:.3f})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    if args.markdown:
-        Path(args.markdown).write_text(md + "\n")
+    try:
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+        if args.markdown:
+            Path(args.markdown).write_text(md + "\n")
+    except OSError as exc:
+        print(f"reflector eval: error: cannot write the results (the table above has them): {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -114,15 +114,18 @@ def named(key: str, fn: Any, *args: Any) -> Any:
 
 def open_checked(key: str, spec: Any, say: bool = True) -> Any:
     """One dataset of the config, opened and its first frame read now, in this process: a
-    set that cannot be used (an empty selection, depth not registered to the colour image)
-    fails here with the config key in the message, not later inside a DataLoader worker.
+    set that cannot be used (an empty selection, no depth, depth not registered to the colour
+    image) fails here with the config key in the message, not later inside a DataLoader worker.
     Prints the set's size, and for bags how many colour frames had no depth near them."""
     from reflector_ros.data.registry import open_dataset
 
     ds = named(key, open_dataset, spec)
     if len(ds) == 0:
         raise InputError(f"{key}: {spec} holds no frames")
-    named(key, ds.__getitem__, 0)
+    first = named(key, ds.__getitem__, 0)
+    if not (np.asarray(first.depth) > 0).any():
+        raise InputError(f"{key}: the first frame of {spec} has no valid depth to train or validate against "
+                         f"(a bag spec needs depth=TOPIC)")
     if say:
         dropped = getattr(ds, "unmatched", 0)
         extra = (f"; {dropped} colour frame(s) had no depth within max_dt and are left out "
@@ -567,6 +570,42 @@ class Trainer:
             self.groups.append({"params": [self.refiner.delta], "name": "pose_refine", "weight_decay": 0.0})
             self.max_lrs.append(ss.refine_lr)
 
+    def _prepare_folder(self) -> None:
+        """The run folder holds this run's history and nothing else. A fresh run clears an
+        earlier run's log, snapshots and best.pt. A resume keeps what lies up to its step and
+        drops the log rows, snapshots and best.pt from past it (a crash after the checkpoint,
+        or the history abandoned by resuming from an earlier snapshot); resumed into another
+        folder, it brings the source run's log and best.pt up to its step along."""
+        import shutil
+
+        import torch
+
+        p, best = self.pos, self.out_dir / "best.pt"
+        snapshots = [f for f in self.out_dir.glob("step_*.pt") if f.stem[5:].isdigit()]
+        source = Path(self.args.resume).parent if self.resume is not None else self.out_dir
+        moved = source.resolve() != self.out_dir.resolve()
+        if self.resume is None or moved:   # nothing here belongs to this run's history
+            for f in [self.jsonl, best, *snapshots]:
+                f.unlink(missing_ok=True)
+            if self.resume is None:
+                return
+        rows = [r for r in read_jsonl(source / "metrics.jsonl") if r["step"] <= p.step]
+        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        src_best = source / "best.pt"
+        best_ok = src_best.exists() and int(torch.load(src_best, map_location="cpu", weights_only=True)["step"]) <= p.step
+        if not best_ok:
+            p.best = math.inf     # the next evaluation writes best.pt again
+        if moved:
+            if best_ok:
+                shutil.copy2(src_best, best)
+            return
+        dropped = [f for f in snapshots if int(f.stem[5:]) > p.step] + ([best] if best.exists() and not best_ok else [])
+        for f in dropped:
+            f.unlink()
+        if dropped:
+            print(f"note: removed {', '.join(f.name for f in dropped)} from {self.out_dir}: past step {p.step}, "
+                  f"the history this resume abandons", file=sys.stderr)
+
     def _restore(self, extra: dict[str, Any]) -> None:
         import torch
 
@@ -729,18 +768,7 @@ class Trainer:
         main, sup = self._streams()
         val_sets = self.val_sets
         if self.main:
-            if self.resume is None and self.jsonl.exists():
-                self.jsonl.unlink()  # a fresh run in an old folder starts a fresh log
-            if self.resume is not None:  # drop the log lines and snapshots past the checkpoint (a
-                # crash after it, or a history abandoned by resuming from an earlier snapshot)
-                rows = [r for r in read_jsonl(self.jsonl) if r["step"] <= p.step]
-                self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
-                later = [f for f in self.out_dir.glob("step_*.pt") if f.stem[5:].isdigit() and int(f.stem[5:]) > p.step]
-                for f in sorted(later):
-                    f.unlink()
-                if later:
-                    print(f"note: removed {len(later)} snapshot(s) past step {p.step} from {self.out_dir} "
-                          f"(the history this resume abandons)", file=sys.stderr)
+            self._prepare_folder()
             if self.seq_data is not None:
                 self.log({"step": p.step, "selfsup_frames": self.seq_data.counts})
 
@@ -751,7 +779,8 @@ class Trainer:
             if val is not None:
                 p.best = val
                 self.checkpoint("best.pt", 0.0)
-                print(f"step 0 (the --init model): val {val:.4f}", file=sys.stderr)
+                what = "AbsRel of the most confident half" if self.stage == "confidence" else "AbsRel"
+                print(f"step 0 (the --init model): val {what} {val:.4f}", file=sys.stderr)
         stop_at = min(args.stop_at or total, total)
         budget_s = 60.0 * args.time_budget
         if self.resume is not None:  # time_s in the log, and a time budget, count every session
