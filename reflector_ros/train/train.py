@@ -226,9 +226,10 @@ def plot_curves(jsonl: Path, png: Path) -> None:
     if tr:
         st = np.array([r["step"] for r in tr])
         lo = np.array([r["loss"] for r in tr])
-        ax[0].plot(st, lo, "o-" if len(lo) < 3 else "-", lw=0.6, alpha=0.4, label="train loss")
         k = max(1, len(lo) // 30)
-        if len(lo) > k:
+        ax[0].plot(st, lo, "o-" if len(lo) < 3 else "-", lw=0.6 if k > 1 else 1.5, alpha=0.4 if k > 1 else 1.0,
+                   label="train loss")
+        if k > 1:   # a running mean once there are enough points to need one
             ax[0].plot(st[k - 1:], np.convolve(lo, np.ones(k) / k, mode="valid"), lw=1.5, label=f"mean of {k}")
         ax[0].legend()
     ax[0].set_title("train loss")
@@ -255,6 +256,10 @@ def plot_curves(jsonl: Path, png: Path) -> None:
     if names:
         for a in ax[1:]:
             a.legend()
+    else:
+        for a in ax[1:]:
+            a.text(0.5, 0.5, "no validation set (data.val)", ha="center", va="center", transform=a.transAxes,
+                   color="0.4")
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
