@@ -130,7 +130,10 @@ def test_focal_ratio_and_snapshots(tmp_path: Path, tiny_manifest: Path) -> None:
     rows = [json.loads(line) for line in (other / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "val" in r] == [2, 3] and rows[0]["step"] == 1
     assert torch.load(other / "best.pt", weights_only=True)["step"] <= 3
-    # a fresh run in a used folder leaves nothing of the earlier run's history
+    # a fresh run in a used folder leaves nothing of the earlier run's history, so it may not
+    # start from a checkpoint of that folder
+    assert main(["train", "--config", str(cfg), "--init", str(a / "best.pt"), "--out", str(a)]) == 2
+    assert (a / "best.pt").exists()
     assert main(["train", "--config", str(cfg), "--out", str(a), "train.keep_snapshots=false"]) == 0
     assert not list(a.glob("step_*.pt"))
 

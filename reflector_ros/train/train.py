@@ -556,6 +556,9 @@ class Trainer:
             self.train_data = open_train_data(cfg.data.train, cfg.data.epoch_length, t.seed, say=self.main)
         self.val_sets = open_val_sets(cfg.data.val) if self.main else {}
         if self.main:
+            if resume is None and args.init and Path(args.init).resolve().parent == self.out_dir.resolve():
+                raise InputError(f"--init {args.init} lies in --out {self.out_dir}, whose earlier run this fresh run "
+                                 f"clears: give another --out (or --resume to continue that run)")
             if resume is None and (self.out_dir / "latest.pt").exists():
                 print(f"note: {self.out_dir} holds an earlier run; this one replaces its checkpoints and log "
                       f"(--resume {self.out_dir / 'latest.pt'} continues it instead)", file=sys.stderr)
