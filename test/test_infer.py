@@ -159,6 +159,9 @@ def test_video(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "out"
     assert _infer([str(vid), "-o", str(out), "--fx", "100", "--every", "2"], tiny_model_dir / "tiny.onnx") == 0
     assert sorted(p.name for p in out.glob("*.png")) == ["clip_000000.png", "clip_000002.png", "clip_000004.png"]
+    # a video's own folder may hold the outputs: no input image is there to overwrite
+    assert _infer([str(vid), "-o", str(tmp_path), "--fx", "100", "--max-frames", "1"], tiny_model_dir / "tiny.onnx") == 0
+    assert (tmp_path / "clip_000000.png").exists()
 
 
 def test_mp4_video(tmp_path: Path, tiny_model_dir: Path) -> None:
