@@ -9,18 +9,19 @@ import pytest
 import torch
 import yaml
 
+from test_train import TINY_CFG
+
 from reflector_ros.cli import main
 from reflector_ros.train.context import BLOCK, context_terms, draw_window
 from reflector_ros.train.config import LossConfig
 
-CFG = {
-    "model": {"arch": "small", "input_height": 128, "input_width": 160, "focal_canonical": 300.0,
-              "min_depth": 0.1, "max_depth": 20.0, "n_bins": 16},
-    "data": {"train": [], "workers": 0, "val": {}, "val_frames": 2},
-    "augment": {"crop_hw": [96, 128]},
-    "train": {"stage": "end2end", "steps": 2, "batch_size": 2, "lr": 1e-3, "threads": 1,
-              "log_every": 1, "eval_every": 100, "ckpt_every": 1, "backbone_lr_mult": 1.0},
-}
+# test_train's tiny config, at a size that holds windows of whole 32-px blocks
+CFG = json.loads(json.dumps(TINY_CFG))
+CFG["model"].update(input_height=128, input_width=160)
+CFG["data"]["val_frames"] = 2
+CFG["augment"]["crop_hw"] = [96, 128]
+CFG["train"].update(steps=2, eval_every=100)
+del CFG["loss"]
 
 
 def test_windows_are_whole_blocks_inside_the_image() -> None:
