@@ -67,11 +67,13 @@ def test_frame_subsets(folder) -> None:
     assert [s.name for s in ManifestDataset(root, [2, 0])] == ["000002", "000000"]
     assert parse_indices("0:250", 373) == list(range(250))
     assert parse_indices("250:", 373) == list(range(250, 373))
-    with pytest.raises(InputError, match="bad frame selection"):
+    with pytest.raises(InputError, match="expected START:STOP"):
         ManifestDataset(root, "a:b")
+    with pytest.raises(InputError, match="out of range for 3 frames"):
+        ManifestDataset(root, "1:5")
     with pytest.raises(InputError, match="out of range"):
         ManifestDataset(root, [5])
-    with pytest.raises(InputError, match="empty"):
+    with pytest.raises(InputError, match="selects no frame of 3"):
         ManifestDataset(root, "3:")
     with pytest.raises(IndexError):
         ManifestDataset(root)[3]

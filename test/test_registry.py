@@ -14,7 +14,8 @@ from test_nyu import write_mat73, write_sync
 from test_rosbag import LATE_FRAME, N as BAG_FRAMES, depth_mm, write_bag
 
 from reflector_ros.core.errors import InputError
-from reflector_ros.data.registry import DATASET_DEFAULTS, dataset_defaults, frame_range, open_dataset, parse_spec
+from reflector_ros.data.manifest import frame_range
+from reflector_ros.data.registry import DATASET_DEFAULTS, dataset_defaults, open_dataset, parse_spec
 
 
 def write_manifest_dir(root: Path, n: int) -> list[np.ndarray]:
@@ -60,9 +61,13 @@ def test_frame_range() -> None:
     assert frame_range("250:373", 373) == range(250, 373)
     assert frame_range(":3", 10) == range(0, 3) and frame_range("0:10:5", 10) == range(0, 10, 5)
     assert frame_range("-1", 10) == range(9, 10)
-    for bad in ("a:b", "5:5", "0:4:0", "1:2:3:4", "20"):
+    assert frame_range("0:10", 10) == range(10) and frame_range("-3:", 10) == range(7, 10)
+    for bad in ("a:b", "5:5", "0:4:0", "1:2:3:4", "20", "8:12", "11:", ":-11"):
         with pytest.raises(InputError):
             frame_range(bad, 10)
+    # past the end is an error, not 2 frames quietly in place of 4
+    with pytest.raises(InputError, match="'8:12': 12 is out of range for 10 frames"):
+        frame_range("8:12", 10)
 
 
 def test_manifest_and_synthetic(tmp_path: Path) -> None:

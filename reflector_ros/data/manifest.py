@@ -29,23 +29,41 @@ JPEG_QUALITY = 95
 DEPTH_SCALE = 1000.0
 
 
-def parse_indices(spec: str | slice | range | Sequence[int] | None, n: int) -> list[int]:
-    """Frame selection: None (all), "a:b[:step]", "i", a slice/range or a list of ints."""
+def frame_range(text: str, n: int) -> range:
+    """A frame selection of n frames: '250:373', ':100', '10', '-1', '0:100:5' -> range.
+
+    Python's slice rules, except that an index past the end is an error rather than
+    clipped: '370:380' of 373 frames would otherwise quietly give 3 frames instead of 10.
+    Raises InputError naming the selection when it is malformed, out of range or empty.
+    """
+    parts = text.strip().split(":")
+    try:
+        nums = [int(p) if p.strip() else None for p in parts]
+    except ValueError:
+        raise InputError(f"frames {text!r}: expected START:STOP[:STEP] or an index, with integers") from None
+    if len(nums) == 1:
+        if nums[0] is None or not -n <= nums[0] < n:
+            raise InputError(f"frames {text!r}: index out of range for {n} frames")
+        i = nums[0] % n
+        return range(i, i + 1)
+    if len(nums) > 3 or (len(nums) == 3 and nums[2] == 0):
+        raise InputError(f"frames {text!r}: expected START:STOP[:STEP] with a non-zero step")
+    past = [v for v in nums[:2] if v is not None and not -n <= v <= n]
+    if past:
+        raise InputError(f"frames {text!r}: {past[0]} is out of range for {n} frames "
+                         f"(0 to {n}, or -{n} to -1 from the end; an empty START or STOP means the end)")
+    r = range(n)[slice(*nums)]
+    if len(r) == 0:
+        raise InputError(f"frames {text!r} selects no frame of {n}")
+    return r
+
+
+def parse_indices(spec: str | Sequence[int] | None, n: int) -> list[int]:
+    """Frame selection of n frames: None (all), a ``frame_range`` string, or a list of ints."""
     if spec is None:
         return list(range(n))
     if isinstance(spec, str):
-        try:
-            if ":" in spec:
-                parts = [int(p) if p.strip() else None for p in spec.split(":")]
-                if len(parts) > 3:
-                    raise ValueError
-                spec = slice(*parts)
-            else:
-                spec = [int(spec)]
-        except ValueError:
-            raise InputError(f"bad frame selection {spec!r}: use 'start:stop[:step]' or an index") from None
-    if isinstance(spec, slice):
-        return list(range(n))[spec]
+        return list(frame_range(spec, n))
     out = [int(i) for i in spec]
     bad = [i for i in out if not -n <= i < n]
     if bad:
@@ -101,14 +119,14 @@ def read_manifest(root: str | Path) -> dict:
 class ManifestDataset(Sequence):
     """A manifest folder as a sequence of Sample; files are read lazily per item."""
 
-    def __init__(self, root: str | Path, indices: str | slice | range | Sequence[int] | None = None) -> None:
+    def __init__(self, root: str | Path, indices: str | Sequence[int] | None = None) -> None:
         self.root = Path(root)
         data = read_manifest(self.root)
         self.name = str(data.get("name", self.root.name))
         frames = data["frames"]
         self.frames = [frames[i] for i in parse_indices(indices, len(frames))]
         if not self.frames:
-            raise InputError(f"{self.root}: frame selection {indices!r} is empty")
+            raise InputError(f"{self.root}: frame selection {indices!r} is empty")   # an empty list
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from reflector_ros.core.errors import InputError
+from reflector_ros.data.manifest import frame_range
 from reflector_ros.data.sample import Sample
 
 # Evaluation protocol per type: crop name (None = whole image) and depth cap in metres
@@ -132,26 +133,6 @@ class Subset(Sequence[Sample]):
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} frames")
         return self.base[self.indices[i]]
-
-
-def frame_range(text: str, n: int) -> range:
-    """'250:373', ':100', '10', '0:100:5' -> range over n frames (Python slice rules)."""
-    parts = text.strip().split(":")
-    try:
-        nums = [int(p) if p.strip() else None for p in parts]
-    except ValueError:
-        raise InputError(f"frames {text!r}: expected START:STOP[:STEP] with integers") from None
-    if len(nums) == 1:
-        if nums[0] is None or not -n <= nums[0] < n:
-            raise InputError(f"frames {text!r}: index out of range for {n} frames")
-        i = nums[0] % n
-        return range(i, i + 1)
-    if len(nums) > 3 or (len(nums) == 3 and nums[2] == 0):
-        raise InputError(f"frames {text!r}: expected START:STOP[:STEP] with a non-zero step")
-    r = range(n)[slice(*nums)]
-    if len(r) == 0:
-        raise InputError(f"frames {text!r} selects no frame of {n}")
-    return r
 
 
 def _opt_path(cfg: dict[str, Any], key: str) -> Path | None:

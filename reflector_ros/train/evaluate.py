@@ -219,7 +219,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def open_eval_set(spec: str, frames: str | None) -> tuple[Sequence[Sample], dict[str, Any]]:
     """The dataset and its protocol defaults; --frames selects on top of the spec."""
-    from reflector_ros.data.registry import Subset, dataset_defaults, frame_range, open_dataset, parse_spec
+    from reflector_ros.data.manifest import frame_range
+    from reflector_ros.data.registry import Subset, dataset_defaults, open_dataset, parse_spec
 
     cfg = parse_spec(spec)
     ds = open_dataset(spec)
