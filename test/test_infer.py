@@ -437,3 +437,19 @@ def test_names_trailing_bytes_and_file_lists(tmp_path: Path, tiny_model_dir: Pat
     files = sorted(str(p) for p in src.glob("*.jpg"))
     assert _infer([*files, "-o", str(tmp_path / "every"), "--fx", "100", "--every", "2"], model) == 0
     assert len(list((tmp_path / "every").glob("*.png"))) == 2
+
+
+def test_long_names_are_cut_to_fit(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Input names near the file-name limit (255 bytes) still give every output, <name>_preview.png
+    included: the stem is cut at a character boundary (2-byte UTF-8 here) and numbered when two
+    cut stems collide."""
+    src = tmp_path / "long"
+    src.mkdir()
+    for tail, seed in (("a", 1), ("b", 2)):
+        cv2.imwrite(str(src / ("é" * 120 + tail + ".jpg")), _scene(seed=seed))
+    out = tmp_path / "out"
+    assert _infer([str(src), "-o", str(out), "--fx", "100", "--preview"], tiny_model_dir / "tiny.onnx") == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 4 and sum(n.endswith("_preview.png") for n in names) == 2
+    assert all(len(n.encode()) <= 255 for n in names)
+    assert sum("~1" in n for n in names) == 2          # the second stem and its preview

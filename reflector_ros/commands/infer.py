@@ -340,9 +340,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+NAME_MAX = 255                                   # bytes in one file name (Linux, macOS, NTFS in UTF-16 units)
+LONGEST_SUFFIX = len("~99999_preview.png")
+
+
 def output_name(stem: str, used: set[str]) -> str:
     """A name no earlier frame's files (<name>.png/.npy/.ply, <name>_preview.png) use: the
-    stem, else the stem and a number; reserves the name and its preview's."""
+    stem, else the stem and a number; reserves the name and its preview's. A stem too long
+    for a file name once the suffixes are added is cut (at a character, not inside one) and
+    numbered like any other repeat."""
+    raw = stem.encode("utf-8")
+    if len(raw) > NAME_MAX - LONGEST_SUFFIX:
+        stem = raw[:NAME_MAX - LONGEST_SUFFIX].decode("utf-8", errors="ignore")
     name, k = stem, 1
     while name in used or f"{name}_preview" in used:
         name, k = f"{stem}~{k}", k + 1
