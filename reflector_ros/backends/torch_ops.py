@@ -46,22 +46,54 @@ def normalisation(meta: ModelMeta, device: torch.device) -> tuple[torch.Tensor, 
     return (1.0 / (255.0 * std)).view(1, 3, 1, 1), (-mean / std).view(1, 3, 1, 1)
 
 
+def shrink(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """(1, C, H, W) image resized to out_hw by core.preprocess.shrink's rule, so every backend
+    feeds the network the same pixels: an integer factor above 2x is a box average (INTER_AREA);
+    a fractional one is halved by 2x2 boxes while it stays above 2x; the rest (up to 2x, or
+    growing) is plain bilinear with half-pixel centres (INTER_LINEAR). uint8 in, uint8 out on the
+    CPU (rounded as cv2 rounds); float in, float out on CUDA, rounded to whole levels too.
+    """
+    h, w = int(out_hw[0]), int(out_hw[1])
+    sh, sw = x.shape[2], x.shape[3]
+    integer = sh % h == 0 and sw % w == 0 and sh // h == sw // w
+    if integer and sh // h > 2:
+        return _round_like(F.avg_pool2d(x.float(), sh // h), x.dtype)
+    while not integer and x.shape[2] > 2 * h and x.shape[3] > 2 * w:
+        x = _round_like(_halve(x), x.dtype)
+    if (x.shape[2], x.shape[3]) == (h, w):
+        return x
+    return _round_like(F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=False),
+                       x.dtype)
+
+
+def _halve(x: torch.Tensor) -> torch.Tensor:
+    """2x2 box average to (H // 2, W // 2), as cv2 INTER_AREA does for that size: an odd side's
+    last row or column shares its weight between the last two output pixels' boxes."""
+    h2, w2 = x.shape[2] // 2, x.shape[3] // 2
+    if x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0:
+        return F.avg_pool2d(x.float(), 2)
+    return F.interpolate(x.float(), size=(h2, w2), mode="area")
+
+
+def _round_like(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if dtype == torch.uint8:
+        return y if y.dtype == torch.uint8 else y.round_().clamp_(0, 255).to(torch.uint8)
+    return y.round_() if y.is_floating_point() else y.to(dtype)
+
+
 def preprocess(img: torch.Tensor, in_hw: tuple[int, int], scale: torch.Tensor, bias: torch.Tensor,
                dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
-    """uint8 (H, W, 3) -> normalised (1, 3, h, w): plain resize (no crop), like core.preprocess.
-
-    Bilinear with antialiasing when shrinking (as INTER_AREA averages), plain
-    bilinear when growing; normalisation in float32, then the cast to dtype.
+    """uint8 (H, W, 3) -> normalised (1, 3, h, w): plain resize (no crop) by ``shrink``, the
+    rule of core.preprocess; normalisation in float32, then the cast to dtype.
     """
     x = img.permute(2, 0, 1).unsqueeze(0)
     h, w = int(in_hw[0]), int(in_hw[1])
     if x.device.type != "cpu":  # CUDA's bilinear kernels want float
         x = x.float()
     if (x.shape[2], x.shape[3]) != (h, w):
-        shrink = h < x.shape[2] or w < x.shape[3]
         # on the CPU torch resizes uint8 directly (about 40x faster than float at VGA,
         # and rounds to uint8 as cv2 does)
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)
+        x = shrink(x.contiguous(), (h, w))
     x = x.float() * scale + bias
     x = x.to(dtype)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
@@ -132,9 +164,8 @@ def build_cloud(depth: torch.Tensor, confidence: torch.Tensor, img: torch.Tensor
             raise InputError("the cloud spec asks for rgb but no colour image was given")
         h, w = depth.shape
         col = img
-        if tuple(col.shape[:2]) != (h, w):              # shrink like INTER_AREA: antialiased bilinear
-            col = F.interpolate(col.permute(2, 0, 1).unsqueeze(0).float(), size=(h, w), mode="bilinear",
-                                align_corners=False, antialias=True)[0].permute(1, 2, 0).round().clamp_(0, 255)
+        if tuple(col.shape[:2]) != (h, w):              # the same resize as the network input's
+            col = shrink(col.permute(2, 0, 1).unsqueeze(0).float(), (h, w))[0].permute(1, 2, 0)
         col = col[::s, ::s].to(torch.int32)
         bits[..., 3] = (col[..., 0] << 16) | (col[..., 1] << 8) | col[..., 2]
     return out

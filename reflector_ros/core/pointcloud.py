@@ -15,6 +15,7 @@ import numpy as np
 
 from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.errors import InputError
+from reflector_ros.core.preprocess import shrink
 
 POINT_STEP = 16
 FLOAT32 = 7   # sensor_msgs/PointField.FLOAT32
@@ -151,13 +152,13 @@ class CloudSpec:
 def build_cloud(depth: np.ndarray, confidence: np.ndarray, rgb: np.ndarray | None, spec: CloudSpec) -> np.ndarray:
     """Host path: finalized depth (NaN invalid) + confidence at the output size ->
     (h', w', 4) float32 cloud in ``spec.out`` (or a new array). Colour is resized to
-    the depth (INTER_AREA) when the output is smaller than the image."""
+    the depth by ``core.preprocess.shrink`` (the network input's rule) when sizes differ."""
     colour = None
     if spec.rgb:
         if rgb is None:
             raise InputError("the cloud spec asks for rgb but no colour image was given")
         h, w = depth.shape
-        colour = rgb if rgb.shape[:2] == (h, w) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        colour = rgb if rgb.shape[:2] == (h, w) else shrink(rgb, (w, h))
     out = spec.out if spec.out is not None else np.empty((*spec.rays.shape[:2], 4), np.float32)
     pack_cloud(depth, spec.rays, spec.stride, spec.min_range, spec.max_range, confidence,
                spec.min_point_confidence, colour, out=out, lengths=spec.lengths)
