@@ -75,6 +75,15 @@ def test_invalid_values_are_named(bad: dict, needle: str) -> None:
     assert any(needle in e for e in errors), errors
 
 
+def test_type_and_value_errors_come_in_one_round() -> None:
+    """A wrong type does not hide another parameter's bad value until the next start."""
+    errors = validate_params({"points_stride": 2.5, "max_depth": "abc", "output_qos": "reliabel"})
+    assert len(errors) == 3, errors
+    assert any("points_stride must be an integer" in e for e in errors)
+    assert any("max_depth must be a finite number" in e for e in errors)
+    assert any("output_qos 'reliabel' is not one of" in e for e in errors)
+
+
 def test_model_file_checks(tmp_path: Path) -> None:
     empty = tmp_path / "empty.onnx"
     empty.write_bytes(b"")

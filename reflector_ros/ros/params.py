@@ -89,19 +89,21 @@ def validate_params(params: dict[str, Any], check_files: bool = True) -> list[st
 
     for key, default in DEFAULTS.items():
         v = p[key]
+        wrong = None
         if isinstance(default, bool):
             if not isinstance(v, bool):
-                errors.append(f"{key} must be true or false, got {v!r}")
+                wrong = f"{key} must be true or false, got {v!r}"
         elif isinstance(default, int):
             if isinstance(v, bool) or not isinstance(v, int):
-                errors.append(f"{key} must be an integer, got {v!r}")
+                wrong = f"{key} must be an integer, got {v!r}"
         elif isinstance(default, float):
             if not _is_number(v):
-                errors.append(f"{key} must be a finite number, got {v!r}")
+                wrong = f"{key} must be a finite number, got {v!r}"
         elif isinstance(default, str) and not isinstance(v, str):
-            errors.append(f"{key} must be a string, got {v!r}")
-    if errors:
-        return errors
+            wrong = f"{key} must be a string, got {v!r}"
+        if wrong:
+            errors.append(wrong)
+            p[key] = default   # so the value checks below still run on every other parameter
 
     def choice(key: str, allowed: tuple[str, ...]) -> None:
         if p[key] not in allowed:
