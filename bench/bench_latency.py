@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from reflector_ros.commands.demo import spin_until, stop_process  # noqa: E402  (after the path set-up)
 NAMESPACE = "reflector_bench"
-STATUS_NAME = "reflector_depth: pipeline"
+STATUS_NAME = "reflector_depth: pipeline"   # after the namespace: "demo/reflector_depth: pipeline"
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -127,7 +127,7 @@ def bench(args: argparse.Namespace) -> dict:
 
     def on_diag(msg: DiagnosticArray) -> None:
         for s in msg.status:
-            if s.name == STATUS_NAME and s.hardware_id.startswith(f"/{NAMESPACE}/"):
+            if s.name.endswith(STATUS_NAME) and s.hardware_id.startswith(f"/{NAMESPACE}/"):
                 diag.clear()
                 diag.update({kv.key: kv.value for kv in s.values})
 

@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 NODE_NAME = "reflector_depth"
-STATUS_NAME = "reflector_depth: pipeline"
+STATUS_NAME = "reflector_depth: pipeline"   # after the namespace: "demo/reflector_depth: pipeline"
 OUTPUTS = ("depth/image", "depth/camera_info", "depth/confidence", "depth/colored", "points")
 FAULTS = ("restart", "resolution", "churn", "params", "signals")
 RSS_PERIOD_S = 10.0
@@ -367,7 +367,7 @@ class Bench:
 
     def _on_diag(self, msg: Any) -> None:
         for status in msg.status:
-            if status.name == STATUS_NAME and status.hardware_id == f"{self.ns}/{NODE_NAME}":
+            if status.name.endswith(STATUS_NAME) and status.hardware_id == f"{self.ns}/{NODE_NAME}":
                 vals = {kv.key: kv.value for kv in status.values}
                 vals["t"] = time.time() - self.t0
                 vals["message"] = status.message

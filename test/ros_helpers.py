@@ -236,14 +236,19 @@ def cloud_xyz(msg) -> np.ndarray:
     return out
 
 
-def diagnostics_values(msg, name: str = "reflector_depth: pipeline",
-                       hardware_id: str | None = None) -> dict[str, str] | None:
-    """Key-values of the named status in a DiagnosticArray (None if absent); level under '_level'.
+def diagnostics_values(msg, hardware_id: str | None = None) -> dict[str, str] | None:
+    """Key-values of a depth node's status in a DiagnosticArray (None if absent); level under
+    '_level', message under '_message'.
 
-    `hardware_id` (the depth node's fully qualified name) picks one node among several.
+    `hardware_id` (the depth node's fully qualified name) picks one node among several; its
+    status is named after it ("/front/reflector_depth" -> "front/reflector_depth: pipeline").
     """
     for status in msg.status:
-        if status.name == name and (hardware_id is None or status.hardware_id == hardware_id):
+        if hardware_id is None:
+            ours = status.name.endswith("reflector_depth: pipeline")
+        else:
+            ours = status.hardware_id == hardware_id and status.name == f"{hardware_id.lstrip('/')}: pipeline"
+        if ours:
             out = {kv.key: kv.value for kv in status.values}
             out["_level"] = str(int.from_bytes(status.level, "little") if isinstance(status.level, bytes) else int(status.level))
             out["_message"] = status.message

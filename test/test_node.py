@@ -336,6 +336,51 @@ def test_output_qos_best_effort(harness: Harness, launch) -> None:
     assert be, "best-effort subscriber got nothing"
     harness.spin(0.5)
     assert not rel, "a reliable reader cannot match a best-effort writer; it should get nothing"
+    # the node says why that reader gets nothing, in its log and in /diagnostics
+    assert harness.wait_log(proc, "asks for QoS this node does not offer", 10), read_log(proc)
+    assert "RELIABILITY" in read_log(proc) and f"{ns}/depth/image" in read_log(proc)
+
+
+def test_an_incompatible_camera_is_named_in_diagnostics(harness: Harness, launch) -> None:
+    """input_qos reliable with a best-effort camera: nothing arrives, and /diagnostics says why
+    instead of only "no images"."""
+    proc, ns = launch(input_qos="reliable")
+    subscribe_all(harness, ns)
+    harness.publisher(f"{ns}/image", Image, "best_effort", 5)
+    harness.publish(f"{ns}/image", make_image_msg(RGB, "rgb8", to_time(time.time())), "best_effort")
+    diag = wait_diagnostics(harness, ns, lambda d: "offers QoS" in d["_message"], timeout=20)
+    assert diag["_level"] == "1" and "no images" in diag["_message"] and "input_qos" in diag["_message"]
+    assert diag["received_frames"] == "0"
+
+
+def test_an_idle_node_names_a_subscriber_it_cannot_serve(harness: Harness, launch) -> None:
+    """output_qos best_effort and only a reliable subscriber (RViz's default): "idle" at WARN,
+    with the reason."""
+    proc, ns = launch(output_qos="best_effort")
+    harness.subscribe(f"{ns}/depth/image", Image, "reliable", key=f"{ns}/rel")
+    cam = Cam(harness, ns)
+    diag = None
+    for _ in range(80):
+        cam.send()
+        got = wait_diagnostics(harness, ns, lambda d: True, timeout=5)
+        if "asks for QoS" in got["_message"]:
+            diag = got
+            break
+    assert diag is not None, read_log(proc)
+    assert diag["_level"] == "1" and diag["_message"].startswith("idle: no subscriber")
+    assert "output_qos reliable" in diag["_message"]
+
+
+def test_unknown_parameters_are_named(harness: Harness, launch) -> None:
+    """A typo in a parameter name is said at start-up, with the name meant, and kept in
+    /diagnostics; the node runs on (rclpy's use_sim_time is not ours and is not named)."""
+    proc, ns = launch(points_strid=4, max_depht=5.0, use_sim_time=False)
+    assert harness.wait_log(proc, "unknown parameters, ignored", 30), read_log(proc)
+    log = read_log(proc)
+    assert "max_depht (did you mean max_depth?), points_strid (did you mean points_stride?)" in log, log
+    assert "use_sim_time" not in log.split("unknown parameters, ignored")[1].splitlines()[0]
+    diag = wait_diagnostics(harness, ns, lambda d: "unknown_parameters" in d, timeout=20)
+    assert diag["_level"] == "1" and "points_strid" in diag["_message"]
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -433,6 +478,7 @@ def test_waits_for_camera_info_then_starts(harness: Harness, launch) -> None:
     assert "waiting for camera_info" in read_log(proc), read_log(proc)
     diag = cam.diagnostics(lambda d: d["_level"] == "1")
     assert "camera_info" in diag["_message"] and diag["waiting_for_camera_info"] == "true"
+    assert int(diag["waiting_for_camera_info_frames"]) >= 1
     stamps.append(cam.send(with_info=False))
     harness.spin(0.3)
     assert not any(cam.answered(s) for s in stamps)
@@ -452,6 +498,10 @@ def test_fallback_fx_without_camera_info(harness: Harness, launch) -> None:
     assert info is not None
     assert list(info.k) == pytest.approx([100.0, 0, (W - 1) / 2, 0, 100.0, (H - 1) / 2, 0, 0, 1])
     assert "waiting for camera_info" not in read_log(proc)
+    # the scale rests on a guessed focal length: /diagnostics says so
+    diag = cam.diagnostics(lambda d: "fallback_fx" in d.get("calibration", ""))
+    assert diag["_level"] == "1" and "fallback_fx 100 px assumed" in diag["_message"]
+    assert int(diag["waiting_for_camera_info_frames"]) == 0
 
 
 # ---------------------------------------------------------------------------- scheduling
@@ -691,3 +741,5 @@ def test_an_empty_frame_id_is_pointed_out_once(harness: Harness, launch) -> None
     assert cam.answered(stamps[-1]).header.frame_id == ""     # headers stay exactly the input's
     log = read_log(proc)
     assert log.count("empty frame_id") == 1 and "REP 103" in log, log
+    diag = cam.diagnostics(lambda d: d["frame_id"] == "(empty)")
+    assert diag["_level"] == "1" and "empty frame_id" in diag["_message"]

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "hololens_office"
 DEFAULT_FIRST = 250          # HoloLens frames 0-249 are the fine-tuning set; 250-372 are held out
 NAMESPACE = "reflector_demo"
-STATUS_NAME = "reflector_depth: pipeline"
+STATUS_NAME = "reflector_depth: pipeline"   # after the namespace: "demo/reflector_depth: pipeline"
 MAX_FRAMES = 10_000
 SYNTH_HW = (240, 320)
 PANEL_H = 240
@@ -282,7 +282,7 @@ def _feed(args: argparse.Namespace, samples: list, proc: subprocess.Popen, log_p
 
     def on_diag(msg: Any) -> None:
         for st in msg.status:
-            if st.name == STATUS_NAME and st.hardware_id.startswith(f"/{NAMESPACE}/"):
+            if st.name.endswith(STATUS_NAME) and st.hardware_id.startswith(f"/{NAMESPACE}/"):
                 got.diagnostics = {kv.key: kv.value for kv in st.values}
 
     for topic, typ, kind in (("depth/image", Image, "depth"), ("depth/confidence", Image, "confidence"),

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-STATUS_NAME = "reflector_depth: pipeline"
+STATUS_NAME = "reflector_depth: pipeline"   # for a node in the root namespace; see status_name
+LOST_WARN = 0.1            # fraction of the camera's images lost before the node that turns the status WARN
 STAGES = ("decode_ms", "rectify_ms", "preprocess_ms", "inference_ms", "anchor_ms", "postprocess_ms", "points_ms",
           "depth_msg_ms", "points_msg_ms", "publish_ms")
 WINDOW = 100               # frames in the latency / stage-timing windows
@@ -46,8 +47,10 @@ class FrameStats:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.counts = {"received": 0, "processed": 0, "dropped": 0, "skipped_bad": 0, "idle": 0, "restarts": 0}
+        self.counts = {"received": 0, "processed": 0, "dropped": 0, "skipped_bad": 0, "idle": 0, "restarts": 0,
+                       "waiting_info": 0, "lost": 0}
         self.in_times: deque = deque()
+        self.lost_times: deque = deque()     # (monotonic time, images DDS reported lost then)
         self.out_times: deque = deque()
         self.latency_ms: deque = deque(maxlen=WINDOW)
         self.stage_ms: dict[str, deque] = {s: deque(maxlen=WINDOW) for s in STAGES}
@@ -60,6 +63,12 @@ class FrameStats:
             self.counts["dropped"] += int(replaced)
             self.in_times.append(now)
             self.last_arrival = now
+
+    def lost(self, n: int) -> None:
+        """DDS reported n images lost on the way to the node (a message-lost event)."""
+        with self.lock:
+            self.counts["lost"] += n
+            self.lost_times.append((time.monotonic(), n))
 
     def count(self, what: str) -> None:
         with self.lock:
@@ -86,27 +95,56 @@ class FrameStats:
         now = time.monotonic()
         with self.lock:
             lat = list(self.latency_ms)
-            return {"counts": dict(self.counts), "in_hz": _rate(self.in_times, now), "out_hz": _rate(self.out_times, now),
+            in_hz = _rate(self.in_times, now)          # also trims in_times to the window
+            while self.lost_times and now - self.lost_times[0][0] > RATE_WINDOW_S:
+                self.lost_times.popleft()
+            lost = sum(n for _, n in self.lost_times)
+            return {"counts": dict(self.counts), "in_hz": in_hz, "out_hz": _rate(self.out_times, now),
+                    "lost_fraction": lost / (lost + len(self.in_times)) if lost else 0.0,
                     "latency_p50": _median(lat), "latency_p95": _percentile(lat, 95),
                     "stages": {k: _median(v) for k, v in self.stage_ms.items() if v},   # stages that ran
                     "silent_s": now - self.last_arrival}
 
 
+def status_name(node_fqn: str) -> str:
+    """The status name: the node's namespaced name, so two cameras' nodes (/front/…, /rear/…)
+    never report under one name; "reflector_depth: pipeline" in the root namespace."""
+    return f"{node_fqn.lstrip('/')}: pipeline"
+
+
 def status_array(snap: dict[str, Any], state: dict[str, str], topic: str, period: float, waiting: bool,
-                 idle: bool, stamp: Any, hardware_id: str) -> DiagnosticArray:
+                 idle: bool, stamp: Any, node_fqn: str, qos_problem: dict[str, str] | None = None) -> DiagnosticArray:
     """The node's one status: its level and message (what a user should look at first),
-    the statistics of ``snap`` (FrameStats.snapshot) and the node's ``state`` values."""
+    the statistics of ``snap`` (FrameStats.snapshot) and the node's ``state`` values.
+    ``qos_problem``: "input" / "output" -> what an incompatible peer asked for (it explains
+    silence or idleness)."""
+    qos_problem = qos_problem or {}
     level, message = DiagnosticStatus.OK, "ok"
+    lost = snap.get("lost_fraction", 0.0)      # of the camera's images over the last few seconds
     if waiting:
         level, message = DiagnosticStatus.WARN, "waiting for camera_info"
     elif snap["silent_s"] > max(3.0, 2.0 * period):
         level, message = DiagnosticStatus.WARN, f"no images on {topic} for {snap['silent_s']:.0f} s"
+        if "input" in qos_problem:
+            message += ": " + qos_problem["input"]
+    elif lost >= LOST_WARN:
+        level = DiagnosticStatus.WARN
+        message = (f"{100 * lost:.0f} % of the images on {topic} are lost before they reach the node ({snap['in_hz']:.1f} "
+                   "Hz arrive): large best-effort messages over UDP; start the camera with the shipped Fast DDS "
+                   "profile (docs/fastdds.md), or set input_qos reliable with a reliable camera")
+    elif state.get("frame_id") == "(empty)":
+        level, message = DiagnosticStatus.WARN, (f"images on {topic} have an empty frame_id, so every output has none: "
+                                                 "RViz, Nav2 and tf cannot place them")
+    elif state.get("unknown_parameters"):
+        level, message = DiagnosticStatus.WARN, "unknown parameters, ignored: " + state["unknown_parameters"]
     elif state.get("calibration") not in (None, "ok", "none"):
         level, message = DiagnosticStatus.WARN, "calibration: " + state["calibration"]
     elif snap["counts"]["received"] and idle:
         message = "idle: no subscriber on any output"
+        if "output" in qos_problem:
+            level, message = DiagnosticStatus.WARN, message + "; " + qos_problem["output"]
     values = {**summary(snap), **state}
-    status = DiagnosticStatus(level=level, name=STATUS_NAME, message=message, hardware_id=hardware_id,
+    status = DiagnosticStatus(level=level, name=status_name(node_fqn), message=message, hardware_id=node_fqn,
                               values=[KeyValue(key=k, value=v) for k, v in values.items()])
     arr = DiagnosticArray(status=[status])
     arr.header.stamp = stamp
@@ -146,6 +184,7 @@ def summary(snap: dict[str, Any]) -> dict[str, str]:
         "received_frames": str(c["received"]), "processed_frames": str(c["processed"]),
         "dropped_frames": str(c["dropped"]), "skipped_bad_frames": str(c["skipped_bad"]),
         "idle_frames": str(c["idle"]), "source_restarts": str(c["restarts"]),
+        "waiting_for_camera_info_frames": str(c["waiting_info"]), "lost_frames": str(c["lost"]),
         **{k: f"{v:.2f}" for k, v in snap["stages"].items()},
     }
 

@@ -10,16 +10,18 @@ and Kilted (only long-standing rclpy APIs).
 """
 from __future__ import annotations
 
+import difflib
 import threading
 import time
 import traceback
+from functools import partial
 from typing import Any
 
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from diagnostic_msgs.msg import DiagnosticArray
 
@@ -32,7 +34,15 @@ from reflector_ros.ros import convert, diagnostics
 from reflector_ros.ros.params import (DEFAULTS, PARAMS, changed_startup_params, frame_settings, normalize,
                                       validate_params)
 
+try:                      # Iron and later
+    from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks, UnsupportedEventTypeError
+except ImportError:       # Humble
+    from rclpy.qos_event import (PublisherEventCallbacks, SubscriptionEventCallbacks,  # type: ignore[no-redef]
+                                 UnsupportedEventTypeError)
+
 NODE_NAME = "reflector_depth"
+# parameters rclpy or launch give every node, not ours to check
+FOREIGN_PARAMS = ("use_sim_time", "start_type_description_service", "qos_overrides.")
 
 
 class StartupError(Exception):
@@ -58,6 +68,7 @@ class DepthNode(Node):
         errors = validate_params(raw)
         if errors:
             raise StartupError("invalid parameters:\n  - " + "\n  - ".join(errors))
+        unknown = self._unknown_parameters()
         self._p: dict[str, Any] = normalize(raw)
         from reflector_ros.backends import start_backend
 
@@ -84,22 +95,29 @@ class DepthNode(Node):
         self._buffers: dict[str, np.ndarray] = {}  # message_array()s reused frame to frame (no copies)
         self._throttle = diagnostics.Throttle()
         self._state: dict[str, str] = {"rectify": "off (no camera_info yet)", "calibration": "none",
-                                       "network_input": "-"}
+                                       "network_input": "-", "frame_id": "-"}
+        self._qos_problem: dict[str, str] = {}     # "input" / "output" -> what an incompatible peer asked
+        if unknown:
+            self._state["unknown_parameters"] = unknown
+            self.get_logger().warning(f"unknown parameters, ignored: {unknown}")
         self.stats = diagnostics.FrameStats()
         self._waiting_info = False
 
         in_qos = _qos("best_effort" if self._p["input_qos"] == "sensor_data" else self._p["input_qos"], 1)
         compressed = self._p["compressed_input"]
         self._image_topic = "image/compressed" if compressed else "image"
-        self.create_subscription(CompressedImage if compressed else Image, self._image_topic, self._on_image, in_qos)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
         self._topic = self.resolve_topic_name(self._image_topic)
+        self._subscribe(CompressedImage if compressed else Image, self._image_topic, self._on_image, in_qos)
+        self._subscribe(CameraInfo, "camera_info", self._on_camera_info, in_qos)
         out_qos = _qos(self._p["output_qos"], 2)
-        self.pub_depth = self.create_publisher(Image, "depth/image", out_qos)
-        self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out_qos)
-        self.pub_conf = self.create_publisher(Image, "depth/confidence", out_qos)
-        self.pub_colored = self.create_publisher(Image, "depth/colored", out_qos)
-        self.pub_points = self.create_publisher(PointCloud2, "points", out_qos)
+        self.pub_depth = self._publisher(Image, "depth/image", out_qos)
+        self.pub_info = self._publisher(CameraInfo, "depth/camera_info", out_qos)
+        self.pub_conf = self._publisher(Image, "depth/confidence", out_qos)
+        self.pub_colored = self._publisher(Image, "depth/colored", out_qos)
+        self.pub_points = self._publisher(PointCloud2, "points", out_qos)
+        self._state["topics"] = (f"in {self._topic}, {self.resolve_topic_name('camera_info')} "
+                                 f"({self._p['input_qos']}); out {self.resolve_topic_name('depth/image')} … "
+                                 f"({self._p['output_qos']})")
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", _qos("reliable", 1))
         # steady clock: diagnostics keep coming (and say "no images") while a sim-time bag is paused
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -110,6 +128,51 @@ class DepthNode(Node):
         self._worker.start()
 
     # ------------------------------------------------------------------ set-up
+
+    def _unknown_parameters(self) -> str:
+        """The parameters given at start-up (-p, a params file) that this node does not have,
+        each with the closest name it does have: a typo would otherwise leave a default."""
+        given = getattr(self, "_parameter_overrides", {})   # rclpy keeps the overrides here (Humble..Kilted)
+        unknown = [n for n in given if n not in PARAMS and not n.startswith(FOREIGN_PARAMS)]
+        said = []
+        for name in sorted(unknown):
+            close = difflib.get_close_matches(name, list(PARAMS), n=1)
+            said.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        return ", ".join(said)
+
+    def _subscribe(self, msg_type: Any, topic: str, callback: Any, qos: QoSProfile) -> None:
+        """A subscription that reports images lost before they reach the node (DDS drops large
+        best-effort messages) and publishers whose QoS cannot match."""
+        resolved = self.resolve_topic_name(topic)
+        incompatible = partial(self._on_incompatible, "input", resolved)
+        lost = self._on_lost if topic == self._image_topic else None
+        try:
+            self.create_subscription(msg_type, topic, callback, qos, event_callbacks=SubscriptionEventCallbacks(
+                incompatible_qos=incompatible, message_lost=lost))
+        except UnsupportedEventTypeError:   # an RMW without the message-lost event
+            self.create_subscription(msg_type, topic, callback, qos,
+                                     event_callbacks=SubscriptionEventCallbacks(incompatible_qos=incompatible))
+
+    def _publisher(self, msg_type: Any, topic: str, qos: QoSProfile) -> Any:
+        incompatible = partial(self._on_incompatible, "output", self.resolve_topic_name(topic))
+        return self.create_publisher(msg_type, topic, qos,
+                                     event_callbacks=PublisherEventCallbacks(incompatible_qos=incompatible))
+
+    def _on_lost(self, info: Any) -> None:
+        self.stats.lost(int(info.total_count_change))
+
+    def _on_incompatible(self, side: str, topic: str, info: Any) -> None:
+        policy = qos_policy_name_from_kind(info.last_policy_kind)
+        if side == "input":
+            text = (f"a publisher on {topic} offers QoS this node cannot receive ({policy}); with "
+                    f"input_qos {self._p['input_qos']} its messages never arrive: set input_qos to match the camera "
+                    "(sensor_data / best_effort takes either)")
+        else:
+            text = (f"a subscriber of {topic} asks for QoS this node does not offer ({policy}); with "
+                    f"output_qos {self._p['output_qos']} it receives nothing: set output_qos reliable (which serves "
+                    "best-effort subscribers too) or change the subscriber")
+        self._qos_problem[side] = text
+        self._warn("qos", text)
 
     def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A float32 message_array for this output, rebuilt only when its shape changes."""
@@ -206,6 +269,7 @@ class DepthNode(Node):
                                   "(bag loop, driver restart, simulation reset); its statistics start again")
             self.stats.restarted()
             self.pipeline.restarted()
+        self._state["frame_id"] = header.frame_id or "(empty)"
         if not header.frame_id:
             self._warn("frame_id", f"images on {self._topic} have an empty frame_id, so depth, cloud and "
                                    "camera_info carry none either; set it to the camera's optical frame "
@@ -217,6 +281,7 @@ class DepthNode(Node):
         camera = self._frame_camera(p, rgb.shape[1], rgb.shape[0])
         if camera is None:
             self._waiting_info = True
+            self.stats.count("waiting_info")
             self._warn("no_info", f"waiting for camera_info on {self.resolve_topic_name('camera_info')} (no metric "
                                   "scale without a focal length); set fallback_fx to run without it")
             return
@@ -225,10 +290,18 @@ class DepthNode(Node):
         res = self.pipeline.process(rgb, camera, frame_settings(p, want["points"]), self._topic, self._buffer,
                                     t=stamp / 1e9)
         if res.new_plan:
-            self._state.update(rectify=res.plan.rectify_state, network_input=f"{res.plan.net.width}x"
-                               f"{res.plan.net.height}, focal scale {res.plan.net.focal_scale:.3f}",
-                               calibration="; ".join(res.plan.notes) or "ok")
-            for note in res.plan.notes:
+            notes = list(res.plan.notes)
+            if self._camera is None:
+                notes.insert(0, f"no camera_info: fallback_fx {p['fallback_fx']:g} px assumed, so the metric scale is "
+                                "only as right as that guess")
+            net = res.plan.net
+            self._state.update(rectify=res.plan.rectify_state,
+                               network_input=f"{net.width}x{net.height} (width x height), focal scale "
+                                             f"{net.focal_scale:.3f}",
+                               image=f"{rgb.shape[1]}x{rgb.shape[0]}",
+                               depth_image=f"{res.depth.shape[1]}x{res.depth.shape[0]}",
+                               calibration="; ".join(notes) or "ok")
+            for note in notes:
                 self._warn("calibration", note)
         t = dict(res.timings_ms, decode_ms=decode_ms)
         if res.anchor is not None:
@@ -289,7 +362,7 @@ class DepthNode(Node):
         idle = not any(self._outputs_wanted(self._p).values())
         arr = diagnostics.status_array(self.stats.snapshot(), values, self._topic, self._p["diagnostics_period"],
                                        self._waiting_info and waiting, idle, self.get_clock().now().to_msg(),
-                                       self.get_fully_qualified_name())
+                                       self.get_fully_qualified_name(), dict(self._qos_problem))
         self.pub_diag.publish(arr)
 
     def shutdown(self) -> None:

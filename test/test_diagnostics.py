@@ -1,0 +1,85 @@
+"""The /diagnostics status built from FrameStats (real diagnostic_msgs messages, no node):
+which problem a user is told about first. The node's own path is tested over DDS in
+test_node.py; image loss needs a network that drops large UDP messages, which a test on one
+machine does not reliably have, so it is tested here from the counts DDS would report."""
+from __future__ import annotations
+
+import time
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticStatus
+
+from reflector_ros.ros.diagnostics import FrameStats, Throttle, status_array, status_name
+
+
+def _status(stats: FrameStats, state: dict | None = None, **kw) -> DiagnosticStatus:
+    arr = status_array(stats.snapshot(), state or {}, "/cam/image", 1.0, kw.get("waiting", False),
+                       kw.get("idle", False), Time(), "/front/reflector_depth", kw.get("qos_problem"))
+    return arr.status[0]
+
+
+def _level(level: bytes | int) -> int:
+    return int.from_bytes(level, "little") if isinstance(level, bytes) else int(level)
+
+
+OK, WARN = _level(DiagnosticStatus.OK), _level(DiagnosticStatus.WARN)
+
+
+def _feed(stats: FrameStats, received: int, lost_per_event: int = 0) -> None:
+    for _ in range(received):
+        stats.arrived(False)
+        if lost_per_event:
+            stats.lost(lost_per_event)
+        time.sleep(0.002)
+
+
+def test_images_lost_before_the_node_turn_the_status_warn() -> None:
+    stats = FrameStats()
+    _feed(stats, 20, lost_per_event=2)        # two lost for every one that arrives
+    st = _status(stats)
+    values = {kv.key: kv.value for kv in st.values}
+    assert _level(st.level) == WARN and "67 % of the images on /cam/image are lost" in st.message
+    assert "Fast DDS profile" in st.message and "input_qos reliable" in st.message
+    assert values["lost_frames"] == "40" and values["received_frames"] == "20"
+
+
+def test_a_few_lost_images_are_counted_but_not_a_warning() -> None:
+    stats = FrameStats()
+    _feed(stats, 40)
+    stats.lost(1)
+    st = _status(stats)
+    assert _level(st.level) == OK and st.message == "ok"
+    assert {kv.key: kv.value for kv in st.values}["lost_frames"] == "1"
+
+
+def test_what_is_said_first() -> None:
+    """Waiting for camera_info, then silence (with an incompatible publisher named), then loss,
+    an empty frame_id, unknown parameters, calibration notes; idle is OK unless a subscriber
+    cannot be served."""
+    stats = FrameStats()
+    _feed(stats, 5)
+    assert "waiting for camera_info" in _status(stats, waiting=True).message
+    assert "empty frame_id" in _status(stats, {"frame_id": "(empty)", "unknown_parameters": "x"}).message
+    assert "unknown parameters, ignored: x" in _status(stats, {"unknown_parameters": "x", "calibration": "c"}).message
+    assert _status(stats, {"calibration": "c"}).message == "calibration: c"
+    idle = _status(stats, idle=True)
+    assert _level(idle.level) == OK and idle.message == "idle: no subscriber on any output"
+    unserved = _status(stats, idle=True, qos_problem={"output": "a subscriber of /x asks for QoS …"})
+    assert _level(unserved.level) == WARN and "asks for QoS" in unserved.message
+    stats.last_arrival -= 10.0                # silent for 10 s
+    silent = _status(stats, qos_problem={"input": "a publisher on /cam/image offers QoS …"})
+    assert silent.message.startswith("no images on /cam/image for 10 s: a publisher on /cam/image offers QoS")
+
+
+def test_status_names_carry_the_namespace() -> None:
+    assert status_name("/reflector_depth") == "reflector_depth: pipeline"
+    assert status_name("/rear/reflector_depth") == "rear/reflector_depth: pipeline"
+    st = _status(FrameStats())
+    assert st.name == "front/reflector_depth: pipeline" and st.hardware_id == "/front/reflector_depth"
+
+
+def test_throttle_blanks_numbers() -> None:
+    t = Throttle(period=60.0)
+    assert t.admit("restart", "stamps went back 600.0 s") == "stamps went back 600.0 s"
+    assert t.admit("restart", "stamps went back 5.4 s") is None
+    assert t.admit("input", "stamps went back 5.4 s") is not None     # another kind
