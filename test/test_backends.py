@@ -401,6 +401,28 @@ def test_bench_cli_json(tiny_model_dir: Path) -> None:
     assert "tensorrt" in out["skipped"]
 
 
+def test_bench_cli_table_and_bad_options(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Two models side by side: named by file, and the ratio said as "A takes Nx the time of B";
+    bad options are one-line errors before any model is loaded."""
+    import shutil
+
+    other = tmp_path / "other.onnx"
+    shutil.copy(tiny_model_dir / "tiny.onnx", other)
+    base = [sys.executable, "-m", "reflector_ros.cli", "bench", "--backends", "onnxruntime-cpu", "--reps", "3",
+            "--warmup", "1", "--threads", "1", "--size", "160", "120"]
+    proc = subprocess.run([*base, "--model", str(tiny_model_dir / "tiny.onnx"), "--model", str(other)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "\ntiny.onnx " in proc.stdout and "\nother.onnx " in proc.stdout, proc.stdout
+    assert "tiny.onnx (onnxruntime-cpu) takes " in proc.stdout and "x the time per frame of other.onnx" in proc.stdout
+    for extra, said in ((["--fx", "-100"], "not a usable focal length"), (["--fx", "0"], "not a usable focal length"),
+                        (["--threads", "-3"], "--threads must be >= 0"),
+                        (["--model", str(tmp_path / "none.onnx")], "none.onnx: no such file"),
+                        (["--size", "0", "0"], "--size 0 0")):
+        proc = subprocess.run([*base, *extra], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, (extra, proc.stderr)
+
+
 def test_build_engine_cli_without_tensorrt(tiny_model_dir: Path) -> None:
     from reflector_ros.backends import trt_runtime_version
 

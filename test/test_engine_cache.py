@@ -134,3 +134,54 @@ def test_cache_dir_precedence(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv(ec.ENV_DIR)
     d = ec.default_cache_dir()
     assert d.name == "engines"
+
+
+def test_cached_input_sizes_are_this_models_on_this_gpu(tmp_path: Path) -> None:
+    """What a canonical-camera model's TensorRT backend loads at start: the sizes cached for
+    exactly these ONNX bytes, this TensorRT, this GPU and precision, newest first."""
+    import os
+
+    from reflector_ros.backends.engine_build import cached_input_sizes
+
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"model one")
+    other = tmp_path / "other" / "m.onnx"
+    other.parent.mkdir()
+    other.write_bytes(b"model two")
+    cache = tmp_path / "engines"
+    for i, (path, trt, gpu, prec, hw) in enumerate([
+            (onnx, "10.3.0", ("Orin", "8.7"), "fp16", (203, 305)),
+            (onnx, "10.3.0", ("Orin", "8.7"), "fp16", (233, 311)),
+            (onnx, "10.3.0", ("Orin", "8.7"), "fp32", (256, 341)),      # another precision
+            (onnx, "8.5.2", ("Orin", "8.7"), "fp16", (120, 160)),       # another TensorRT
+            (onnx, "10.3.0", ("RTX 4090", "8.9"), "fp16", (130, 170)),  # another GPU
+            (other, "10.3.0", ("Orin", "8.7"), "fp16", (140, 180))]):   # another model, same stem
+        key = ec.make_key(path, trt, gpu[0], gpu[1], prec, (1, 3, *hw))
+        engine = ec.store(cache, "m", key, b"engine bytes")
+        os.utime(engine.with_suffix(".json"), (1000 + i, 1000 + i))
+    (cache / "m-garbage.json").write_text("{not json")
+    assert cached_input_sizes(onnx, cache, "fp16", "10.3.0", ("Orin", "8.7")) == [(233, 311), (203, 305)]
+    assert cached_input_sizes(onnx, cache, "int8", "10.3.0", ("Orin", "8.7")) == []
+    assert cached_input_sizes(onnx, tmp_path / "none", "fp16", "10.3.0", ("Orin", "8.7")) == []
+
+
+def test_build_engine_input_size_from_the_camera() -> None:
+    """`build-engine --camera W H FX` builds for the size the node will use for that camera
+    (meta.network_input, as the pipeline computes it); a canonical model given no size is
+    refused rather than built at a size no camera uses."""
+    import pytest
+
+    from reflector_ros.backends.engine_build import engine_input_size
+    from reflector_ros.core.camera import Intrinsics
+    from reflector_ros.meta import ModelMeta, network_input
+
+    meta = ModelMeta(input_mode="canonical", focal_canonical=280.0)
+    net = network_input(Intrinsics(525.0, 525.0, 319.5, 239.5, 640, 480), meta)
+    assert engine_input_size(meta, None, [640, 480, 525]) == (net.height, net.width) == (256, 341)
+    assert engine_input_size(meta, [203, 305], None) == (203, 305)
+    for size, camera, said in ((None, None, "--camera WIDTH HEIGHT FX"), ([203, 305], [640, 480, 525], "not both"),
+                               (None, [640, 480, 0], "focal length"), (None, [640.5, 480, 525], "whole pixels"),
+                               ([8, 305], None, "[16, 4096]")):
+        with pytest.raises(ValueError, match=said.replace("[", r"\[").replace("]", r"\]")):
+            engine_input_size(meta, size, camera)
+    assert engine_input_size(ModelMeta(input_mode="fixed"), None, None) is None

@@ -164,12 +164,25 @@ def test_export_cli(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.Capture
     a = _session(tmp_path / "cli.onnx").run(["depth"], feeds)[0]
     b = _session(tiny_model_dir / "tiny.onnx").run(["depth"], feeds)[0]
     np.testing.assert_allclose(a, b, rtol=1e-6)
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"\x00" * 100)
+    # the weights alone beside the graphs: a torch backend runs them like the ONNX graph
+    from reflector_ros.backends import make_backend
+    from reflector_ros.backends.base import run as run_backend
+    from reflector_ros.meta import NetInput
+
+    assert (tmp_path / "cli.pt").is_file()
+    rgb = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    by_pt = run_backend(make_backend("torch-cpu", tmp_path / "cli.onnx"), rgb, NetInput(64, 80, 1.0), (64, 80))
+    by_onnx = run_backend(make_backend("onnxruntime", tmp_path / "cli.onnx"), rgb, NetInput(64, 80, 1.0), (64, 80))
+    np.testing.assert_allclose(by_pt.depth, by_onnx.depth, rtol=1e-4, atol=1e-5)
     capsys.readouterr()
-    assert cli_main(["export", "--checkpoint", str(bad), "--output", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "not a readable Reflector checkpoint" in err and "Traceback" not in err
+    for content, said in ((b"\x00" * 100, "not a torch checkpoint"), (b"model: 1\nmeta: 2\n", "not a torch checkpoint"),
+                          ((tmp_path / "cli.onnx").read_bytes(), "not a torch checkpoint"),
+                          ((tmp_path / "cli.pt").read_bytes()[:5000], "not a readable Reflector checkpoint")):
+        bad = tmp_path / "bad.pt"
+        bad.write_bytes(content)
+        assert cli_main(["export", "--checkpoint", str(bad), "--output", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert cli_main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--output", str(tmp_path)]) == 2
 
 

@@ -6,6 +6,7 @@ ONNX Runtime path (and `auto` on a machine without a GPU) never imports torch.
 from __future__ import annotations
 
 import ctypes
+from functools import partial
 import importlib.util
 import logging
 import os
@@ -87,9 +88,19 @@ def make_backend(name: str = "auto", model_path: str | os.PathLike[str] | None =
     if path is not None and not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
     why: list[str] = []
-    if name == "auto":
+    auto = name == "auto"
+    if auto:
         name = _choose(path, why)
-    backend = _build(name, path, engine_dir, precision, num_threads, use_pair, cpu_spin_wait)
+    log = partial(_say, logger)
+    try:
+        backend = _build(name, path, engine_dir, precision, num_threads, use_pair, cpu_spin_wait, log)
+    except Exception as exc:  # noqa: BLE001  (TensorRT raises its own types, and a newer one other APIs)
+        if not auto or name != "tensorrt":
+            raise
+        # auto chose TensorRT and it cannot run this model here: the next choice runs instead
+        why.append(f"tensorrt failed to start ({type(exc).__name__}: {exc})")
+        name = _choose(path, why, tensorrt=False)
+        backend = _build(name, path, engine_dir, precision, num_threads, use_pair, cpu_spin_wait, log)
     if why:
         backend.reason = f"auto: {'; '.join(why)}; using {backend.name} ({backend.reason})"
     _say(logger, f"backend {backend.name}: {backend.reason}")
@@ -112,16 +123,25 @@ def open_backend(name: str = "auto", model_path: str | os.PathLike[str] | None =
         raise InputError(f"backend {name!r} cannot start here: {exc}") from None
 
 
-def _choose(path: Path | None, why: list[str]) -> str:
-    """The `auto` policy: TensorRT, then torch CUDA, then ONNX Runtime CPU; notes why."""
+class _Skip(Exception):
+    """TensorRT is not to be tried (it failed already)."""
+
+
+def _choose(path: Path | None, why: list[str], tensorrt: bool = True) -> str:
+    """The `auto` policy: TensorRT, then torch CUDA, then ONNX Runtime CPU; notes why.
+    ``tensorrt`` False: TensorRT already failed, choose among the rest."""
     n_cuda, no_cuda = cuda_device_count()
     wants_pt = path is not None and path.suffix == ".pt" and not path.with_suffix(".onnx").is_file()
     try:
+        if not tensorrt:
+            raise _Skip
         trt_runtime_version()
         buffers = _torch_has_cuda() is True or importlib.util.find_spec("pycuda") is not None
         if n_cuda and not wants_pt and buffers:
             return "tensorrt"
         why.append(f"tensorrt importable but {no_cuda or ('model is a .pt checkpoint' if wants_pt else 'no device buffers: neither torch with CUDA nor pycuda')}")
+    except _Skip:
+        pass
     except ImportError as err:
         why.append(f"tensorrt not importable ({err})")
     except Exception as err:  # a broken install raises other errors at import
@@ -147,7 +167,8 @@ def _choose(path: Path | None, why: list[str]) -> str:
 
 
 def _build(name: str, path: Path | None, engine_dir: str | os.PathLike[str] | None, precision: str,
-           num_threads: int, use_pair: bool, cpu_spin_wait: bool = False) -> Any:
+           num_threads: int, use_pair: bool, cpu_spin_wait: bool = False,
+           log: Callable[[str], None] | None = None) -> Any:
     if name in ("onnxruntime", "onnxruntime-cuda"):
         from reflector_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 
@@ -175,7 +196,7 @@ def _build(name: str, path: Path | None, engine_dir: str | os.PathLike[str] | No
     if torch_cuda is True:   # buffers, stream and pre/post-processing on the GPU through torch
         from reflector_ros.backends.tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(model, engine_dir=engine_dir, precision=precision, use_pair=use_pair)
+        return TensorRTBackend(model, engine_dir=engine_dir, precision=precision, use_pair=use_pair, log=log)
     try:
         import pycuda.driver  # noqa: F401
     except ImportError as err:
@@ -184,7 +205,7 @@ def _build(name: str, path: Path | None, engine_dir: str | os.PathLike[str] | No
                            "JetPack, or `pip install pycuda`") from None
     from reflector_ros.backends.tensorrt_pycuda import TensorRTPycudaBackend
 
-    return TensorRTPycudaBackend(model, engine_dir=engine_dir, precision=precision, use_pair=use_pair)
+    return TensorRTPycudaBackend(model, engine_dir=engine_dir, precision=precision, use_pair=use_pair, log=log)
 
 
 def _torch_has_cuda() -> bool | str:
@@ -223,7 +244,9 @@ def start_backend(name: str, model_path: str | os.PathLike[str] | None = None,
         raise RuntimeError(f"backend '{name}' with model '{model_path or 'embedded default'}' could not start: "
                            f"{type(exc).__name__}: {exc}") from None
     why = str(getattr(backend, "reason", "") or ("requested" if name != "auto" else "auto"))
-    hw = (backend.meta.input_height, backend.meta.input_width)
+    hw = getattr(backend, "warm_hw", (backend.meta.input_height, backend.meta.input_width))
+    if hw is None:           # TensorRT with no engine for this model yet: the camera decides its size
+        return backend, why, 0.0
     dummy = np.full((*hw, 3), 127, np.uint8)
     t0 = time.perf_counter()
     try:

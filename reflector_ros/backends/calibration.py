@@ -86,15 +86,22 @@ def calibration_batches(source: str | os.PathLike[str], meta: ModelMeta, frames:
         raise InputError(f"no usable calibration frames in {src}")
 
 
-def make_calibrator(batches: Iterator[np.ndarray], cache_file: Path, input_name: str = "image") -> Any:
+def make_calibrator(batches: Iterator[np.ndarray], cache_file: Path, input_name: str = "image",
+                    constants: dict[str, np.ndarray] | None = None) -> Any:
     """An IInt8EntropyCalibrator2 fed from ``batches`` through one device buffer.
 
-    The cache file lets a rebuild (new TensorRT, same model) skip calibration.
+    ``constants``: the graph's other inputs, fed the same value every batch (the fused
+    graph's ``focal_scale``, (1,) float32: the frames are at the canonical focal length, so
+    1.0). Every input the builder names must have a buffer; one it names that is neither
+    is an error, not a null pointer. The cache file lets a rebuild (new TensorRT, same
+    model and input size) skip calibration.
     """
     import tensorrt as trt
     import torch
 
     from reflector_ros.backends.engine_cache import atomic_write
+
+    fixed = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)).to("cuda") for k, v in (constants or {}).items()}
 
     class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -114,9 +121,12 @@ def make_calibrator(batches: Iterator[np.ndarray], cache_file: Path, input_name:
             if self.device_buf is None or self.device_buf.shape != host.shape:
                 self.device_buf = torch.empty(host.shape, dtype=torch.float32, device="cuda")
             self.device_buf.copy_(host)
+            missing = [n for n in names if n != input_name and n not in fixed]
+            if missing:
+                raise ValueError(f"INT8 calibration has no values for the graph input(s) {missing}")
             torch.cuda.synchronize()
             self.count += 1
-            return [int(self.device_buf.data_ptr()) if n == input_name else 0 for n in names]
+            return [int(self.device_buf.data_ptr()) if n == input_name else int(fixed[n].data_ptr()) for n in names]
 
         def read_calibration_cache(self) -> bytes | None:
             return cache_file.read_bytes() if cache_file.is_file() else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import logging
 import os
 import platform
@@ -15,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 try:
     import tensorrt as trt
@@ -234,25 +237,56 @@ def meta_from_onnx(path: Path) -> ModelMeta:
         raise ValueError(f"{path}: {err}") from None
 
 
+def cached_input_sizes(onnx_path: Path, cache_dir: Path, precision: str, trt_version: str,
+                       gpu: tuple[str, str]) -> list[tuple[int, int]]:
+    """Input sizes (height, width) with a cached engine for exactly this ONNX file, TensorRT
+    version, GPU (name, compute capability) and precision, the newest first: the cameras this
+    model already ran with here."""
+    if not cache_dir.is_dir():
+        return []
+    sha = engine_cache.file_sha256(onnx_path)
+    found = []
+    for sidecar in cache_dir.glob(f"{onnx_path.stem}-*.json"):
+        try:
+            key = engine_cache.EngineKey.from_json(json.loads(sidecar.read_text()))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        same = (key.onnx_sha256, key.trt_version, (key.gpu_name, key.compute_capability), key.precision) == \
+            (sha, trt_version, gpu, precision)
+        if same and len(key.input_shape) == 4 and sidecar.with_suffix(".engine").is_file():
+            found.append((sidecar.stat().st_mtime, (int(key.input_shape[2]), int(key.input_shape[3]))))
+    return [hw for _, hw in sorted(found, reverse=True)]
+
+
 def load_engines(model_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None,
                  precision: str, use_pair: bool, workspace_mb: int | None,
                  input_hw: tuple[int, int] | None = None
-                 ) -> tuple[list[tuple[trt.ICudaEngine, str]], Path, bool, ModelMeta]:
+                 ) -> tuple[list[tuple[trt.ICudaEngine, str]], Path, bool, ModelMeta, tuple[int, int]]:
     """Deserialise the cached engines for ``model_path`` (X.onnx), building any that are
-    missing or stale. Returns ([(engine, file name)], cache dir, built any now, metadata);
-    shared by the torch-buffer and pycuda-buffer TensorRT backends. Canonical-camera models
-    (dynamic input size) get one engine per ``input_hw`` (default: the nominal size) and
-    run the fused graph only."""
+    missing or stale. Returns ([(engine, file name)], cache dir, built any now, metadata,
+    input size (height, width)); shared by the torch-buffer and pycuda-buffer TensorRT
+    backends.
+
+    A fixed-size model has one engine set. A canonical-camera model (its input size follows
+    the camera) gets one engine per ``input_hw``, fused graph only; without ``input_hw`` the
+    newest cached size is loaded, and when none is cached nothing is built (an empty list):
+    the camera's size is not known yet, and a build at the nominal size would take minutes
+    for an engine no camera uses."""
     path = Path(model_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
     meta = meta_from_onnx(path)
+    cache_dir = engine_cache.default_cache_dir(engine_dir)
     if meta.input_mode == "canonical":
         if use_pair:
             raise ValueError(f"{path.name} follows the camera's input size: TensorRT runs its fused graph "
                              "(the backbone/Reflector pair needs a fixed size)")
-        input_hw = input_hw or (meta.input_height, meta.input_width)
-    cache_dir = engine_cache.default_cache_dir(engine_dir)
+        if input_hw is None:
+            sizes = cached_input_sizes(path, cache_dir, precision, trt.__version__, gpu_identity())
+            if not sizes:
+                return [], cache_dir, False, meta, (meta.input_height, meta.input_width)
+            input_hw = sizes[0]
+    hw = input_hw or (meta.input_height, meta.input_width)
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engines: list[tuple[trt.ICudaEngine, str]] = []
     built_any = False
@@ -265,9 +299,9 @@ def load_engines(model_path: str | os.PathLike[str], engine_dir: str | os.PathLi
 
         def build(g: Path = g, prec: str = prec) -> bytes:
             if prec == "int8":
-                raise ValueError(f"no cached INT8 engine for {g.name} in {cache_dir}: INT8 needs "
-                                 f"calibration, build it first with `reflector build-engine --onnx "
-                                 f"{path} --precision int8 --calib DIR`")
+                raise ValueError(f"no cached INT8 engine for {g.name} at network input {hw[0]}x{hw[1]} (height x "
+                                 f"width) in {cache_dir}: INT8 needs calibration, build it first with `reflector "
+                                 f"build-engine --onnx {path} --precision int8 --calib DIR --input-size {hw[0]} {hw[1]}`")
             return build_serialized(g, prec, workspace_mb, cache_dir / "timing.cache", input_hw=input_hw)
 
         def load(data: bytes) -> trt.ICudaEngine | None:
@@ -276,11 +310,84 @@ def load_engines(model_path: str | os.PathLike[str], engine_dir: str | os.PathLi
         engine, epath, built = engine_cache.get_or_build(cache_dir, g.stem, key, build, load)
         built_any |= built
         engines.append((engine, epath.name))
-    return engines, cache_dir, built_any, meta
+    return engines, cache_dir, built_any, meta, hw
+
+
+def startup_reason(runtime: str, use_pair: bool, engines: list, hw: tuple[int, int], built_any: bool,
+                   cache_dir: Path, model_path: str | os.PathLike[str]) -> str:
+    """The TensorRT backends' ``reason``: what runs, and where the engines come from; for a
+    canonical-camera model with none cached yet, that the first frame builds one and how to
+    build it ahead."""
+    if not engines:
+        return (f"{runtime}, fused engine: none cached in {cache_dir} for this model yet; the first frame builds "
+                "the one for its camera's network input (minutes on a Jetson, no depth until then; build it ahead "
+                f"with `reflector build-engine --onnx {model_path} --camera WIDTH HEIGHT FX`)")
+    return (f"{runtime}, {'pair' if use_pair else 'fused'} engine(s) for network input {hw[0]}x{hw[1]} (height x "
+            f"width) {'built now' if built_any else 'from cache'} in {cache_dir}")
+
+
+def engine_for_size(hw: tuple[int, int], failed: dict[tuple[int, int], str], log: Any,
+                    model_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None, precision: str,
+                    use_pair: bool, workspace_mb: int | None) -> list[tuple[trt.ICudaEngine, str]]:
+    """The engines for a network input size first seen on a frame: from the cache, or built
+    now (said through ``log`` first: minutes on a Jetson). A failure is kept in ``failed`` and
+    raised again for later frames of that size as an InputError (the node skips the frame and
+    says why, throttled) instead of a rebuild per frame."""
+    from reflector_ros.core.errors import InputError
+
+    if hw in failed:
+        raise InputError(failed[hw])
+    log(f"TensorRT: network input {hw[0]}x{hw[1]} (height x width) is new: loading its engine, or building it "
+        "(minutes the first time; no depth until it is done)")
+    try:
+        engines, _, built, _, _ = load_engines(model_path, engine_dir, precision, use_pair, workspace_mb, hw)
+    except Exception as exc:  # noqa: BLE001  (TensorRT raises its own types)
+        hint = "" if "reflector build-engine" in str(exc) else (
+            f"; build it with `reflector build-engine --onnx {model_path} --input-size {hw[0]} {hw[1]}` and restart "
+            "the node")
+        failed[hw] = f"no TensorRT engine for network input {hw[0]}x{hw[1]} (height x width): {exc}{hint}"
+        raise InputError(failed[hw]) from None
+    log(f"TensorRT: engine for {hw[0]}x{hw[1]} {'built' if built else 'loaded from the cache'}")
+    return engines
+
+
+def engine_input_size(meta: ModelMeta, input_size: list[int] | None, camera: list[float] | None
+                      ) -> tuple[int, int] | None:
+    """build-engine's input size (height, width): ``--input-size H W`` as given, or the network
+    input of a ``--camera WIDTH HEIGHT FX`` camera (the size the node will use for it), or None
+    for a fixed-size model. ValueError for a canonical-camera model given neither."""
+    from reflector_ros.core.camera import Intrinsics
+    from reflector_ros.core.errors import InputError
+    from reflector_ros.meta import network_input
+
+    if input_size and camera:
+        raise ValueError("give --input-size or --camera, not both")
+    if input_size:
+        h, w = (int(v) for v in input_size)
+        if not (16 <= h <= 4096 and 16 <= w <= 4096):
+            raise ValueError(f"--input-size {h} {w}: height and width must be in [16, 4096]")
+        return h, w
+    if camera:
+        width, height, fx = camera
+        if width != int(width) or height != int(height):
+            raise ValueError(f"--camera {width:g} {height:g} {fx:g}: the image size must be whole pixels")
+        try:
+            cam = Intrinsics(fx, fx, (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height)).checked()
+            net = network_input(cam, meta)
+        except InputError as exc:
+            raise ValueError(f"--camera {width:g} {height:g} {fx:g}: {exc}") from None
+        return net.height, net.width
+    if meta.input_mode == "canonical":
+        raise ValueError("this model's network input follows the camera (canonical focal "
+                         f"{meta.focal_canonical:g} px): give --camera WIDTH HEIGHT FX from your CameraInfo, "
+                         "or --input-size H W as the node's /diagnostics network_input shows")
+    return None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--onnx", required=True, type=Path, help="fused graph X.onnx (with --pair: X_backbone/X_reflector beside it)")
+    p.add_argument("--onnx", type=Path, default=None,
+                   help="fused graph X.onnx (with --pair: X_backbone/X_reflector beside it); default: the embedded "
+                        "default model, which the node runs when its model parameter is empty")
     p.add_argument("--pair", action="store_true", help="build the backbone and Reflector engines instead of the fused one")
     p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16",
                    help="engine precision (default: fp16; int8 needs --calib)")
@@ -292,9 +399,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None, help="engine cache (default: engines/ or $REFLECTOR_ENGINE_DIR)")
     p.add_argument("--timing-cache", type=Path, default=None, help="timing cache file (default <cache-dir>/timing.cache)")
     p.add_argument("--force", action="store_true", help="rebuild even if a valid cached engine exists")
+    p.add_argument("--camera", type=float, nargs=3, metavar=("WIDTH", "HEIGHT", "FX"), default=None,
+                   help="build for this camera (its CameraInfo's image size and fx, after any output "
+                        "binning): the model's network input follows the camera, and this computes it")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="network input size for models that follow the camera (the node logs it as "
-                        "'network input HxW'); default: the model's nominal size")
+                   help="or the network input size itself, height then width (the node's /diagnostics "
+                        "network_input says 'W x H (width x height)')")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -309,7 +419,21 @@ def run(args: argparse.Namespace) -> int:
         return 1
     cache_dir = engine_cache.default_cache_dir(args.cache_dir)
     timing = args.timing_cache or cache_dir / "timing.cache"
+    if args.onnx is None:
+        from reflector_ros.weights import default_model
+
+        args.onnx = default_model(".onnx")
     try:
+        if not args.onnx.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {args.onnx}")
+        model_meta = meta_from_onnx(args.onnx)
+        if args.pair and model_meta.input_mode == "canonical":
+            raise ValueError(f"{args.onnx.name} follows the camera's input size: TensorRT runs its fused graph "
+                             "only (drop --pair)")
+        input_hw = engine_input_size(model_meta, args.input_size, args.camera)
+        if input_hw is None:
+            input_hw = (model_meta.input_height, model_meta.input_width)
+        print(f"network input {input_hw[0]}x{input_hw[1]} (height x width)")
         graphs = graphs_for(args.onnx, args.pair)
         for g in graphs:
             if not g.is_file():
@@ -318,10 +442,6 @@ def run(args: argparse.Namespace) -> int:
             # INT8 calibrates on images, so only the graph fed by images gets it; the
             # Reflector of a pair stays fp16 (its bin centres need the precision anyway).
             precision = args.precision if (i == 0 or args.precision != "int8") else "fp16"
-            input_hw = tuple(args.input_size) if args.input_size else None
-            if input_hw is None:
-                m = meta_from_onnx(g)
-                input_hw = (m.input_height, m.input_width)
             key = engine_key(g, precision, input_hw)
             if not args.force and engine_cache.lookup(cache_dir, g.stem, key) is not None:
                 print(f"{g.name}: cached engine is valid: {engine_cache.engine_paths(cache_dir, g.stem, key)[0]}")
@@ -336,11 +456,17 @@ def run(args: argparse.Namespace) -> int:
 
                 meta = ModelMeta.from_props({p.key: p.value for p in onnx.load(str(g), load_external_data=False).metadata_props})
                 batches = calibration_batches(args.calib, meta, args.calib_frames, args.calib_topic, input_hw)
-                calibrator = make_calibrator(batches, cache_dir / f"{g.stem}.calib")
+                # the calibration cache belongs to these exact ONNX bytes and input size
+                calib_file = cache_dir / f"{g.stem}-{key.onnx_sha256[:16]}-{input_hw[0]}x{input_hw[1]}.calib"
+                calibrator = make_calibrator(batches, calib_file, constants={"focal_scale": np.ones(1, np.float32)})
             data = build_serialized(g, precision, args.workspace_mb, timing, calibrator, input_hw=input_hw)
             path = engine_cache.store(cache_dir, g.stem, key, data)
             print(f"{g.name}: wrote {path} ({len(data) / 1e6:.1f} MB)")
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"reflector build-engine: error: {err}", file=sys.stderr)
+        return 1
+    except (AttributeError, TypeError) as err:   # an API this code does not know (a newer TensorRT)
+        print(f"reflector build-engine: error: TensorRT {trt.__version__} does not offer what this build needs "
+              f"({type(err).__name__}: {err}); the code is written for TensorRT 8.5-10.x", file=sys.stderr)
         return 1
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Callable
 
 import numpy as np
 import tensorrt as trt
@@ -83,35 +84,41 @@ class TensorRTBackend:
     first time a camera of that size is seen (cached on disk after that)."""
 
     def __init__(self, model_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None = None,
-                 precision: str = "fp16", use_pair: bool = False, workspace_mb: int | None = None) -> None:
-        from reflector_ros.backends.engine_build import load_engines
+                 precision: str = "fp16", use_pair: bool = False, workspace_mb: int | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        from reflector_ros.backends.engine_build import load_engines, startup_reason
 
         if not torch.cuda.is_available():
             raise RuntimeError("the TensorRT backend with torch buffers needs torch with CUDA "
                                "(tensorrt_pycuda covers machines with pycuda and no CUDA torch)")
         self._args = (model_path, engine_dir, precision, use_pair, workspace_mb)
-        engines, cache_dir, built_any, self.meta = load_engines(model_path, engine_dir, precision, use_pair,
-                                                                workspace_mb)
+        self._log = log or LOG.info
+        engines, cache_dir, built_any, self.meta, hw = load_engines(model_path, engine_dir, precision, use_pair,
+                                                                    workspace_mb)
         self.device = torch.device("cuda")
         self.name = "tensorrt"
         self.builds_cloud = True   # torch_ops.build_cloud, next to the network
-        nominal = (self.meta.input_height, self.meta.input_width)
-        self._sets: dict[tuple[int, int], list[TrtGraph]] = {
-            nominal: [TrtGraph(engine, self.device, label, nominal) for engine, label in engines]}
-        image_dtype = self._sets[nominal][0].inputs["image"][1]
+        self._sets: dict[tuple[int, int], list[TrtGraph]] = {}
+        self._failed: dict[tuple[int, int], str] = {}
+        self.warm_hw = hw if engines else None     # start_backend warms up here; None: nothing built yet
+        if engines:
+            self._sets[hw] = [TrtGraph(engine, self.device, label, hw) for engine, label in engines]
+        # TrtGraph casts its inputs to the engine's dtype, so float32 is right until an engine says otherwise
+        image_dtype = self._sets[hw][0].inputs["image"][1] if engines else torch.float32
         self.pipeline = DevicePipeline(self.meta, self.device, input_dtype=image_dtype)
-        self.reason = (f"tensorrt {trt.__version__} {precision} on {torch.cuda.get_device_name()}, torch buffers, "
-                       f"{'pair' if use_pair else 'fused'} engine(s) "
-                       f"{'built now' if built_any else 'from cache'} in {cache_dir}")
+        self.reason = startup_reason(f"tensorrt {trt.__version__} {precision} on {torch.cuda.get_device_name()}, "
+                                     "torch buffers", use_pair, engines, hw, built_any, cache_dir, model_path)
 
     def _graphs(self, hw: tuple[int, int]) -> list[TrtGraph]:
-        """The engine set for this input size (a canonical-camera model's camera decides it)."""
-        if hw not in self._sets:
-            from reflector_ros.backends.engine_build import load_engines
+        """The engine set for this input size (a canonical-camera model's camera decides it):
+        loaded from the cache, or built (minutes) the first time; a failed build is said once
+        and not retried on every frame."""
+        from reflector_ros.backends.engine_build import engine_for_size
 
+        if hw not in self._sets:
             model_path, engine_dir, precision, use_pair, workspace_mb = self._args
-            LOG.info("network input %dx%d: loading or building its engine", hw[1], hw[0])
-            engines, _, _, _ = load_engines(model_path, engine_dir, precision, use_pair, workspace_mb, hw)
+            engines = engine_for_size(hw, self._failed, self._log, model_path, engine_dir, precision, use_pair,
+                                      workspace_mb)
             self._sets[hw] = [TrtGraph(engine, self.device, label, hw) for engine, label in engines]
         return self._sets[hw]
 

@@ -9,9 +9,10 @@ tensorrt_backend (set_input_shape, set_tensor_address, execute_async_v3).
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pycuda.driver as cuda
@@ -22,6 +23,8 @@ from reflector_ros.core.depth import Validity
 from reflector_ros.core.pointcloud import CloudSpec
 from reflector_ros.core.preprocess import preprocess
 from reflector_ros.meta import NetInput
+
+LOG = logging.getLogger(__name__)
 
 
 def numpy_dtype(dt: trt.DataType) -> np.dtype:
@@ -103,8 +106,9 @@ class TensorRTPycudaBackend:
     """Backend protocol on TensorRT engines with pycuda memory; see the module docstring."""
 
     def __init__(self, model_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None = None,
-                 precision: str = "fp16", use_pair: bool = False, workspace_mb: int | None = None) -> None:
-        from reflector_ros.backends.engine_build import load_engines
+                 precision: str = "fp16", use_pair: bool = False, workspace_mb: int | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        from reflector_ros.backends.engine_build import load_engines, startup_reason
 
         cuda.init()
         device = cuda.Device(0)
@@ -114,25 +118,28 @@ class TensorRTPycudaBackend:
         self._ctx.push()
         try:
             self._args = (model_path, engine_dir, precision, use_pair, workspace_mb)
-            engines, cache_dir, built_any, self.meta = load_engines(model_path, engine_dir, precision, use_pair,
-                                                                    workspace_mb)
-            nominal = (self.meta.input_height, self.meta.input_width)
-            self._sets = {nominal: EngineSet(engines, nominal)}
+            self._log = log or LOG.info
+            engines, cache_dir, built_any, self.meta, hw = load_engines(model_path, engine_dir, precision, use_pair,
+                                                                        workspace_mb)
+            self._sets: dict[tuple[int, int], EngineSet] = {hw: EngineSet(engines, hw)} if engines else {}
+            self._failed: dict[tuple[int, int], str] = {}
+            self.warm_hw = hw if engines else None   # start_backend warms up here; None: nothing built yet
             self.stream = cuda.Stream()
         finally:
             self._ctx.pop()
         self.name = "tensorrt"
         self.builds_cloud = False   # no torch on the device: post-processing is core's numpy
-        self.reason = (f"tensorrt {trt.__version__} {precision} on {device.name()}, pycuda buffers "
-                       f"(torch has no CUDA), {'pair' if use_pair else 'fused'} engine(s) "
-                       f"{'built now' if built_any else 'from cache'} in {cache_dir}")
+        self.reason = startup_reason(f"tensorrt {trt.__version__} {precision} on {device.name()}, pycuda buffers "
+                                     "(torch has no CUDA)", use_pair, engines, hw, built_any, cache_dir, model_path)
 
     def _set(self, hw: tuple[int, int]) -> EngineSet:
-        if hw not in self._sets:
-            from reflector_ros.backends.engine_build import load_engines
+        """The engine set for this input size; see TensorRTBackend._graphs."""
+        from reflector_ros.backends.engine_build import engine_for_size
 
+        if hw not in self._sets:
             model_path, engine_dir, precision, use_pair, workspace_mb = self._args
-            engines, _, _, _ = load_engines(model_path, engine_dir, precision, use_pair, workspace_mb, hw)
+            engines = engine_for_size(hw, self._failed, self._log, model_path, engine_dir, precision, use_pair,
+                                      workspace_mb)
             self._sets[hw] = EngineSet(engines, hw)
         return self._sets[hw]
 

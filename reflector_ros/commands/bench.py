@@ -39,11 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bins", type=int, default=32, help="bins of the --arch models")
     p.add_argument("--backends", nargs="+", choices=CANDIDATES, default=list(CANDIDATES),
                    help="backends to time (default: every one; those unavailable here are reported and skipped)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = physical cores)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = automatic: the physical cores)")
     p.add_argument("--reps", type=int, default=50, help="timed frames per model and backend; medians are printed (default: 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed frames first (default: 5)")
     p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=(640, 480), help="camera frame size")
-    p.add_argument("--fx", type=float, default=0.0, help="camera focal length in pixels (default 0.9 x width)")
+    p.add_argument("--fx", type=float, default=None, help="camera focal length in pixels (default 0.9 x width)")
     p.add_argument("--engine-dir", type=Path, default=None,
                    help="TensorRT engine cache (default: engines/ or $REFLECTOR_ENGINE_DIR)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -69,11 +69,18 @@ def _random_model(arch: str, args: argparse.Namespace, out_dir: Path) -> Path:
     return Path(export_onnx(model, meta, out_dir, stem=stem)["fused"])
 
 
+def _cut(text: str, n: int) -> str:
+    """text in n characters: its start and its end, the middle elided."""
+    return text if len(text) <= n else text[:n // 2 - 1] + "…" + text[-(n - n // 2):]
+
+
 def _models(args: argparse.Namespace, tmp: Path) -> list[tuple[Path, str]]:
     """(model file, label) for every model to bench, in the order given."""
     from reflector_ros.weights import default_model
 
-    out = [(m, str(m)) for m in args.model]
+    names = [m.name for m in args.model]
+    # the file name, or more of the path where two models share one
+    out = [(m, m.name if names.count(m.name) == 1 else str(m)) for m in args.model]
     for arch in args.arch:
         print(f"bench: building a random-weight '{arch}' model", file=sys.stderr)
         out.append((_random_model(arch, args, tmp), f"random-weight {arch}"))
@@ -135,10 +142,24 @@ def _make(name: str, model: Path, args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reflector_ros.core.camera import Intrinsics
+    from reflector_ros.core.errors import InputError
+
+    w, h = args.size
+    fx = 0.9 * w if args.fx is None else args.fx
+    problems = []
     if args.reps < 1 or args.warmup < 0:
-        print("reflector bench: error: --reps must be >= 1 and --warmup >= 0", file=sys.stderr)
+        problems.append("--reps must be >= 1 and --warmup >= 0")
+    if args.threads < 0:
+        problems.append(f"--threads must be >= 0 (0 = automatic), got {args.threads}")
+    problems += [f"--model {m}: no such file" for m in args.model if not m.is_file()]
+    try:
+        Intrinsics(fx, fx, (w - 1) / 2.0, (h - 1) / 2.0, w, h).checked()
+    except InputError as exc:
+        problems.append(f"--size {w} {h} --fx {fx:g}: {exc}")
+    if problems:
+        print("reflector bench: error: " + "; ".join(problems), file=sys.stderr)
         return 2
-    fx = args.fx or 0.9 * args.size[0]
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="reflector_bench_") as tmp:
@@ -152,27 +173,33 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     backend = _make(name, model, args)
                 except Exception as err:  # unavailable here: report why, bench the rest
-                    skipped[name] = f"{type(err).__name__}: {err}"
+                    skipped[name if len(models) == 1 else f"{label} {name}"] = f"{type(err).__name__}: {err}"
                     continue
-                rows.append({"model": label, **bench_backend(backend, tuple(args.size), fx, args.reps, args.warmup)})
+                try:
+                    rows.append({"model": label, **bench_backend(backend, tuple(args.size), fx, args.reps,
+                                                                 args.warmup)})
+                except InputError as err:
+                    print(f"reflector bench: error: {label} on {name}: {err}", file=sys.stderr)
+                    return 2
                 del backend
     if args.json:
         print(json.dumps({"reps": args.reps, "results": rows, "skipped": skipped}, indent=2))
         return 0 if rows else 1
-    w, h = args.size
-    print(f"frame {w}x{h}, fx {fx:g} px, median of {args.reps} frames (ms)")
+    print(f"frame {w}x{h}, fx {fx:g} px, median of {args.reps} frames (ms); input is height x width")
     head = (f"{'model':<34}{'backend':<17}{'input':>9}{'preproc':>9}{'infer':>8}{'postproc':>10}{'points':>8}"
             f"{'total':>8}{'FPS':>7}")
     print(head)
     print("-" * len(head))
     for r in rows:
         hw = f"{r['input_hw'][0]}x{r['input_hw'][1]}"
-        print(f"{r['model'][-33:]:<34}{r['backend']:<17}{hw:>9}{r['preprocess_ms']:>9.2f}{r['inference_ms']:>8.2f}"
+        print(f"{_cut(r['model'], 33):<34}{r['backend']:<17}{hw:>9}{r['preprocess_ms']:>9.2f}{r['inference_ms']:>8.2f}"
               f"{r['postprocess_ms']:>10.2f}{r['points_ms']:>8.2f}{r['total_ms']:>8.2f}{r['fps']:>7.1f}")
     base = rows[0]["total_ms"] if rows else 0.0
     if len(rows) > 1 and base > 0:
-        print("time per frame relative to the first row: " +
-              ", ".join(f"{r['model'][-20:]} {r['backend']} {r['total_ms'] / base:.2f}x" for r in rows))
+        first = f"{rows[0]['model']} ({rows[0]['backend']})"
+        for r in rows[1:]:
+            if r["total_ms"] > 0:
+                print(f"{first} takes {base / r['total_ms']:.2f}x the time per frame of {r['model']} ({r['backend']})")
     for name, why in skipped.items():
         print(f"{name:<18}skipped: {why}")
     return 0 if rows else 1

@@ -3,7 +3,8 @@
 `reflector export --checkpoint X.pt --output DIR [--stem S]` writes
 ``S.onnx`` (image, focal_scale -> depth, confidence, rel_depth),
 ``S_backbone.onnx`` (image -> rel_depth, feat0..feat3) and
-``S_reflector.onnx`` (image, rel_depth, feat0..feat3, focal_scale -> depth, confidence).
+``S_reflector.onnx`` (image, rel_depth, feat0..feat3, focal_scale -> depth, confidence)
+and ``S.pt``, the weights alone (for the torch backends), unless that is the checkpoint itself.
 For arch ``head`` only ``S_reflector.onnx`` exists (image, rel_depth, focal_scale -> depth,
 confidence): the user brings the backbone. Every graph carries ``meta.to_props()``.
 """
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from reflector_ros.core.errors import InputError
 from reflector_ros.meta import ModelMeta
-from reflector_ros.model.reflector import ReflectorNet, load_checkpoint
+from reflector_ros.model.reflector import ReflectorNet, load_checkpoint, save_checkpoint
 
 OPSET = 17
 FEATS = ("feat0", "feat1", "feat2", "feat3")
@@ -160,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         paths = export_onnx(model, meta, args.output, stem, progress=True)
+        # the weights alone beside the graphs (a training checkpoint also holds the optimiser):
+        # the torch backends, CUDA ones included, then find it next to the .onnx as they do
+        # for the default model
+        pt = Path(args.output) / f"{stem}.pt"
+        if not (pt.exists() and pt.resolve() == Path(args.checkpoint).resolve()):
+            paths["weights"] = save_checkpoint(pt, model, meta)
     except OSError as exc:
         print(f"reflector export: cannot write to {args.output}: {exc}", file=sys.stderr)
         return 2

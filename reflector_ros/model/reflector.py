@@ -200,9 +200,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
         raise InputError(f"{path} is an ONNX graph (for inference); this needs the torch checkpoint, "
                          f"{path.with_suffix('.pt').name} beside it")
     try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    if head[:2] != b"PK" and head[:1] != b"\x80":    # torch.save's zip archive, or the legacy pickle
+        raise InputError(f"{path}: not a torch checkpoint (torch.save writes a zip archive; this file starts "
+                         f"with {head!r})")
+    try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt, truncated, not a torch file, or unsafe pickle
-        raise InputError(f"{path}: not a readable Reflector checkpoint ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # corrupt, truncated, or a pickle with objects beyond tensors and plain values
+        if "weights_only" in str(exc):
+            raise InputError(f"{path}: holds Python objects other than tensors and plain values, which are "
+                             "not loaded (unpickling them could run code): not a Reflector checkpoint") from None
+        raise InputError(f"{path}: not a readable Reflector checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
         raise InputError(f"{path}: not a Reflector checkpoint (expected a dict with 'model' and 'meta')")
     try:
