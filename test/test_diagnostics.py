@@ -64,10 +64,13 @@ def test_what_is_said_first() -> None:
     assert _status(stats, {"calibration": "c"}).message == "calibration: c"
     idle = _status(stats, idle=True)
     assert _level(idle.level) == OK and idle.message == "idle: no subscriber on any output"
-    unserved = _status(stats, idle=True, qos_problem={"output": "a subscriber of /x asks for QoS …"})
+    now = time.monotonic()
+    unserved = _status(stats, qos_problem={"output": ("a subscriber of /x asks for QoS …", now - 5.0)})
     assert _level(unserved.level) == WARN and "asks for QoS" in unserved.message
+    later = _status(stats, qos_problem={"output": ("a subscriber of /x asks for QoS …", now - 60.0)})
+    assert _level(later.level) == OK and "asks for QoS" in {kv.key: kv.value for kv in later.values}["qos_output"]
     stats.last_arrival -= 10.0                # silent for 10 s
-    silent = _status(stats, qos_problem={"input": "a publisher on /cam/image offers QoS …"})
+    silent = _status(stats, qos_problem={"input": ("a publisher on /cam/image offers QoS …", now - 100.0)})
     assert silent.message.startswith("no images on /cam/image for 10 s: a publisher on /cam/image offers QoS")
 
 

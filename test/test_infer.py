@@ -382,11 +382,6 @@ def test_outputs_never_overwrite_inputs(tmp_path: Path, tiny_model_dir: Path, ca
     (tmp_path / "afile").write_text("x")
     assert _infer([str(src), "-o", str(tmp_path / "afile"), "--fx", "100"], model) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
-    long = tmp_path / "long"
-    long.mkdir()
-    cv2.imwrite(str(long / ("n" * 247 + ".png")), _scene())     # <stem>_preview.png is over 255 bytes
-    assert _infer([str(long), "-o", str(tmp_path / "lo"), "--fx", "100", "--preview"], model) == 2
-    assert "could not be written" in capsys.readouterr().err
 
 
 def test_depth_range_and_backend_errors_are_messages(tmp_path: Path, tiny_model_dir: Path,

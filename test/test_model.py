@@ -151,7 +151,12 @@ def test_load_checkpoint_refuses_bad_files(tmp_path) -> None:
     state = torch.load(good, weights_only=True)
     state["meta"]["n_bins"] = 16  # weights no longer fit the described model
     torch.save(state, other)
-    for path, words in [(truncated, "not a readable"), (garbage, "not a readable"),
+    unsafe = tmp_path / "unsafe.pt"
+    import fractions
+
+    torch.save({"model": {}, "meta": fractions.Fraction(1, 3)}, unsafe)   # an object weights_only will not unpickle
+    for path, words in [(truncated, "not a readable"), (garbage, "not a torch checkpoint"),
+                        (unsafe, "not loaded"),
                         (foreign, "not a Reflector checkpoint"), (other, "do not match"),
                         (tmp_path / "missing.pt", "not found")]:
         with pytest.raises(InputError, match=words):

@@ -19,6 +19,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 STATUS_NAME = "reflector_depth: pipeline"   # for a node in the root namespace; see status_name
 LOST_WARN = 0.1            # fraction of the camera's images lost before the node that turns the status WARN
+QOS_WARN_S = 30.0          # how long an incompatible-QoS event keeps the status at WARN (DDS says when a peer
+                           # appears, not when it leaves)
 STAGES = ("decode_ms", "rectify_ms", "preprocess_ms", "inference_ms", "anchor_ms", "postprocess_ms", "points_ms",
           "depth_msg_ms", "points_msg_ms", "publish_ms")
 WINDOW = 100               # frames in the latency / stage-timing windows
@@ -113,12 +115,15 @@ def status_name(node_fqn: str) -> str:
 
 
 def status_array(snap: dict[str, Any], state: dict[str, str], topic: str, period: float, waiting: bool,
-                 idle: bool, stamp: Any, node_fqn: str, qos_problem: dict[str, str] | None = None) -> DiagnosticArray:
+                 idle: bool, stamp: Any, node_fqn: str,
+                 qos_problem: dict[str, tuple[str, float]] | None = None) -> DiagnosticArray:
     """The node's one status: its level and message (what a user should look at first),
     the statistics of ``snap`` (FrameStats.snapshot) and the node's ``state`` values.
-    ``qos_problem``: "input" / "output" -> what an incompatible peer asked for (it explains
-    silence or idleness)."""
+    ``qos_problem``: "input" / "output" -> (what an incompatible peer asked for, monotonic
+    time of the event): it explains a silent input, and a subscriber that gets nothing
+    (WARN for QOS_WARN_S after the event)."""
     qos_problem = qos_problem or {}
+    recent = {side: text for side, (text, t) in qos_problem.items() if time.monotonic() - t < QOS_WARN_S}
     level, message = DiagnosticStatus.OK, "ok"
     lost = snap.get("lost_fraction", 0.0)      # of the camera's images over the last few seconds
     if waiting:
@@ -126,7 +131,7 @@ def status_array(snap: dict[str, Any], state: dict[str, str], topic: str, period
     elif snap["silent_s"] > max(3.0, 2.0 * period):
         level, message = DiagnosticStatus.WARN, f"no images on {topic} for {snap['silent_s']:.0f} s"
         if "input" in qos_problem:
-            message += ": " + qos_problem["input"]
+            message += ": " + qos_problem["input"][0]
     elif lost >= LOST_WARN:
         level = DiagnosticStatus.WARN
         message = (f"{100 * lost:.0f} % of the images on {topic} are lost before they reach the node ({snap['in_hz']:.1f} "
@@ -135,15 +140,15 @@ def status_array(snap: dict[str, Any], state: dict[str, str], topic: str, period
     elif state.get("frame_id") == "(empty)":
         level, message = DiagnosticStatus.WARN, (f"images on {topic} have an empty frame_id, so every output has none: "
                                                  "RViz, Nav2 and tf cannot place them")
+    elif "output" in recent:
+        level, message = DiagnosticStatus.WARN, recent["output"]
     elif state.get("unknown_parameters"):
         level, message = DiagnosticStatus.WARN, "unknown parameters, ignored: " + state["unknown_parameters"]
     elif state.get("calibration") not in (None, "ok", "none"):
         level, message = DiagnosticStatus.WARN, "calibration: " + state["calibration"]
     elif snap["counts"]["received"] and idle:
         message = "idle: no subscriber on any output"
-        if "output" in qos_problem:
-            level, message = DiagnosticStatus.WARN, message + "; " + qos_problem["output"]
-    values = {**summary(snap), **state}
+    values = {**summary(snap), **state, **{f"qos_{side}": text for side, (text, _) in qos_problem.items()}}
     status = DiagnosticStatus(level=level, name=status_name(node_fqn), message=message, hardware_id=node_fqn,
                               values=[KeyValue(key=k, value=v) for k, v in values.items()])
     arr = DiagnosticArray(status=[status])

@@ -96,7 +96,7 @@ class DepthNode(Node):
         self._throttle = diagnostics.Throttle()
         self._state: dict[str, str] = {"rectify": "off (no camera_info yet)", "calibration": "none",
                                        "network_input": "-", "frame_id": "-"}
-        self._qos_problem: dict[str, str] = {}     # "input" / "output" -> what an incompatible peer asked
+        self._qos_problem: dict[str, tuple[str, float]] = {}   # side -> (what an incompatible peer asked, when)
         if unknown:
             self._state["unknown_parameters"] = unknown
             self.get_logger().warning(f"unknown parameters, ignored: {unknown}")
@@ -171,7 +171,7 @@ class DepthNode(Node):
             text = (f"a subscriber of {topic} asks for QoS this node does not offer ({policy}); with "
                     f"output_qos {self._p['output_qos']} it receives nothing: set output_qos reliable (which serves "
                     "best-effort subscribers too) or change the subscriber")
-        self._qos_problem[side] = text
+        self._qos_problem[side] = (text, time.monotonic())
         self._warn("qos", text)
 
     def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
