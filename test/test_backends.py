@@ -168,6 +168,22 @@ def test_torch_shrink_is_the_core_rule_on_a_real_photo(out_hw: tuple[int, int]) 
     assert np.abs(got_u8 - want).mean() < 0.4 and np.abs(got_f - want).mean() < 0.3
 
 
+def test_torch_shrink_odd_sizes() -> None:
+    """Sizes the network never gets but a caller might: one-pixel sides, one axis growing while
+    the other shrinks; uint8 in, uint8 out, the requested size, no error."""
+    import torch
+
+    from reflector_ros.backends import torch_ops
+
+    for src, dst in (((2, 2), (1, 1)), ((3, 3), (2, 2)), ((1, 1), (2, 2)), ((1, 5), (1, 3)), ((85, 384), (3, 500)),
+                     ((256, 384), (1, 1)), ((7, 9), (3, 4))):
+        x = torch.randint(0, 255, (1, 3, *src), dtype=torch.uint8)
+        for inp in (x, x.float()):
+            out = torch_ops.shrink(inp, dst)
+            assert tuple(out.shape) == (1, 3, *dst) and out.dtype == inp.dtype
+            assert float(out.float().min()) >= 0 and float(out.float().max()) <= 255
+
+
 @pytest.mark.parametrize("out_hw", [(128, 160), (48, 60), (64, 80), (100, 130)])
 @pytest.mark.parametrize("limits", [(0.0, float("inf"), 0.0, False), (1.0, 4.0, 0.3, True)])
 def test_torch_finish_matches_core(out_hw: tuple[int, int], limits: tuple) -> None:

@@ -62,7 +62,10 @@ def shrink(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
         x = _round_like(_halve(x), x.dtype)
     if (x.shape[2], x.shape[3]) == (h, w):
         return x
-    return _round_like(F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=False),
+    if max(x.shape[2] / h, x.shape[3] / w) > 2.0:     # one side still shrinks > 2x (the aspect changes)
+        return _round_like(F.interpolate(x.float(), size=(h, w), mode="area"), x.dtype)
+    src = x.float() if min(h, w) == 1 else x     # torch's uint8 bilinear kernel asserts on a 1-pixel side
+    return _round_like(F.interpolate(src, size=(h, w), mode="bilinear", align_corners=False, antialias=False),
                        x.dtype)
 
 
