@@ -146,17 +146,22 @@ class DepthNode(Node):
         resolved = self.resolve_topic_name(topic)
         incompatible = partial(self._on_incompatible, "input", resolved)
         lost = self._on_lost if topic == self._image_topic else None
-        try:
-            self.create_subscription(msg_type, topic, callback, qos, event_callbacks=SubscriptionEventCallbacks(
-                incompatible_qos=incompatible, message_lost=lost))
-        except UnsupportedEventTypeError:   # an RMW without the message-lost event
-            self.create_subscription(msg_type, topic, callback, qos,
-                                     event_callbacks=SubscriptionEventCallbacks(incompatible_qos=incompatible))
+        # an RMW without an event type raises when it is asked for: ask for less
+        for events in (dict(incompatible_qos=incompatible, message_lost=lost), dict(incompatible_qos=incompatible), {}):
+            try:
+                self.create_subscription(msg_type, topic, callback, qos,
+                                         event_callbacks=SubscriptionEventCallbacks(**events))
+                return
+            except UnsupportedEventTypeError:
+                continue
 
     def _publisher(self, msg_type: Any, topic: str, qos: QoSProfile) -> Any:
         incompatible = partial(self._on_incompatible, "output", self.resolve_topic_name(topic))
-        return self.create_publisher(msg_type, topic, qos,
-                                     event_callbacks=PublisherEventCallbacks(incompatible_qos=incompatible))
+        try:
+            return self.create_publisher(msg_type, topic, qos,
+                                         event_callbacks=PublisherEventCallbacks(incompatible_qos=incompatible))
+        except UnsupportedEventTypeError:   # an RMW without the incompatible-QoS event
+            return self.create_publisher(msg_type, topic, qos)
 
     def _on_lost(self, info: Any) -> None:
         self.stats.lost(int(info.total_count_change))
