@@ -168,6 +168,39 @@ def test_torch_shrink_is_the_core_rule_on_a_real_photo(out_hw: tuple[int, int]) 
     assert np.abs(got_u8 - want).mean() < 0.4 and np.abs(got_f - want).mean() < 0.3
 
 
+@pytest.mark.parametrize("src_wh, out_hw", [((1242, 375), (146, 482)), ((1241, 376), (175, 579)),
+                                             ((641, 481), (233, 311)), ((385, 256), (60, 300)),
+                                             ((383, 255), (101, 150))])
+def test_torch_shrink_odd_and_fractional_sizes(src_wh: tuple[int, int], out_hw: tuple[int, int]) -> None:
+    """Odd sides and fractional area factors (a KITTI-shaped 1242x375 frame for the shipped
+    model, 641x481, an aspect change): INTER_AREA weights each input pixel by its overlap, and
+    torch_ops.area does the same (adaptive pooling's equal-weight bins were up to 33 levels off)."""
+    import cv2
+    import torch
+
+    from reflector_ros.backends import torch_ops
+    from reflector_ros.core.preprocess import shrink
+
+    rgb = cv2.cvtColor(cv2.imread(str(Path(__file__).parent / "data" / "chelsea.jpg")), cv2.COLOR_BGR2RGB)
+    rgb = cv2.resize(rgb, src_wh, interpolation=cv2.INTER_CUBIC)
+    want = shrink(rgb, (out_hw[1], out_hw[0])).astype(np.int16)
+    x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
+    for inp in (x, x.float()):
+        got = torch_ops.shrink(inp, out_hw)[0].permute(1, 2, 0).numpy().astype(np.int16)
+        assert np.abs(got - want).max() <= 2 and np.abs(got - want).mean() < 0.3
+
+
+def test_torch_area_weights_fractional_overlaps() -> None:
+    """Five pixels into two: each output covers 2.5 inputs, the middle one split in half."""
+    import torch
+
+    from reflector_ros.backends import torch_ops
+
+    x = torch.tensor([[[[10, 20, 30, 40, 155]]]], dtype=torch.uint8)
+    got = torch_ops.area(x, (1, 2))[0, 0, 0]
+    assert got.tolist() == pytest.approx([(10 + 20 + 15) / 2.5, (15 + 40 + 155) / 2.5])
+
+
 def test_torch_shrink_odd_sizes() -> None:
     """Sizes the network never gets but a caller might: one-pixel sides, one axis growing while
     the other shrinks; uint8 in, uint8 out, the requested size, no error."""

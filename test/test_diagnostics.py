@@ -25,9 +25,11 @@ def _level(level: bytes | int) -> int:
 OK, WARN = _level(DiagnosticStatus.OK), _level(DiagnosticStatus.WARN)
 
 
-def _feed(stats: FrameStats, received: int, lost_per_event: int = 0) -> None:
+def _feed(stats: FrameStats, received: int, lost_per_event: int = 0, published: bool = True) -> None:
     for _ in range(received):
         stats.arrived(False)
+        if published:
+            stats.processed(20.0, {})
         if lost_per_event:
             stats.lost(lost_per_event)
         time.sleep(0.002)
@@ -86,3 +88,27 @@ def test_throttle_blanks_numbers() -> None:
     assert t.admit("restart", "stamps went back 600.0 s") == "stamps went back 600.0 s"
     assert t.admit("restart", "stamps went back 5.4 s") is None
     assert t.admit("input", "stamps went back 5.4 s") is not None     # another kind
+
+
+def test_images_in_but_no_depth_out_says_why() -> None:
+    """Frames arrive, none is published: the last skip reason (a TensorRT engine that failed to
+    build, a bad encoding) or the backend's latest note (an engine build under way)."""
+    stats = FrameStats()
+    _feed(stats, 10, published=False)
+    for _ in range(3):
+        stats.count("skipped_bad")
+    assert _status(stats).message == "ok"                 # not yet: a slow first frame is not a fault
+    stats.last_output -= 10.0                             # 10 s without output
+    st = _status(stats, {"last_skipped": "no TensorRT engine for network input 203x305"})
+    assert _level(st.level) == WARN
+    assert st.message.endswith("no depth is published; every frame is skipped: no TensorRT engine for network input 203x305")
+    fresh = FrameStats()
+    _feed(fresh, 10, published=False)
+    fresh.last_output -= 10.0
+    building = _status(fresh, {"backend_note": "TensorRT: network input 203x305 (height x width) is new: …"})
+    assert _level(building.level) == WARN and building.message.endswith("is new: …")
+    for _ in range(3):
+        fresh.processed(20.0, {})
+        time.sleep(0.01)
+    assert _status(fresh, {"backend_note": "x"}).message == "ok"
+    assert _status(FrameStats()).message == "ok"          # nothing arriving yet: not this warning

@@ -184,6 +184,21 @@ def test_export_cli(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.Capture
         err = capsys.readouterr().err
         assert said in err and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert cli_main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--output", str(tmp_path)]) == 2
+    # a training checkpoint under the weights file's name is kept, an earlier export's replaced
+    import torch
+
+    training = tmp_path / "run"
+    training.mkdir()
+    torch.save({**torch.load(tiny_model_dir / "tiny.pt", weights_only=True), "step": 7}, training / "best.pt")
+    before = (training / "best.pt").read_bytes()
+    assert cli_main(["export", "--checkpoint", str(tiny_model_dir / "tiny.pt"), "--output", str(training),
+                     "--stem", "best"]) == 0
+    assert (training / "best.pt").read_bytes() == before and "kept" in capsys.readouterr().err
+    assert (training / "best.onnx").is_file()
+    old = (tmp_path / "cli.pt").stat().st_mtime_ns
+    assert cli_main(["export", "--checkpoint", str(tiny_model_dir / "tiny.pt"), "--output", str(tmp_path),
+                     "--stem", "cli"]) == 0
+    assert (tmp_path / "cli.pt").stat().st_mtime_ns != old
 
 
 def test_canonical_model_exports_with_the_input_size_free(tmp_path: Path) -> None:

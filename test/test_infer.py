@@ -448,3 +448,18 @@ def test_long_names_are_cut_to_fit(tmp_path: Path, tiny_model_dir: Path) -> None
     assert len(names) == 4 and sum(n.endswith("_preview.png") for n in names) == 2
     assert all(len(n.encode()) <= 255 for n in names)
     assert sum("~1" in n for n in names) == 2          # the second stem and its preview
+
+
+def test_a_non_utf8_file_name_is_written_under_its_own_bytes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A name in another encoding (Latin-1 'café' from an old camera card) is read and its
+    outputs keep its bytes, instead of the run stopping on an encoding error."""
+    import os
+
+    src = tmp_path / "in"
+    src.mkdir()
+    ok = cv2.imwrite(str(src / "plain.png"), _scene(seed=1))
+    assert ok
+    (src / os.fsdecode(b"caf\xe9.png")).write_bytes((src / "plain.png").read_bytes())
+    out = tmp_path / "out"
+    assert _infer([str(src), "-o", str(out), "--fx", "100"], tiny_model_dir / "tiny.onnx") == 0
+    assert sorted(os.fsencode(p.name) for p in out.iterdir()) == [b"caf\xe9.png", b"plain.png"]

@@ -361,7 +361,7 @@ def test_an_idle_node_names_a_subscriber_it_cannot_serve(harness: Harness, launc
     cam = Cam(harness, ns)
     cam.send()
     diag = wait_diagnostics(harness, ns, lambda d: "asks for QoS" in d["_message"], timeout=20)
-    assert diag["_level"] == "1" and "output_qos reliable" in diag["_message"]
+    assert diag["_level"] == "1" and "output_qos is best_effort; set it to reliable" in diag["_message"]
     assert f"{ns}/depth/image" in diag["qos_output"]
 
 

@@ -62,7 +62,8 @@ def test_frame_range() -> None:
     assert frame_range(":3", 10) == range(0, 3) and frame_range("0:10:5", 10) == range(0, 10, 5)
     assert frame_range("-1", 10) == range(9, 10)
     assert frame_range("0:10", 10) == range(10) and frame_range("-3:", 10) == range(7, 10)
-    for bad in ("a:b", "5:5", "0:4:0", "1:2:3:4", "20", "8:12", "11:", ":-11"):
+    assert frame_range("9:0:-3", 10) == range(9, 0, -3)
+    for bad in ("a:b", "5:5", "0:4:0", "1:2:3:4", "20", "8:12", "11:", ":-11", "", "10:0:-1"):
         with pytest.raises(InputError):
             frame_range(bad, 10)
     # past the end is an error, not 2 frames quietly in place of 4

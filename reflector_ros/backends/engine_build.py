@@ -283,6 +283,10 @@ def load_engines(model_path: str | os.PathLike[str], engine_dir: str | os.PathLi
                              "(the backbone/Reflector pair needs a fixed size)")
         if input_hw is None:
             sizes = cached_input_sizes(path, cache_dir, precision, trt.__version__, gpu_identity())
+            if not sizes and precision == "int8":   # the node builds FP16/FP32 only: fail now, not on every frame
+                raise ValueError(f"no cached INT8 engine for {path.name} in {cache_dir}: INT8 needs calibration, "
+                                 f"build it first with `reflector build-engine --onnx {path} --precision int8 "
+                                 "--calib DIR --camera WIDTH HEIGHT FX`")
             if not sizes:
                 return [], cache_dir, False, meta, (meta.input_height, meta.input_width)
             input_hw = sizes[0]
@@ -400,8 +404,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timing-cache", type=Path, default=None, help="timing cache file (default <cache-dir>/timing.cache)")
     p.add_argument("--force", action="store_true", help="rebuild even if a valid cached engine exists")
     p.add_argument("--camera", type=float, nargs=3, metavar=("WIDTH", "HEIGHT", "FX"), default=None,
-                   help="build for this camera (its CameraInfo's image size and fx, after any output "
-                        "binning): the model's network input follows the camera, and this computes it")
+                   help="build for this camera: the image size and the focal length of the image the network "
+                        "sees (CameraInfo P's fx when the node rectifies, K's when it does not; (fx + fy) / 2 "
+                        "if they differ); the model's network input follows it, and this computes it")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="or the network input size itself, height then width (the node's /diagnostics "
                         "network_input says 'W x H (width x height)')")

@@ -49,9 +49,10 @@ def normalisation(meta: ModelMeta, device: torch.device) -> tuple[torch.Tensor, 
 def shrink(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """(1, C, H, W) image resized to out_hw by core.preprocess.shrink's rule, so every backend
     feeds the network the same pixels: an integer factor above 2x is a box average (INTER_AREA);
-    a fractional one is halved by 2x2 boxes while it stays above 2x; the rest (up to 2x, or
-    growing) is plain bilinear with half-pixel centres (INTER_LINEAR). uint8 in, uint8 out on the
-    CPU (rounded as cv2 rounds); float in, float out on CUDA, rounded to whole levels too.
+    a fractional one is halved by INTER_AREA while it stays above 2x; the rest (up to 2x, or
+    growing) is plain bilinear with half-pixel centres (INTER_LINEAR), or INTER_AREA when a
+    side still shrinks beyond 2x (the aspect changes). uint8 in, uint8 out on the CPU (rounded
+    as cv2 rounds); float in, float out on CUDA, rounded to whole levels too.
     """
     h, w = int(out_hw[0]), int(out_hw[1])
     sh, sw = x.shape[2], x.shape[3]
@@ -59,23 +60,41 @@ def shrink(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     if integer and sh // h > 2:
         return _round_like(F.avg_pool2d(x.float(), sh // h), x.dtype)
     while not integer and x.shape[2] > 2 * h and x.shape[3] > 2 * w:
-        x = _round_like(_halve(x), x.dtype)
+        x = _round_like(area(x, (x.shape[2] // 2, x.shape[3] // 2)), x.dtype)
     if (x.shape[2], x.shape[3]) == (h, w):
         return x
     if max(x.shape[2] / h, x.shape[3] / w) > 2.0:     # one side still shrinks > 2x (the aspect changes)
-        return _round_like(F.interpolate(x.float(), size=(h, w), mode="area"), x.dtype)
+        return _round_like(area(x, (h, w)), x.dtype)
     src = x.float() if min(h, w) == 1 else x     # torch's uint8 bilinear kernel asserts on a 1-pixel side
     return _round_like(F.interpolate(src, size=(h, w), mode="bilinear", align_corners=False, antialias=False),
                        x.dtype)
 
 
-def _halve(x: torch.Tensor) -> torch.Tensor:
-    """2x2 box average to (H // 2, W // 2), as cv2 INTER_AREA does for that size: an odd side's
-    last row or column shares its weight between the last two output pixels' boxes."""
-    h2, w2 = x.shape[2] // 2, x.shape[3] // 2
-    if x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0:
+def area(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """(1, C, H, W) -> float (1, C, h, w) by cv2's INTER_AREA for shrinking: each output pixel
+    is the mean of the input area it covers, input pixels weighted by their overlap (so a
+    fractional factor such as 641 -> 320 is not the equal-weight bins of adaptive pooling).
+    Separable: one (h, H) and one (w, W) weight matrix. Even 2x halving is avg_pool2d."""
+    h, w = int(out_hw[0]), int(out_hw[1])
+    sh, sw = x.shape[2], x.shape[3]
+    if sh == 2 * h and sw == 2 * w:
         return F.avg_pool2d(x.float(), 2)
-    return F.interpolate(x.float(), size=(h2, w2), mode="area")
+    wy = _overlap_weights(sh, h, x.device)
+    wx = _overlap_weights(sw, w, x.device)
+    return torch.einsum("yh,nchw,xw->ncyx", wy, x.float(), wx)
+
+
+def _overlap_weights(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """(n_out, n_in): output i covers input [i s, (i + 1) s) with s = n_in / n_out; weight =
+    overlap with input pixel j, divided by s (rows sum to 1). For growing (s < 1) it is the
+    nearest input, as INTER_AREA then nearly is."""
+    s = n_in / n_out
+    edges = torch.arange(n_out + 1, dtype=torch.float64) * s
+    lo, hi = edges[:-1, None], edges[1:, None]
+    j = torch.arange(n_in, dtype=torch.float64)[None, :]
+    overlap = (torch.minimum(hi, j + 1) - torch.maximum(lo, j)).clamp_(min=0.0)
+    weights = overlap / overlap.sum(dim=1, keepdim=True)
+    return weights.to(device=device, dtype=torch.float32)
 
 
 def _round_like(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -152,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
         problems.append("--reps must be >= 1 and --warmup >= 0")
     if args.threads < 0:
         problems.append(f"--threads must be >= 0 (0 = automatic), got {args.threads}")
-    problems += [f"--model {m}: no such file" for m in args.model if not m.is_file()]
+    problems += [f"--model {m}: " + ("a folder, not a model file" if m.is_dir() else "no such file")
+                 for m in args.model if not m.is_file()]
     try:
         Intrinsics(fx, fx, (w - 1) / 2.0, (h - 1) / 2.0, w, h).checked()
     except InputError as exc:

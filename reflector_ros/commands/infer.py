@@ -8,6 +8,7 @@ stored pixels, so a rotated view would not match its calibration.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -349,9 +350,15 @@ def output_name(stem: str, used: set[str]) -> str:
     stem, else the stem and a number; reserves the name and its preview's. A stem too long
     for a file name once the suffixes are added is cut (at a character, not inside one) and
     numbered like any other repeat."""
-    raw = stem.encode("utf-8")
+    raw = os.fsencode(stem)            # the bytes the file system stores (a non-UTF-8 name round-trips)
     if len(raw) > NAME_MAX - LONGEST_SUFFIX:
-        stem = raw[:NAME_MAX - LONGEST_SUFFIX].decode("utf-8", errors="ignore")
+        cut = raw[:NAME_MAX - LONGEST_SUFFIX]
+        try:
+            cut.decode("utf-8")
+        except UnicodeDecodeError as exc:  # the cut split a multi-byte character: end before it
+            if exc.reason == "unexpected end of data":
+                cut = cut[:exc.start]
+        stem = os.fsdecode(cut)
     name, k = stem, 1
     while name in used or f"{name}_preview" in used:
         name, k = f"{stem}~{k}", k + 1
@@ -360,8 +367,13 @@ def output_name(stem: str, used: set[str]) -> str:
 
 
 def _write_png(path: Path, img: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"{path}: could not be written (name too long, disk full, or no permission?)")
+    """Encode with OpenCV, write with Python: OpenCV's own file writing crashes on a name that is
+    not valid UTF-8, and says only "False" when the disk is full."""
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise OSError(f"{path}: could not be encoded as PNG")
+    with open(path, "wb") as fh:
+        fh.write(buf.tobytes())
 
 
 def _infer_all(args: argparse.Namespace) -> tuple[int, Path, list[str]]:

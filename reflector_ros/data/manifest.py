@@ -41,6 +41,8 @@ def frame_range(text: str, n: int) -> range:
         nums = [int(p) if p.strip() else None for p in parts]
     except ValueError:
         raise InputError(f"frames {text!r}: expected START:STOP[:STEP] or an index, with integers") from None
+    if nums == [None]:
+        raise InputError(f"frames {text!r}: empty; expected START:STOP[:STEP] or an index")
     if len(nums) == 1:
         if nums[0] is None or not -n <= nums[0] < n:
             raise InputError(f"frames {text!r}: index out of range for {n} frames")
@@ -49,6 +51,8 @@ def frame_range(text: str, n: int) -> range:
     if len(nums) > 3 or (len(nums) == 3 and nums[2] == 0):
         raise InputError(f"frames {text!r}: expected START:STOP[:STEP] with a non-zero step")
     past = [v for v in nums[:2] if v is not None and not -n <= v <= n]
+    if len(nums) == 3 and nums[2] is not None and nums[2] < 0 and nums[0] is not None and nums[0] >= n:
+        past.insert(0, nums[0])          # counting down, START is a frame: n itself is past the end
     if past:
         raise InputError(f"frames {text!r}: {past[0]} is out of range for {n} frames "
                          f"(0 to {n}, or -{n} to -1 from the end; an empty START or STOP means the end)")

@@ -143,6 +143,16 @@ def export_onnx(model: ReflectorNet, meta: ModelMeta, out_dir: str | Path, stem:
         model.train(was_training)
 
 
+def _weights_only(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint holding only weights and metadata (what export writes),
+    which a new export may replace; a training checkpoint (optimiser, step) is kept."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (not a checkpoint at all: not ours to replace)
+        return False
+    return isinstance(ckpt, dict) and set(ckpt) == {"model", "meta"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="Reflector checkpoint (.pt)")
     parser.add_argument("--output", required=True, type=Path, help="directory for the ONNX files")
@@ -165,8 +175,12 @@ def run(args: argparse.Namespace) -> int:
         # the torch backends, CUDA ones included, then find it next to the .onnx as they do
         # for the default model
         pt = Path(args.output) / f"{stem}.pt"
-        if not (pt.exists() and pt.resolve() == Path(args.checkpoint).resolve()):
+        if not pt.exists() or _weights_only(pt) and pt.resolve() != Path(args.checkpoint).resolve():
             paths["weights"] = save_checkpoint(pt, model, meta)
+        elif pt.resolve() != Path(args.checkpoint).resolve():
+            print(f"reflector export: kept {pt}: it is not an earlier export's weights file (a training "
+                  "checkpoint?); the graphs are written, the weights are not (use another --stem or --output)",
+                  file=sys.stderr)
     except OSError as exc:
         print(f"reflector export: cannot write to {args.output}: {exc}", file=sys.stderr)
         return 2

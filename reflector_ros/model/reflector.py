@@ -210,11 +210,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt, truncated, or a pickle with objects beyond tensors and plain values
-        if "weights_only" in str(exc):
+        text = str(exc)
+        if "Unsupported global" in text:    # torch names the class it refused to unpickle
             raise InputError(f"{path}: holds Python objects other than tensors and plain values, which are "
                              "not loaded (unpickling them could run code): not a Reflector checkpoint") from None
+        if "Weights only load failed" in text:
+            raise InputError(f"{path}: not a readable Reflector checkpoint (a pickle that torch.save did not "
+                             "write, or a damaged one)") from None
         raise InputError(f"{path}: not a readable Reflector checkpoint ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+                         f"{text.splitlines()[0] if text else ''})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
         raise InputError(f"{path}: not a Reflector checkpoint (expected a dict with 'model' and 'meta')")
     try:

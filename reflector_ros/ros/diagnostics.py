@@ -53,10 +53,12 @@ class FrameStats:
                        "waiting_info": 0, "lost": 0}
         self.in_times: deque = deque()
         self.lost_times: deque = deque()     # (monotonic time, images DDS reported lost then)
+        self.skip_times: deque = deque()     # frames skipped as unusable (InputError)
         self.out_times: deque = deque()
         self.latency_ms: deque = deque(maxlen=WINDOW)
         self.stage_ms: dict[str, deque] = {s: deque(maxlen=WINDOW) for s in STAGES}
         self.last_arrival = time.monotonic()
+        self.last_output = time.monotonic()
 
     def arrived(self, replaced: bool) -> None:
         now = time.monotonic()
@@ -75,6 +77,8 @@ class FrameStats:
     def count(self, what: str) -> None:
         with self.lock:
             self.counts[what] += 1
+            if what == "skipped_bad":
+                self.skip_times.append(time.monotonic())
 
     def restarted(self) -> None:
         """A new source: the old one's latency and stage timings no longer describe it."""
@@ -87,7 +91,8 @@ class FrameStats:
     def processed(self, latency_ms: float, stages: dict[str, float]) -> None:
         with self.lock:
             self.counts["processed"] += 1
-            self.out_times.append(time.monotonic())
+            self.last_output = time.monotonic()
+            self.out_times.append(self.last_output)
             self.latency_ms.append(latency_ms)
             for key, val in stages.items():
                 if key in self.stage_ms:
@@ -101,11 +106,14 @@ class FrameStats:
             while self.lost_times and now - self.lost_times[0][0] > RATE_WINDOW_S:
                 self.lost_times.popleft()
             lost = sum(n for _, n in self.lost_times)
+            while self.skip_times and now - self.skip_times[0] > RATE_WINDOW_S:
+                self.skip_times.popleft()
             return {"counts": dict(self.counts), "in_hz": in_hz, "out_hz": _rate(self.out_times, now),
                     "lost_fraction": lost / (lost + len(self.in_times)) if lost else 0.0,
+                    "skip_hz": len(self.skip_times) / RATE_WINDOW_S,
                     "latency_p50": _median(lat), "latency_p95": _percentile(lat, 95),
                     "stages": {k: _median(v) for k, v in self.stage_ms.items() if v},   # stages that ran
-                    "silent_s": now - self.last_arrival}
+                    "silent_s": now - self.last_arrival, "no_output_s": now - self.last_output}
 
 
 def status_name(node_fqn: str) -> str:
@@ -132,11 +140,21 @@ def status_array(snap: dict[str, Any], state: dict[str, str], topic: str, period
         level, message = DiagnosticStatus.WARN, f"no images on {topic} for {snap['silent_s']:.0f} s"
         if "input" in qos_problem:
             message += ": " + qos_problem["input"][0]
+        elif lost > 0:
+            message += (": DDS reports them lost on the way (large best-effort messages over UDP); start the camera "
+                        "with the shipped Fast DDS profile, or set input_qos reliable with a reliable camera")
     elif lost >= LOST_WARN:
         level = DiagnosticStatus.WARN
         message = (f"{100 * lost:.0f} % of the images on {topic} are lost before they reach the node ({snap['in_hz']:.1f} "
                    "Hz arrive): large best-effort messages over UDP; start the camera with the shipped Fast DDS "
                    "profile (docs/fastdds.md), or set input_qos reliable with a reliable camera")
+    elif snap["in_hz"] > 0 and snap.get("no_output_s", 0.0) > max(3.0, 2.0 * period) and not idle:
+        level = DiagnosticStatus.WARN
+        if snap.get("skip_hz", 0.0) > 0 and state.get("last_skipped"):
+            why = "every frame is skipped: " + state["last_skipped"]
+        else:
+            why = state.get("backend_note") or "the worker is still on an earlier frame"
+        message = f"images arrive on {topic} but no depth is published; {why}"
     elif state.get("frame_id") == "(empty)":
         level, message = DiagnosticStatus.WARN, (f"images on {topic} have an empty frame_id, so every output has none: "
                                                  "RViz, Nav2 and tf cannot place them")

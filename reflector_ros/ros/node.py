@@ -76,7 +76,7 @@ class DepthNode(Node):
             self.backend, self._backend_why, warm_ms = start_backend(
                 self._p["backend"], self._p["model"] or None, engine_dir=self._p["engine_dir"] or None,
                 precision=self._p["precision"], num_threads=self._p["num_threads"],
-                cpu_spin_wait=self._p["cpu_spin_wait"], logger=self.get_logger().info)
+                cpu_spin_wait=self._p["cpu_spin_wait"], logger=self._backend_says)
         except RuntimeError as exc:
             raise StartupError(str(exc)) from None
         self.pipeline = DepthPipeline(self.backend)
@@ -129,6 +129,13 @@ class DepthNode(Node):
 
     # ------------------------------------------------------------------ set-up
 
+    def _backend_says(self, msg: str) -> None:
+        """The backend's messages (an engine build that takes minutes) go to the log and, the
+        latest one, to /diagnostics."""
+        self.get_logger().info(msg)
+        if hasattr(self, "_state"):
+            self._state["backend_note"] = msg
+
     def _unknown_parameters(self) -> str:
         """The parameters given at start-up (-p, a params file) that this node does not have,
         each with the closest name it does have: a typo would otherwise leave a default."""
@@ -168,14 +175,16 @@ class DepthNode(Node):
 
     def _on_incompatible(self, side: str, topic: str, info: Any) -> None:
         policy = qos_policy_name_from_kind(info.last_policy_kind)
+        reliability = "RELIABILITY" in str(policy).upper()
         if side == "input":
-            text = (f"a publisher on {topic} offers QoS this node cannot receive ({policy}); with "
-                    f"input_qos {self._p['input_qos']} its messages never arrive: set input_qos to match the camera "
-                    "(sensor_data / best_effort takes either)")
+            text = f"a publisher on {topic} offers QoS this node cannot receive ({policy}), so its messages never arrive: "
+            text += (f"input_qos is {self._p['input_qos']}; set it to match the camera (sensor_data / best_effort "
+                     "takes either)" if reliability else "the publisher must change (the node asks only for reliability)")
         else:
-            text = (f"a subscriber of {topic} asks for QoS this node does not offer ({policy}); with "
-                    f"output_qos {self._p['output_qos']} it receives nothing: set output_qos reliable (which serves "
-                    "best-effort subscribers too) or change the subscriber")
+            text = f"a subscriber of {topic} asks for QoS this node does not offer ({policy}), so it receives nothing: "
+            text += (f"output_qos is {self._p['output_qos']}; set it to reliable (which serves best-effort subscribers "
+                     "too)" if reliability else "the subscriber must change (the node offers volatile, keep-last "
+                     "messages with no deadline)")
         self._qos_problem[side] = (text, time.monotonic())
         self._warn("qos", text)
 
@@ -240,6 +249,7 @@ class DepthNode(Node):
                 self._process(msg)
             except InputError as exc:
                 self.stats.count("skipped_bad")
+                self._state["last_skipped"] = str(exc)
                 self._warn("input", f"skipping frame from {self._topic}: {exc}")
             except Exception:  # noqa: BLE001  (the worker must outlive any one frame)
                 self.stats.count("skipped_bad")

@@ -86,6 +86,10 @@ def validate_params(params: dict[str, Any], check_files: bool = True) -> list[st
     """Every reason these parameter values cannot be used; empty when they are all fine."""
     p = normalize({**DEFAULTS, **params})
     errors: list[str] = [f"unknown parameter '{k}'" for k in params if k not in DEFAULTS]
+    bad: set[str] = set()      # wrong types: checks that compare them with another value are skipped
+
+    def both(a: str, b: str) -> bool:
+        return a not in bad and b not in bad
 
     for key, default in DEFAULTS.items():
         v = p[key]
@@ -104,6 +108,7 @@ def validate_params(params: dict[str, Any], check_files: bool = True) -> list[st
         if wrong:
             errors.append(wrong)
             p[key] = default   # so the value checks below still run on every other parameter
+            bad.add(key)
 
     def choice(key: str, allowed: tuple[str, ...]) -> None:
         if p[key] not in allowed:
@@ -121,9 +126,9 @@ def validate_params(params: dict[str, Any], check_files: bool = True) -> list[st
         errors.append(f"output_scale must be in (0, 1], got {p['output_scale']}")
     if p["min_depth"] < 0.0:
         errors.append(f"min_depth must be >= 0, got {p['min_depth']}")
-    if p["min_depth"] >= p["max_depth"]:
+    if both("min_depth", "max_depth") and p["min_depth"] >= p["max_depth"]:
         errors.append(f"min_depth ({p['min_depth']}) must be smaller than max_depth ({p['max_depth']})")
-    if p["depth_encoding"] == "16UC1" and p["max_depth"] > 65.535:
+    if both("depth_encoding", "max_depth") and p["depth_encoding"] == "16UC1" and p["max_depth"] > 65.535:
         errors.append(f"max_depth {p['max_depth']} m does not fit 16UC1 millimetres (at most 65.535)")
     for key in ("min_confidence", "points_min_confidence"):
         if not 0.0 <= p[key] <= 1.0:
@@ -134,7 +139,7 @@ def validate_params(params: dict[str, Any], check_files: bool = True) -> list[st
         errors.append(f"points_min_range must be >= 0, got {p['points_min_range']}")
     if p["points_max_range"] < 0.0:
         errors.append(f"points_max_range must be >= 0 (0 = no limit), got {p['points_max_range']}")
-    elif 0.0 < p["points_max_range"] <= p["points_min_range"]:
+    elif both("points_min_range", "points_max_range") and 0.0 < p["points_max_range"] <= p["points_min_range"]:
         errors.append(f"points_max_range ({p['points_max_range']}) must be larger than points_min_range ({p['points_min_range']})")
     if p["fallback_fx"] < 0.0:
         errors.append(f"fallback_fx must be >= 0 (0 = off), got {p['fallback_fx']}")
