@@ -98,13 +98,13 @@ def test_images_in_but_no_depth_out_says_why() -> None:
     for _ in range(3):
         stats.count("skipped_bad")
     assert _status(stats).message == "ok"                 # not yet: a slow first frame is not a fault
-    stats.last_output -= 10.0                             # 10 s without output
+    stats.last_output -= 20.0                             # 20 s without output
     st = _status(stats, {"last_skipped": "no TensorRT engine for network input 203x305"})
     assert _level(st.level) == WARN
     assert st.message.endswith("no depth is published; every frame is skipped: no TensorRT engine for network input 203x305")
     fresh = FrameStats()
     _feed(fresh, 10, published=False)
-    fresh.last_output -= 10.0
+    fresh.last_output -= 20.0
     building = _status(fresh, {"backend_note": "TensorRT: network input 203x305 (height x width) is new: …"})
     assert _level(building.level) == WARN and building.message.endswith("is new: …")
     for _ in range(3):
@@ -112,3 +112,14 @@ def test_images_in_but_no_depth_out_says_why() -> None:
         time.sleep(0.01)
     assert _status(fresh, {"backend_note": "x"}).message == "ok"
     assert _status(FrameStats()).message == "ok"          # nothing arriving yet: not this warning
+
+
+def test_no_output_clock_restarts_when_no_output_was_due() -> None:
+    """Idle frames (no subscriber), frames waiting for camera_info and a restarted source start
+    the no-output clock again, so a subscriber joining a long-idle node is not a fault."""
+    for event in ("idle", "waiting_info", "restart"):
+        stats = FrameStats()
+        _feed(stats, 10, published=False)
+        stats.last_output -= 60.0
+        stats.restarted() if event == "restart" else stats.count(event)
+        assert _status(stats).message == "ok", event

@@ -184,7 +184,7 @@ def test_export_cli(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.Capture
         err = capsys.readouterr().err
         assert said in err and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert cli_main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--output", str(tmp_path)]) == 2
-    # a training checkpoint under the weights file's name is kept, an earlier export's replaced
+    # a training checkpoint under the weights file's name is refused (nothing written), an earlier export's replaced
     import torch
 
     training = tmp_path / "run"
@@ -192,9 +192,9 @@ def test_export_cli(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.Capture
     torch.save({**torch.load(tiny_model_dir / "tiny.pt", weights_only=True), "step": 7}, training / "best.pt")
     before = (training / "best.pt").read_bytes()
     assert cli_main(["export", "--checkpoint", str(tiny_model_dir / "tiny.pt"), "--output", str(training),
-                     "--stem", "best"]) == 0
-    assert (training / "best.pt").read_bytes() == before and "kept" in capsys.readouterr().err
-    assert (training / "best.onnx").is_file()
+                     "--stem", "best"]) == 2
+    assert (training / "best.pt").read_bytes() == before and "is not an earlier export" in capsys.readouterr().err
+    assert not (training / "best.onnx").exists()
     old = (tmp_path / "cli.pt").stat().st_mtime_ns
     assert cli_main(["export", "--checkpoint", str(tiny_model_dir / "tiny.pt"), "--output", str(tmp_path),
                      "--stem", "cli"]) == 0

@@ -463,3 +463,17 @@ def test_a_non_utf8_file_name_is_written_under_its_own_bytes(tmp_path: Path, tin
     out = tmp_path / "out"
     assert _infer([str(src), "-o", str(out), "--fx", "100"], tiny_model_dir / "tiny.onnx") == 0
     assert sorted(os.fsencode(p.name) for p in out.iterdir()) == [b"caf\xe9.png", b"plain.png"]
+
+
+def test_camera_height_log_keeps_non_utf8_names(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """scale_anchor.csv names each frame by its file name, whatever its encoding."""
+    import os
+
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "plain.png"), _scene(seed=1))
+    (src / os.fsdecode(b"caf\xe9.png")).write_bytes((src / "plain.png").read_bytes())
+    out = tmp_path / "out"
+    assert _infer([str(src), "-o", str(out), "--fx", "100", "--camera-height", "1.2"], tiny_model_dir / "tiny.onnx") == 0
+    rows = (out / "scale_anchor.csv").read_bytes().splitlines()
+    assert rows[0] == b"frame,scale,source,floor_inliers" and sorted(r.split(b",")[0] for r in rows[1:]) == [b"caf\xe9", b"plain"]

@@ -84,6 +84,8 @@ def test_type_and_value_errors_come_in_one_round() -> None:
     assert any("output_qos 'reliabel' is not one of" in e for e in errors)
     # a wrong type is not compared with another parameter under its default's name
     assert validate_params({"min_depth": "abc", "max_depth": 0.05}) == ["min_depth must be a finite number, got 'abc'"]
+    assert validate_params({"scale_anchor.mode": "floor", "scale_anchor.camera_height": "1.2"}) == [
+        "scale_anchor.camera_height must be a finite number, got '1.2'"]
 
 
 def test_model_file_checks(tmp_path: Path) -> None:

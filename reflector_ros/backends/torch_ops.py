@@ -74,33 +74,58 @@ def area(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """(1, C, H, W) -> float (1, C, h, w) by cv2's INTER_AREA for shrinking: each output pixel
     is the mean of the input area it covers, input pixels weighted by their overlap (so a
     fractional factor such as 641 -> 320 is not the equal-weight bins of adaptive pooling).
-    Separable: one (h, H) and one (w, W) weight matrix. Even 2x halving is avg_pool2d."""
+    Separable and banded: an output pixel reads about ceil(H / h) + 1 inputs per axis.
+    Exact 2x halving is avg_pool2d. (An axis that grows gets the overlap average of its two
+    nearest inputs; cv2 switches to bilinear there.)"""
     h, w = int(out_hw[0]), int(out_hw[1])
     sh, sw = x.shape[2], x.shape[3]
+    y = x.float()
     if sh == 2 * h and sw == 2 * w:
-        return F.avg_pool2d(x.float(), 2)
-    wy = _overlap_weights(sh, h, x.device)
-    wx = _overlap_weights(sw, w, x.device)
-    return torch.einsum("yh,nchw,xw->ncyx", wy, x.float(), wx)
+        return F.avg_pool2d(y, 2)
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        idx, wts = _band(t.shape[2], h, t.device)
+        return (t[:, :, idx, :] * wts[None, None, :, :, None]).sum(dim=3)   # (1, C, h, k, W) -> (1, C, h, W)
+
+    def cols(t: torch.Tensor) -> torch.Tensor:
+        idx, wts = _band(t.shape[3], w, t.device)
+        return (t[:, :, :, idx] * wts[None, None, None]).sum(dim=4)         # (1, C, H, w, k) -> (1, C, H, w)
+
+    # the axis that shrinks more first, so the other one works on less
+    for step in ((cols, rows) if sw / w > sh / h else (rows, cols)):
+        if (step is rows and y.shape[2] != h) or (step is cols and y.shape[3] != w):
+            y = step(y)
+    return y
 
 
-def _overlap_weights(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
-    """(n_out, n_in): output i covers input [i s, (i + 1) s) with s = n_in / n_out; weight =
-    overlap with input pixel j, divided by s (rows sum to 1). For growing (s < 1) it is the
-    nearest input, as INTER_AREA then nearly is."""
-    s = n_in / n_out
-    edges = torch.arange(n_out + 1, dtype=torch.float64) * s
-    lo, hi = edges[:-1, None], edges[1:, None]
-    j = torch.arange(n_in, dtype=torch.float64)[None, :]
-    overlap = (torch.minimum(hi, j + 1) - torch.maximum(lo, j)).clamp_(min=0.0)
-    weights = overlap / overlap.sum(dim=1, keepdim=True)
-    return weights.to(device=device, dtype=torch.float32)
+_BANDS: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _band(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_out, k) input indices and weights: output i covers input [i s, (i + 1) s) with
+    s = n_in / n_out; weight = its overlap with input pixel j, divided by the covered length
+    (rows sum to 1). Cached per size and device (a camera's frames all share one)."""
+    key = (n_in, n_out, str(device))
+    if key not in _BANDS:
+        s = n_in / n_out
+        k = int(math.ceil(s)) + 1
+        lo = torch.arange(n_out, dtype=torch.float64) * s
+        first = torch.floor(lo).long()
+        idx = first[:, None] + torch.arange(k)[None, :]                     # (n_out, k)
+        j = idx.double()
+        overlap = (torch.minimum(lo[:, None] + s, j + 1) - torch.maximum(lo[:, None], j)).clamp_(min=0.0)
+        overlap[idx >= n_in] = 0.0
+        weights = overlap / overlap.sum(dim=1, keepdim=True)
+        if len(_BANDS) > 64:
+            _BANDS.clear()
+        _BANDS[key] = (idx.clamp_(max=n_in - 1).to(device), weights.to(device=device, dtype=torch.float32))
+    return _BANDS[key]
 
 
 def _round_like(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Back to whole grey levels, halves rounded up as cv2's fixed-point resizes do."""
     if dtype == torch.uint8:
-        return y if y.dtype == torch.uint8 else y.round_().clamp_(0, 255).to(torch.uint8)
-    return y.round_() if y.is_floating_point() else y.to(dtype)
+        return y if y.dtype == torch.uint8 else y.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
+    return y.add_(0.5).floor_() if y.is_floating_point() else y.to(dtype)
 
 
 def preprocess(img: torch.Tensor, in_hw: tuple[int, int], scale: torch.Tensor, bias: torch.Tensor,

@@ -372,8 +372,13 @@ def _write_png(path: Path, img: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", img)
     if not ok:
         raise OSError(f"{path}: could not be encoded as PNG")
-    with open(path, "wb") as fh:
-        fh.write(buf.tobytes())
+    try:
+        with open(path, "wb") as fh:
+            fh.write(buf.tobytes())
+    except OSError as exc:
+        if path.is_file():
+            path.unlink()                  # no half-written file left behind
+        raise OSError(f"{path}: could not be written ({exc.strerror or exc})") from None
 
 
 def _infer_all(args: argparse.Namespace) -> tuple[int, Path, list[str]]:
@@ -408,7 +413,9 @@ def _infer_all(args: argparse.Namespace) -> tuple[int, Path, list[str]]:
     with ExitStack() as stack:
         scale_log = None
         if anchor.mode != "none":
-            scale_log = stack.enter_context(open(out / "scale_anchor.csv", "w"))
+            # frame names are file names, which need not be UTF-8: keep their bytes
+            scale_log = stack.enter_context(open(out / "scale_anchor.csv", "w", encoding="utf-8",
+                                                 errors="surrogateescape"))
             scale_log.write("frame,scale,source,floor_inliers\n")
         bar = stack.enter_context(tqdm(desc="infer", unit="frame"))
 

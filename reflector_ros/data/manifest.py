@@ -54,8 +54,8 @@ def frame_range(text: str, n: int) -> range:
     if len(nums) == 3 and nums[2] is not None and nums[2] < 0 and nums[0] is not None and nums[0] >= n:
         past.insert(0, nums[0])          # counting down, START is a frame: n itself is past the end
     if past:
-        raise InputError(f"frames {text!r}: {past[0]} is out of range for {n} frames "
-                         f"(0 to {n}, or -{n} to -1 from the end; an empty START or STOP means the end)")
+        raise InputError(f"frames {text!r}: {past[0]} is out of range for {n} frames (frames are 0 to {n - 1}, "
+                         f"or -{n} to -1 from the end; STOP may be {n}; an empty START or STOP means the end)")
     r = range(n)[slice(*nums)]
     if len(r) == 0:
         raise InputError(f"frames {text!r} selects no frame of {n}")

@@ -169,18 +169,21 @@ def run(args: argparse.Namespace) -> int:
     if not stem or "/" in stem or stem.startswith("."):
         print(f"reflector export: bad --stem {stem!r}", file=sys.stderr)
         return 2
+    # the weights alone go beside the graphs (a training checkpoint also holds the optimiser):
+    # the torch backends, CUDA ones included, find them next to the .onnx as they do for the
+    # default model. Another checkpoint already under that name would pair the new graphs
+    # with other weights, so it is refused before anything is written.
+    pt = Path(args.output) / f"{stem}.pt"
+    itself = pt.exists() and pt.resolve() == Path(args.checkpoint).resolve()
+    if pt.exists() and not itself and not _weights_only(pt):
+        print(f"reflector export: {pt} exists and is not an earlier export's weights file (a training "
+              f"checkpoint?); {stem}.onnx beside it would run other weights than it. Use another --stem or "
+              "--output", file=sys.stderr)
+        return 2
     try:
         paths = export_onnx(model, meta, args.output, stem, progress=True)
-        # the weights alone beside the graphs (a training checkpoint also holds the optimiser):
-        # the torch backends, CUDA ones included, then find it next to the .onnx as they do
-        # for the default model
-        pt = Path(args.output) / f"{stem}.pt"
-        if not pt.exists() or _weights_only(pt) and pt.resolve() != Path(args.checkpoint).resolve():
+        if not itself:
             paths["weights"] = save_checkpoint(pt, model, meta)
-        elif pt.resolve() != Path(args.checkpoint).resolve():
-            print(f"reflector export: kept {pt}: it is not an earlier export's weights file (a training "
-                  "checkpoint?); the graphs are written, the weights are not (use another --stem or --output)",
-                  file=sys.stderr)
     except OSError as exc:
         print(f"reflector export: cannot write to {args.output}: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 STATUS_NAME = "reflector_depth: pipeline"   # for a node in the root namespace; see status_name
 LOST_WARN = 0.1            # fraction of the camera's images lost before the node that turns the status WARN
+NO_OUTPUT_WARN_S = 10.0    # images arriving this long with no depth out (and output due) turn the status WARN
 QOS_WARN_S = 30.0          # how long an incompatible-QoS event keeps the status at WARN (DDS says when a peer
                            # appears, not when it leaves)
 STAGES = ("decode_ms", "rectify_ms", "preprocess_ms", "inference_ms", "anchor_ms", "postprocess_ms", "points_ms",
@@ -79,11 +80,14 @@ class FrameStats:
             self.counts[what] += 1
             if what == "skipped_bad":
                 self.skip_times.append(time.monotonic())
+            elif what in ("idle", "waiting_info"):   # no output was due: the no-output clock starts again
+                self.last_output = time.monotonic()
 
     def restarted(self) -> None:
         """A new source: the old one's latency and stage timings no longer describe it."""
         with self.lock:
             self.counts["restarts"] += 1
+            self.last_output = time.monotonic()
             self.latency_ms.clear()
             for d in self.stage_ms.values():
                 d.clear()
@@ -148,7 +152,7 @@ def status_array(snap: dict[str, Any], state: dict[str, str], topic: str, period
         message = (f"{100 * lost:.0f} % of the images on {topic} are lost before they reach the node ({snap['in_hz']:.1f} "
                    "Hz arrive): large best-effort messages over UDP; start the camera with the shipped Fast DDS "
                    "profile (docs/fastdds.md), or set input_qos reliable with a reliable camera")
-    elif snap["in_hz"] > 0 and snap.get("no_output_s", 0.0) > max(3.0, 2.0 * period) and not idle:
+    elif snap["in_hz"] > 0 and snap.get("no_output_s", 0.0) > max(NO_OUTPUT_WARN_S, 2.0 * period) and not idle:
         level = DiagnosticStatus.WARN
         if snap.get("skip_hz", 0.0) > 0 and state.get("last_skipped"):
             why = "every frame is skipped: " + state["last_skipped"]

@@ -251,8 +251,9 @@ class DepthNode(Node):
                 self.stats.count("skipped_bad")
                 self._state["last_skipped"] = str(exc)
                 self._warn("input", f"skipping frame from {self._topic}: {exc}")
-            except Exception:  # noqa: BLE001  (the worker must outlive any one frame)
+            except Exception as exc:  # noqa: BLE001  (the worker must outlive any one frame)
                 self.stats.count("skipped_bad")
+                self._state["last_skipped"] = f"unexpected {type(exc).__name__}: {exc} (see the log)"
                 self._warn("bug", f"unexpected error on a frame, skipped:\n{traceback.format_exc()}", error=True)
 
     def _outputs_wanted(self, p: dict[str, Any]) -> dict[str, bool]:
@@ -350,6 +351,7 @@ class DepthNode(Node):
             pub.publish(out)
         t["publish_ms"] = (time.perf_counter() - t0 + publish_s) * 1e3
         self.stats.processed(latency_ms, t)
+        self._state.pop("backend_note", None)    # whatever it said (an engine build) is over
 
     def _note_anchor(self, a: Any) -> None:
         """The scale anchor's state for /diagnostics; a change of source is said in the log."""

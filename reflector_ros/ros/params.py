@@ -144,7 +144,8 @@ def validate_params(params: dict[str, Any], check_files: bool = True) -> list[st
     if p["fallback_fx"] < 0.0:
         errors.append(f"fallback_fx must be >= 0 (0 = off), got {p['fallback_fx']}")
     try:
-        anchor_from_params(p).check()            # mode, normal and every range
+        if not any(k.startswith("scale_anchor.") for k in bad):
+            anchor_from_params(p).check()        # mode, normal and every range
     except InputError as exc:
         errors.append(str(exc))
     if not 0.05 <= p["diagnostics_period"] <= 3600.0:
