@@ -123,29 +123,22 @@ def open_backend(name: str = "auto", model_path: str | os.PathLike[str] | None =
         raise InputError(f"backend {name!r} cannot start here: {exc}") from None
 
 
-class _Skip(Exception):
-    """TensorRT is not to be tried (it failed already)."""
-
-
 def _choose(path: Path | None, why: list[str], tensorrt: bool = True) -> str:
     """The `auto` policy: TensorRT, then torch CUDA, then ONNX Runtime CPU; notes why.
     ``tensorrt`` False: TensorRT already failed, choose among the rest."""
     n_cuda, no_cuda = cuda_device_count()
     wants_pt = path is not None and path.suffix == ".pt" and not path.with_suffix(".onnx").is_file()
-    try:
-        if not tensorrt:
-            raise _Skip
-        trt_runtime_version()
-        buffers = _torch_has_cuda() is True or importlib.util.find_spec("pycuda") is not None
-        if n_cuda and not wants_pt and buffers:
-            return "tensorrt"
-        why.append(f"tensorrt importable but {no_cuda or ('model is a .pt checkpoint' if wants_pt else 'no device buffers: neither torch with CUDA nor pycuda')}")
-    except _Skip:
-        pass
-    except ImportError as err:
-        why.append(f"tensorrt not importable ({err})")
-    except Exception as err:  # a broken install raises other errors at import
-        why.append(f"tensorrt import failed ({type(err).__name__}: {err})")
+    if tensorrt:
+        try:
+            trt_runtime_version()
+            buffers = _torch_has_cuda() is True or importlib.util.find_spec("pycuda") is not None
+            if n_cuda and not wants_pt and buffers:
+                return "tensorrt"
+            why.append(f"tensorrt importable but {no_cuda or ('model is a .pt checkpoint' if wants_pt else 'no device buffers: neither torch with CUDA nor pycuda')}")
+        except ImportError as err:
+            why.append(f"tensorrt not importable ({err})")
+        except Exception as err:  # a broken install raises other errors at import
+            why.append(f"tensorrt import failed ({type(err).__name__}: {err})")
     if not n_cuda:
         why.append(f"torch-cuda: {no_cuda}")
     else:

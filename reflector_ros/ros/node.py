@@ -70,6 +70,8 @@ class DepthNode(Node):
             raise StartupError("invalid parameters:\n  - " + "\n  - ".join(errors))
         unknown = self._unknown_parameters()
         self._p: dict[str, Any] = normalize(raw)
+        self._state: dict[str, str] = {"rectify": "off (no camera_info yet)", "calibration": "none",
+                                       "network_input": "-", "frame_id": "-"}
         from reflector_ros.backends import start_backend
 
         try:
@@ -94,8 +96,6 @@ class DepthNode(Node):
         self._last_stamp_ns: int | None = None
         self._buffers: dict[str, np.ndarray] = {}  # message_array()s reused frame to frame (no copies)
         self._throttle = diagnostics.Throttle()
-        self._state: dict[str, str] = {"rectify": "off (no camera_info yet)", "calibration": "none",
-                                       "network_input": "-", "frame_id": "-"}
         self._qos_problem: dict[str, tuple[str, float]] = {}   # side -> (what an incompatible peer asked, when)
         if unknown:
             self._state["unknown_parameters"] = unknown
@@ -133,8 +133,7 @@ class DepthNode(Node):
         """The backend's messages (an engine build that takes minutes) go to the log and, the
         latest one, to /diagnostics."""
         self.get_logger().info(msg)
-        if hasattr(self, "_state"):
-            self._state["backend_note"] = msg
+        self._state["backend_note"] = msg
 
     def _unknown_parameters(self) -> str:
         """The parameters given at start-up (-p, a params file) that this node does not have,
