@@ -258,6 +258,19 @@ def cached_input_sizes(onnx_path: Path, cache_dir: Path, precision: str, trt_ver
     return [hw for _, hw in sorted(found, reverse=True)]
 
 
+def check_pair(path: Path, meta: ModelMeta, use_pair: bool) -> None:
+    """ValueError for the backbone/Reflector pair of a model whose input size follows the
+    camera: TensorRT runs its fused graph only."""
+    if use_pair and meta.input_mode == "canonical":
+        raise ValueError(f"{path.name} follows the camera's input size: TensorRT runs its fused graph only "
+                         "(the backbone/Reflector pair needs a fixed size; drop --pair / use_pair)")
+
+
+def _no_int8(graph: str, where: str, cache_dir: Path, onnx: Path, size_flag: str) -> str:
+    return (f"no cached INT8 engine for {graph}{where} in {cache_dir}: INT8 needs calibration, build it first "
+            f"with `reflector build-engine --onnx {onnx} --precision int8 --calib DIR {size_flag}`")
+
+
 def load_engines(model_path: str | os.PathLike[str], engine_dir: str | os.PathLike[str] | None,
                  precision: str, use_pair: bool, workspace_mb: int | None,
                  input_hw: tuple[int, int] | None = None
@@ -277,16 +290,12 @@ def load_engines(model_path: str | os.PathLike[str], engine_dir: str | os.PathLi
         raise FileNotFoundError(f"ONNX model not found: {path}")
     meta = meta_from_onnx(path)
     cache_dir = engine_cache.default_cache_dir(engine_dir)
+    check_pair(path, meta, use_pair)
     if meta.input_mode == "canonical":
-        if use_pair:
-            raise ValueError(f"{path.name} follows the camera's input size: TensorRT runs its fused graph "
-                             "(the backbone/Reflector pair needs a fixed size)")
         if input_hw is None:
             sizes = cached_input_sizes(path, cache_dir, precision, trt.__version__, gpu_identity())
             if not sizes and precision == "int8":   # the node builds FP16/FP32 only: fail now, not on every frame
-                raise ValueError(f"no cached INT8 engine for {path.name} in {cache_dir}: INT8 needs calibration, "
-                                 f"build it first with `reflector build-engine --onnx {path} --precision int8 "
-                                 "--calib DIR --camera WIDTH HEIGHT FX`")
+                raise ValueError(_no_int8(path.name, "", cache_dir, path, "--camera WIDTH HEIGHT FX"))
             if not sizes:
                 return [], cache_dir, False, meta, (meta.input_height, meta.input_width)
             input_hw = sizes[0]
@@ -303,9 +312,8 @@ def load_engines(model_path: str | os.PathLike[str], engine_dir: str | os.PathLi
 
         def build(g: Path = g, prec: str = prec) -> bytes:
             if prec == "int8":
-                raise ValueError(f"no cached INT8 engine for {g.name} at network input {hw[0]}x{hw[1]} (height x "
-                                 f"width) in {cache_dir}: INT8 needs calibration, build it first with `reflector "
-                                 f"build-engine --onnx {path} --precision int8 --calib DIR --input-size {hw[0]} {hw[1]}`")
+                raise ValueError(_no_int8(g.name, f" at network input {hw[0]}x{hw[1]} (height x width)", cache_dir,
+                                          path, f"--input-size {hw[0]} {hw[1]}"))
             return build_serialized(g, prec, workspace_mb, cache_dir / "timing.cache", input_hw=input_hw)
 
         def load(data: bytes) -> trt.ICudaEngine | None:
@@ -432,9 +440,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.onnx.is_file():
             raise FileNotFoundError(f"ONNX model not found: {args.onnx}")
         model_meta = meta_from_onnx(args.onnx)
-        if args.pair and model_meta.input_mode == "canonical":
-            raise ValueError(f"{args.onnx.name} follows the camera's input size: TensorRT runs its fused graph "
-                             "only (drop --pair)")
+        check_pair(args.onnx, model_meta, args.pair)
         input_hw = engine_input_size(model_meta, args.input_size, args.camera)
         if input_hw is None:
             input_hw = (model_meta.input_height, model_meta.input_width)
