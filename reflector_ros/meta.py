@@ -39,6 +39,13 @@ class ModelMeta:
     version: str = META_VERSION
     extra: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def input_description(self) -> str:
+        """The network input size in words, for logs and the ONNX doc string."""
+        if self.input_mode == "canonical":
+            return f"input size follows the camera (canonical focal f_c {self.focal_canonical:g} px)"
+        return f"input {self.input_height}x{self.input_width} (height x width)"
+
     def to_props(self) -> dict[str, str]:
         """Flat string map for ONNX metadata_props."""
         return {f"reflector.{k}": json.dumps(v) for k, v in asdict(self).items()}

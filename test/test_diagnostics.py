@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
 
-from reflector_ros.ros.diagnostics import FrameStats, Throttle, status_array, status_name
+from reflector_ros.ros.diagnostics import FrameStats, Throttle, status_array, status_name, summary
 
 
 def _status(stats: FrameStats, state: dict | None = None, **kw) -> DiagnosticStatus:
@@ -83,11 +85,21 @@ def test_status_names_carry_the_namespace() -> None:
     assert st.name == "front/reflector_depth: pipeline" and st.hardware_id == "/front/reflector_depth"
 
 
-def test_throttle_blanks_numbers() -> None:
+def test_throttle_is_by_kind_not_by_the_values_in_the_text() -> None:
     t = Throttle(period=60.0)
     assert t.admit("restart", "stamps went back 600.0 s") == "stamps went back 600.0 s"
     assert t.admit("restart", "stamps went back 5.4 s") is None
-    assert t.admit("input", "stamps went back 5.4 s") is not None     # another kind
+    assert t.admit("input", "stamps went back 5.4 s") is not None                    # another kind
+    assert t.admit("input", "unsupported encoding 'yuv422_yuy2'") is not None       # another problem
+    for text in ("unsupported encoding '8UC4'", 'unsupported encoding "nv21"', "unsupported encoding '16UC1'"):
+        assert t.admit("input", text) is None                                        # the same, other values
+    assert t.admit("bug", "error in <object at 0x7f3a2c10>") is not None
+    assert t.admit("bug", "error in <object at 0x55d0e1f0>") is None
+    t.period = 0.0
+    assert t.admit("input", "unsupported encoding 'x'") == \
+        "unsupported encoding 'x' (3 more of this kind since the last report)"
+    assert t.admit("frame_id", "empty", once=True) == "empty"
+    assert t.admit("frame_id", "empty", once=True) is None
 
 
 def test_images_in_but_no_depth_out_says_why() -> None:
@@ -123,3 +135,22 @@ def test_no_output_clock_restarts_when_no_output_was_due() -> None:
         stats.last_output -= 60.0
         stats.restarted() if event == "restart" else stats.count(event)
         assert _status(stats).message == "ok", event
+
+
+def test_a_restarted_source_starts_its_latency_and_stage_statistics_again() -> None:
+    """A bag loop's stamps go back: the old source's latencies (now meaningless against the
+    new stamps) and stage medians are dropped; the frame counts carry on."""
+    stats = FrameStats()
+    for ms in (900.0, 950.0, 1000.0):
+        stats.arrived(False)
+        stats.processed(ms, {"inference_ms": 12.0})
+    snap = stats.snapshot()
+    assert snap["latency_p50"] == 950.0 and snap["stages"] == {"inference_ms": 12.0}
+    stats.restarted()
+    snap = stats.snapshot()
+    assert np.isnan(snap["latency_p50"]) and snap["stages"] == {}
+    assert snap["counts"]["restarts"] == 1 and snap["counts"]["processed"] == 3
+    stats.processed(20.0, {"inference_ms": 11.0})
+    snap = stats.snapshot()
+    assert snap["latency_p50"] == 20.0 and snap["stages"] == {"inference_ms": 11.0}
+    assert summary(snap)["source_restarts"] == "1"

@@ -384,7 +384,7 @@ def engine_input_size(meta: ModelMeta, input_size: list[int] | None, camera: lis
         if width != int(width) or height != int(height):
             raise ValueError(f"--camera {width:g} {height:g} {fx:g}: the image size must be whole pixels")
         try:
-            cam = Intrinsics(fx, fx, (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height)).checked()
+            cam = Intrinsics.centred(fx, int(width), int(height)).checked()
             net = network_input(cam, meta)
         except InputError as exc:
             raise ValueError(f"--camera {width:g} {height:g} {fx:g}: {exc}") from None

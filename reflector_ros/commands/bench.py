@@ -98,7 +98,7 @@ def bench_backend(backend: Any, size: tuple[int, int], fx: float, reps: int, war
     from reflector_ros.pipeline import CloudSettings, DepthPipeline, FrameSettings
 
     w, h = size
-    camera = Intrinsics(fx=fx, fy=fx, cx=(w - 1) / 2, cy=(h - 1) / 2, width=w, height=h)
+    camera = Intrinsics.centred(fx, w, h)
     pipeline = DepthPipeline(backend)
     settings = FrameSettings(min_depth=0.2, max_depth=10.0, cloud=CloudSettings(rgb=True))
     buffers: dict[str, np.ndarray] = {}
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     problems += [f"--model {m}: " + ("a folder, not a model file" if m.is_dir() else "no such file")
                  for m in args.model if not m.is_file()]
     try:
-        Intrinsics(fx, fx, (w - 1) / 2.0, (h - 1) / 2.0, w, h).checked()
+        Intrinsics.centred(fx, w, h).checked()
     except InputError as exc:
         problems.append(f"--size {w} {h} --fx {fx:g}: {exc}")
     if problems:

@@ -30,6 +30,13 @@ class Intrinsics:
     width: int
     height: int
 
+    @classmethod
+    def centred(cls, focal: float, width: int, height: int) -> "Intrinsics":
+        """A camera with fx = fy = ``focal`` (pixels) and the principal point at the image
+        centre, ((width - 1) / 2, (height - 1) / 2): what is assumed when only a focal length
+        is known (a --fx flag, fallback_fx, a data set's nominal focal)."""
+        return cls(focal, focal, (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height))
+
     @property
     def focal(self) -> float:
         """(fx + fy) / 2, the focal length the canonical camera compares against."""

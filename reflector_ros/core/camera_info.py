@@ -9,9 +9,11 @@ the same camera everywhere:
 - Some drivers fill only P (K all zeros) on rectified topics: the frames are then taken
   as already rectified, in P's camera (K = P's 3x3, no distortion, R = I).
 - Neither K nor P describing a camera is refused.
-- A calibration of another aspect ratio than the image is scaled anyway, with a note
-  (``aspect_note``) the caller shows: the node warns and reports it in /diagnostics,
-  `reflector infer` refuses unless asked to scale.
+- A camera_info of another aspect ratio than the image (the driver's, on a topic or in a
+  bag) is scaled anyway, with a note (``aspect_note``) the caller shows: the node warns
+  and reports it in /diagnostics, `reflector infer` warns for a bag's own camera_info.
+  A calibration file the user hands to `reflector infer --camera-info` is refused at
+  another aspect ratio unless they ask for scaling (``--scale-calibration``).
 """
 from __future__ import annotations
 
@@ -50,6 +52,13 @@ class CameraInfoFields:
                    tuple(float(v) for v in msg.r), tuple(float(v) for v in msg.p),
                    str(msg.distortion_model), int(msg.width), int(msg.height),
                    (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)))
+
+    def checked(self) -> "CameraInfoFields":
+        """self, or InputError (saying why) when these fields describe no usable camera at
+        any image size: the check a node or a bag reader makes once per new camera_info.
+        Without a calibrated size, a 640x480 image stands in (only the size checks use it)."""
+        read_calibration(self, calibrated_size(self, (640, 480)))
+        return self
 
 
 def _describes_camera(m: Sequence[float], stride: int) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from reflector_ros.core.camera_info import CameraInfoFields, calibrated_size, read_calibration
+from reflector_ros.core.camera_info import CameraInfoFields, read_calibration
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.limits import MAX_SIDE
 from reflector_ros.core.rectify import Calibration, Plan, plan, rectify, rectify_setting, should_rectify
@@ -105,12 +105,10 @@ def _index(reader: Any, topics: Sequence[str]) -> dict[str, list[_Ref]]:
 def _info_fields(msg: Any) -> CameraInfoFields | None:
     """A camera_info's fields (core.camera_info), or None where it describes no camera
     (read_calibration would refuse it), so such messages are skipped like the node skips them."""
-    fields = CameraInfoFields.from_msg(msg)
     try:
-        read_calibration(fields, calibrated_size(fields, (640, 480)))
+        return CameraInfoFields.from_msg(msg).checked()
     except InputError:
         return None
-    return fields
 
 
 def _calibration(fields: CameraInfoFields, width: int, height: int) -> Calibration | None:

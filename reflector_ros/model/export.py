@@ -94,9 +94,7 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: lis
     for key, value in meta.to_props().items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    size = ("input size follows the camera (f_c " f"{meta.focal_canonical:g} px)" if meta.input_mode == "canonical"
-            else f"{meta.input_height}x{meta.input_width}")
-    model.doc_string = f"Reflector {meta.arch}, {size}, {meta.n_bins} bins"
+    model.doc_string = f"Reflector {meta.arch}, {meta.input_description}, {meta.n_bins} bins"
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(tmp))
     tmp.replace(path)

@@ -12,7 +12,8 @@ import statistics
 import threading
 import time
 from collections import deque
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -120,6 +121,46 @@ class FrameStats:
                     "silent_s": now - self.last_arrival, "no_output_s": now - self.last_output}
 
 
+@contextmanager
+def stage_timer(timings_ms: dict[str, float], stage: str) -> Iterator[None]:
+    """Adds the block's wall time, in milliseconds, to ``timings_ms[stage]`` (a stage may be
+    timed in several pieces, e.g. publishing before and after the latency is taken)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings_ms[stage] = timings_ms.get(stage, 0.0) + (time.perf_counter() - t0) * 1e3
+
+
+def plan_values(result: Any, fallback_fx: float | None) -> tuple[dict[str, str], list[str]]:
+    """A new calibration's status values and the notes the user should hear once.
+    ``result``: pipeline.FrameResult of the calibration's first frame; ``fallback_fx``:
+    the focal length assumed for want of camera_info (pixels), or None."""
+    notes = list(result.plan.notes)
+    if fallback_fx is not None:
+        notes.insert(0, f"no camera_info: fallback_fx {fallback_fx:g} px assumed, so the metric scale is only as "
+                        "right as that guess")
+    net = result.plan.net
+    h, w = result.rgb.shape[:2]
+    values = {"rectify": result.plan.rectify_state,
+              "network_input": f"{net.width}x{net.height} (width x height), focal scale {net.focal_scale:.3f}",
+              "image": f"{w}x{h}", "depth_image": f"{result.depth.shape[1]}x{result.depth.shape[0]}",
+              "calibration": "; ".join(notes) or "ok"}
+    return values, notes
+
+
+def anchor_values(anchor: Any) -> dict[str, str]:
+    """The scale anchor's status values; ``anchor``: core.scale_anchor.AnchorState."""
+    return {"scale": f"{anchor.scale:.4f}", "scale_source": anchor.source,
+            "floor_inliers": f"{anchor.inlier_fraction:.2f}"}
+
+
+ANCHOR_SOURCE_CHANGE = {
+    "floor": "floor in view again: scale from the camera height",
+    "held": "no floor in view: holding the last floor scale",
+    "model": "no floor in view for longer than scale_anchor.hold_s: using the network's own scale"}
+
+
 def status_name(node_fqn: str) -> str:
     """The status name: the node's namespaced name, so two cameras' nodes (/front/…, /rear/…)
     never report under one name; "reflector_depth: pipeline" in the root namespace."""
@@ -179,12 +220,13 @@ def status_array(snap: dict[str, Any], state: dict[str, str], topic: str, period
 
 
 class Throttle:
-    """Each kind of problem at most once per ``period`` seconds (or once ever), with a count
-    of the repeats. The kind is the caller's kind plus the text with its numbers blanked, so
-    a stamp or a size in the text cannot defeat the throttle, while two different problems
-    (a bad encoding, a truncated frame) are still both reported."""
+    """Each kind of message at most once per ``period`` seconds (or once ever), with a count
+    of the repeats. A kind is the caller's kind plus the message's template: the text with
+    every value in it blanked (numbers, hexadecimal addresses, quoted names), so no stamp,
+    size, encoding name or address can defeat the throttle, while two different problems
+    (an unsupported encoding, a truncated frame) are each reported."""
 
-    NUMBERS = re.compile(r"[-+]?\d+(\.\d*)?(e[-+]?\d+)?")
+    VALUES = re.compile(r"0x[0-9a-fA-F]+|'[^']*'|\"[^\"]*\"|[-+]?\d+(\.\d*)?(e[-+]?\d+)?")
 
     def __init__(self, period: float = 5.0) -> None:
         self.period = period
@@ -192,14 +234,14 @@ class Throttle:
 
     def admit(self, kind: str, text: str, once: bool = False) -> str | None:
         """The line to log now, or None while this kind is throttled."""
-        key = f"{kind}:{self.NUMBERS.sub('#', text)}"
+        key = f"{kind}:{self.VALUES.sub('#', text)}"
         now = time.monotonic()
         last, repeats = self._seen.get(key, (-math.inf, 0))
         if once and last > -math.inf or now - last < self.period:
             self._seen[key] = (last, repeats + 1)
             return None
         self._seen[key] = (now, 0)
-        return text + (f" ({repeats} more like this since the last report)" if repeats else "")
+        return text + (f" ({repeats} more of this kind since the last report)" if repeats else "")
 
 
 def summary(snap: dict[str, Any]) -> dict[str, str]:

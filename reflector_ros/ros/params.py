@@ -6,6 +6,7 @@ them into the pipeline's FrameSettings.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,22 @@ PARAMS: dict[str, tuple[Any, str]] = {
 }
 
 DEFAULTS: dict[str, Any] = {k: v[0] for k, v in PARAMS.items()}
+# parameters rclpy or launch give every node: not ours to check
+FOREIGN_PARAMS = ("use_sim_time", "start_type_description_service", "qos_overrides.")
 STARTUP_ONLY = frozenset({"backend", "model", "engine_dir", "precision", "num_threads", "cpu_spin_wait",
                           "compressed_input", "input_qos", "output_qos"})
+
+
+def unknown_parameters(given: Any) -> str:
+    """The names in ``given`` (the overrides from -p or a params file) that the node does not
+    have, each with the closest name it does have, comma-separated; "" when all are known.
+    A typo would otherwise leave the default in place without a word."""
+    unknown = sorted(n for n in given if n not in PARAMS and not n.startswith(FOREIGN_PARAMS))
+    said = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(PARAMS), n=1)
+        said.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return ", ".join(said)
 
 
 def _is_number(v: Any) -> bool:
@@ -196,6 +211,20 @@ def model_file_errors(model: str) -> list[str]:
     if not head:
         return [f"model file '{model}' is empty"]
     return []
+
+
+def updated_params(current: dict[str, Any], changes: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """(the normalized parameters after ``changes``, "") or (None, why they are refused): a
+    start-up-only parameter, or a value (or combination) ``validate_params`` refuses.
+    ``current`` and the result are ``normalize``d dicts; ``changes`` maps names to values."""
+    restart = changed_startup_params(current, changes)
+    if restart:
+        return None, f"{', '.join(restart)} can only be set at start-up; restart the node to change it"
+    merged = {**current, **changes}
+    errors = validate_params(merged, check_files=False)
+    if errors:
+        return None, "; ".join(errors)
+    return normalize(merged), ""
 
 
 def changed_startup_params(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
