@@ -345,8 +345,6 @@ def _report(args: argparse.Namespace, samples: list, stamps: list[int], got: Col
             spec: str | None) -> int:
     import cv2
 
-    from reflector_ros.train.metrics import depth_metrics, valid_mask
-
     depth_of = got.by_stamp["depth"]
     answered = [i for i, st in enumerate(stamps) if st in depth_of]
     print(f"\nframes published {len(stamps)}, depth received {len(answered)}, "
@@ -356,16 +354,23 @@ def _report(args: argparse.Namespace, samples: list, stamps: list[int], got: Col
         print(f"reflector demo: no depth came back. Node log:\n{node_log()}", file=sys.stderr)
         return 1
 
-    # the protocol of reflector eval on a manifest: ground truth in (1 mm, 10 m], per-frame
-    # metrics averaged over frames, invalid predictions counted as 1 mm (train/metrics.py)
-    masks = {i: valid_mask(samples[i].depth, 1e-3, 10.0) for i in answered}
-    scored = [i for i in answered if masks[i].any()]
-    metrics = [depth_metrics(image_view(depth_of[stamps[i]]), samples[i].depth, masks[i]) for i in scored]
-    if metrics:
-        print(f"depth vs ground truth over {len(metrics)} frames (reflector eval's metrics): "
-              f"AbsRel {np.mean([m['abs_rel'] for m in metrics]):.3f}, "
-              f"delta1 {np.mean([m['d1'] for m in metrics]):.3f}")
-        if spec is not None and len(scored) == len(samples):
+    # scored by reflector eval's own code (evaluate_dataset) with a manifest's protocol, the
+    # node's received depth standing in for the model's prediction
+    from reflector_ros.core.errors import InputError
+    from reflector_ros.data.registry import dataset_defaults
+    from reflector_ros.train.evaluate import evaluate_dataset
+
+    received = {id(samples[i].image): image_view(depth_of[stamps[i]]) for i in answered}
+    try:
+        res = evaluate_dataset([samples[i] for i in answered], lambda rgb, _camera: received[id(rgb)],
+                               max_depth=dataset_defaults("manifest:.")["max_depth"], progress=False)
+    except InputError:
+        res = None   # no frame with ground truth in range
+    if res is not None:
+        m = res["metric"]
+        print(f"depth vs ground truth over {int(m['n'])} frames (reflector eval's metrics): "
+              f"AbsRel {m['abs_rel']:.3f}, delta1 {m['d1']:.3f}")
+        if spec is not None and len(answered) == len(samples):
             print(f"  the same with reflector eval: reflector eval --model {model} --data '{spec}'")
     if got.diagnostics:
         d = got.diagnostics
