@@ -175,6 +175,49 @@ def test_params_file_applies_under_a_namespace(harness: Harness, nodes: list, tm
 
 # ----------------------------------------------------------------------------- signals
 
+def _loading_rclpy(pid: int) -> bool:
+    """Whether the process has begun loading rclpy's C extension (Linux /proc maps)."""
+    try:
+        return "_rclpy_pybind11" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads handler masks from Linux's /proc")
+@pytest.mark.parametrize("entry", [["-m", "reflector_ros.ros.main"], ["-m", "reflector_ros.cli", "node"]],
+                         ids=["depth_node", "reflector_node"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_during_start_up_ends_the_node_cleanly(entry: list[str], sig: signal.Signals) -> None:
+    """A signal while Python is still importing the node (sent as rclpy's C extension loads;
+    numpy, OpenCV and the backend come after it): exit 0, no traceback, within 2 s. `ros2 launch`
+    may stop a node that early; `ros2 run`'s script and `reflector node` both get here. Before,
+    SIGINT there gave a KeyboardInterrupt traceback and SIGTERM killed the process (exit -15)."""
+    fd, log_path = tempfile.mkstemp(prefix="reflector_node_", suffix=".log")
+    with os.fdopen(fd, "wb") as log:
+        proc = subprocess.Popen([sys.executable, *entry, "--ros-args", *BASE], cwd=str(REPO), env=node_env(),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        end = time.monotonic() + 30
+        while not _loading_rclpy(proc.pid) and proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.001)
+        assert proc.poll() is None, Path(log_path).read_text()
+        proc.send_signal(sig)
+        t0 = time.monotonic()
+        try:
+            code = proc.wait(10)
+        except subprocess.TimeoutExpired:
+            code = None
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = Path(log_path).read_text(errors="replace")
+    assert code == 0, f"exit {code} after {sig.name}:\n{text}"
+    assert "Traceback" not in text, text
+    assert took < 2.0, f"{sig.name} during start-up took {took:.2f} s to end the node"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_ends_the_node_cleanly_mid_inference(harness: Harness, sig: signal.Signals) -> None:
     """ros2 launch sends SIGINT, then SIGTERM 5 s later: either ends the node with exit 0, no

@@ -1,9 +1,11 @@
 """Entry point of the depth node: `reflector node`, `ros2 run reflector_ros depth_node`,
 `ros2 launch reflector_ros depth.launch.py`. Context, Fast DDS profile, signals, spin.
 
-SIGINT and SIGTERM end the node cleanly once main() has started (exit 0, no traceback): rclpy
-installs its handlers only for the default context, and the node has its own. A signal
-while Python is still importing (the first ~0.4 s) ends the process the default way.
+SIGINT and SIGTERM end the node cleanly from the moment main() starts (exit 0, no
+traceback): rclpy installs its handlers only for the default context, and the node has its
+own. This module imports nothing heavy at its top, so rclpy, numpy and the backend load
+inside main(), under those handlers; only the interpreter's own start (a few tens of
+milliseconds before any of this package runs) is left to Python's defaults.
 """
 from __future__ import annotations
 
@@ -12,11 +14,6 @@ import gc
 import sys
 import threading
 from typing import Any
-
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-
-from reflector_ros.ros.node import NODE_NAME, DepthNode, StartupError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("ROS arguments pass through: reflector node --ros-args -p backend:=onnxruntime "
@@ -32,10 +29,12 @@ class _StopSignals:
 
     rclpy installs its signal handlers only for the default context; the node has its
     own, so SIGTERM (what `ros2 launch` sends 5 s after SIGINT) used to kill it outright.
-    Until the node spins, a signal interrupts start-up (KeyboardInterrupt). While it
-    spins, a signal only sets ``received``: the spin loop wakes every POLL_S to look, and
-    the clean-up then lets a frame in flight finish and publish on a live context. A
-    second signal during the clean-up or the interpreter's exit is ignored rather than
+    While main() imports rclpy and the node, a signal only sets ``received`` (a
+    KeyboardInterrupt inside an extension module's import can surface as an ImportError);
+    main() looks once the imports are done. Then, until the node spins, a signal
+    interrupts start-up (KeyboardInterrupt). While it spins, a signal only sets
+    ``received``: the spin loop wakes every POLL_S to look, and the clean-up then lets a
+    frame in flight finish and publish on a live context. A second signal during the clean-up or the interpreter's exit is ignored rather than
     breaking it (`ros2 launch` escalates), so the handlers stay installed after main().
     """
     POLL_S = 0.1
@@ -44,7 +43,7 @@ class _StopSignals:
         import signal
 
         self.received: str | None = None
-        self.interrupt = True
+        self.interrupt = False
         if threading.current_thread() is threading.main_thread():  # Python's rule for handlers
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, self._on_signal)
@@ -76,9 +75,17 @@ def _fastdds_profile() -> tuple[str | None, bool]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     stop = _StopSignals()
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    from reflector_ros.ros.node import NODE_NAME, DepthNode, StartupError
+
+    stop.interrupt = True
     context: rclpy.context.Context | None = None
     node = None
     try:
+        if stop.received:   # a signal during the imports
+            raise KeyboardInterrupt
         profile_line, profile_warn = _fastdds_profile()
         context = rclpy.context.Context()
         rclpy.init(args=argv, context=context)
@@ -107,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         if stop.received:
             node.get_logger().info(f"{stop.received}: shutting down")
     except KeyboardInterrupt:
-        pass
+        if node is None:
+            rclpy.logging.get_logger(NODE_NAME).info(f"{stop.received} during start-up: not starting")
     finally:
         stop.interrupt = False
         stop.received = stop.received or "exit"   # from here on, signals are ignored
