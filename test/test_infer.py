@@ -179,7 +179,8 @@ def test_mp4_video(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 def _write_bag(path: Path, n: int = 3, d: tuple[float, ...] = (0.0,) * 5,
                p: tuple[float, ...] = (100, 0, 79.5, 0, 0, 101, 59.5, 0, 0, 0, 1, 0),
-               image_topic: str = "/cam/color/image_raw", depth_topic: str | None = None) -> None:
+               image_topic: str = "/cam/color/image_raw", depth_topic: str | None = None,
+               k: tuple[float, ...] = (100, 0, 79.5, 0, 101, 59.5, 0, 0, 1), info_wh: tuple[int, int] = (160, 120)) -> None:
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -194,8 +195,8 @@ def _write_bag(path: Path, n: int = 3, d: tuple[float, ...] = (0.0,) * 5,
         for i in range(n):
             stamp = 1_000_000_000 + i * 100_000_000
             hdr = Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9), frame_id="cam")
-            info = Info(header=hdr, height=120, width=160, distortion_model="plumb_bob", d=np.array(d, float),
-                        k=np.array([100, 0, 79.5, 0, 101, 59.5, 0, 0, 1], float), r=np.eye(3).ravel(),
+            info = Info(header=hdr, height=info_wh[1], width=info_wh[0], distortion_model="plumb_bob",
+                        d=np.array(d, float), k=np.array(k, float), r=np.eye(3).ravel(),
                         p=np.array(p, float), binning_x=0,
                         binning_y=0, roi=ROI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
             rgb = _scene(seed=i)
@@ -257,6 +258,53 @@ def test_bag_of_a_raw_camera_is_rectified_like_the_yaml(tmp_path: Path, tiny_mod
                image_topic="/cam/color/image_rect")
     assert _infer([str(rect_bag), "-o", str(tmp_path / "r"), "--npy"], model) == 0
     np.testing.assert_allclose(np.load(tmp_path / "r" / "rect_1000000000.npy"), plain, rtol=1e-6)
+
+
+def test_a_camera_info_with_only_p_is_read_as_rectified(tmp_path: Path, tiny_model_dir: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """K all zeros and P valid (some drivers on image_rect): a YAML and a bag both give the
+    depth of the same calibration with K filled in, and say how they read it."""
+    model = tiny_model_dir / "tiny.onnx"
+    img = tmp_path / "f.png"
+    cv2.imwrite(str(img), cv2.cvtColor(_scene(seed=0), cv2.COLOR_RGB2BGR))
+    full, p_only = tmp_path / "full.yaml", tmp_path / "p_only.yaml"
+    full.write_text(CAMERA_YAML)
+    p_only.write_text(CAMERA_YAML.replace("data: [100.0, 0.0, 79.5, 0.0, 101.0, 59.5, 0.0, 0.0, 1.0]",
+                                          "data: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]"))
+    assert _infer([str(img), "-o", str(tmp_path / "k"), "--npy", "--camera-info", str(full)], model) == 0
+    capsys.readouterr()
+    assert _infer([str(img), "-o", str(tmp_path / "p"), "--npy", "--camera-info", str(p_only)], model) == 0
+    assert "no K but a valid P" in capsys.readouterr().err
+    ref = np.load(tmp_path / "k" / "f.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "p" / "f.npy"), ref, rtol=1e-6)
+    bag = tmp_path / "rect"
+    _write_bag(bag, n=1, k=(0.0,) * 9, image_topic="/cam/color/image_rect")
+    assert _infer([str(bag), "-o", str(tmp_path / "b"), "--npy"], model) == 0
+    assert "no K but a valid P" in capsys.readouterr().err
+    np.testing.assert_allclose(np.load(tmp_path / "b" / "rect_1000000000.npy"), ref, rtol=1e-6)
+    # neither K nor P: refused, nothing written
+    _write_bag(tmp_path / "none", n=1, k=(0.0,) * 9, p=(0.0,) * 12)
+    assert _infer([str(tmp_path / "none"), "-o", str(tmp_path / "n"), "--npy"], model) != 0
+    assert not list((tmp_path / "n").glob("*.npy"))
+
+
+def test_a_bags_camera_info_of_another_aspect_is_warned_like_the_node(tmp_path: Path, tiny_model_dir: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A recorded camera_info is the driver's, as on the node's topic: stretched with the
+    node's warning. A --camera-info file of that aspect is the user's, and is refused unless
+    --scale-calibration."""
+    model = tiny_model_dir / "tiny.onnx"
+    bag = tmp_path / "odd"
+    _write_bag(bag, n=1, k=(50, 0, 39.5, 0, 50, 29.5, 0, 0, 1), p=(50, 0, 39.5, 0, 0, 50, 29.5, 0, 0, 0, 1, 0),
+               info_wh=(80, 40))
+    assert _infer([str(bag), "-o", str(tmp_path / "b"), "--npy"], model) == 0
+    assert "another aspect ratio" in capsys.readouterr().err
+    assert (tmp_path / "b" / "odd_1000000000.npy").is_file()
+    cam = tmp_path / "odd.yaml"
+    cam.write_text(CAMERA_YAML.replace("image_width: 160", "image_width: 80").replace("image_height: 120",
+                                                                                      "image_height: 40"))
+    assert _infer([str(bag), "-o", str(tmp_path / "y"), "--npy", "--camera-info", str(cam)], model) != 0
+    assert "--scale-calibration" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", ["missing", "not_image", "no_intrinsics", "unknown_ext", "empty_dir", "both"])
