@@ -86,7 +86,11 @@ def bench(args: argparse.Namespace) -> dict:
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
+    from std_msgs.msg import Header
     from tqdm import tqdm
+
+    from reflector_ros.core.camera import Intrinsics
+    from reflector_ros.ros.convert import camera_info_msg
 
     from reflector_ros.weights import default_model
     from reflector_ros.ros.fastdds import apply_default_profile
@@ -147,12 +151,7 @@ def bench(args: argparse.Namespace) -> dict:
         h, w = args.height, args.width
         rng = np.random.default_rng(0)
         frames = [rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8) for _ in range(4)]
-        fx = 0.8 * w
-        info = CameraInfo(width=w, height=h, distortion_model="plumb_bob")
-        info.d = [0.0] * 5
-        info.k = [fx, 0.0, (w - 1) / 2, 0.0, fx, (h - 1) / 2, 0.0, 0.0, 1.0]
-        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        info.p = [fx, 0.0, (w - 1) / 2, 0.0, 0.0, fx, (h - 1) / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+        info = camera_info_msg(Header(), Intrinsics.centred(0.8 * w, w, h))
         msgs = []
         for f in frames:
             m = Image(height=h, width=w, encoding="rgb8", step=w * 3)

@@ -11,7 +11,7 @@ import pytest
 
 from reflector_ros.data.sample import Sample
 from reflector_ros.meta import ModelMeta
-from reflector_ros.train.augment import make_crop_set, random_rescale, random_view, to_network_scale
+from reflector_ros.train.augment import CropSet, random_rescale, random_view, to_network_scale
 from reflector_ros.train.config import AugmentConfig
 
 H0, W0 = 96, 120
@@ -107,7 +107,7 @@ def test_crop_set_focal_scale_matches_augmented_intrinsics() -> None:
 
     s = _labelled()
     aug = AugmentConfig(crop_hw=CROP, scale_range=SCALES, flip=True, color=True)
-    cs = make_crop_set([s], META, aug)
+    cs = CropSet([s], META, aug)
     assert len(cs) == 1
     for seed in range(8):
         item = cs[(0, seed)]
@@ -116,7 +116,7 @@ def test_crop_set_focal_scale_matches_augmented_intrinsics() -> None:
         assert torch.equal(item["depth"][0], torch.from_numpy(a.depth))
         assert float(item["focal_scale"]) == pytest.approx(0.5 * (a.fx + a.fy) / META.focal_canonical, rel=1e-6)
     # without zoom the scale is the network-resolution focal over f_c, computed by hand
-    fixed = make_crop_set([s], META, AugmentConfig(crop_hw=CROP, scale_range=(1.0, 1.0)))
+    fixed = CropSet([s], META, AugmentConfig(crop_hw=CROP, scale_range=(1.0, 1.0)))
     want = 0.5 * (s.fx * META.input_width / W0 + s.fy * META.input_height / H0) / META.focal_canonical
     assert float(fixed[(0, 5)]["focal_scale"]) == pytest.approx(want, rel=1e-6)
 
@@ -136,7 +136,7 @@ def test_zoom_out_below_the_crop_pads_with_invalid_depth() -> None:
         tol = 1.5 + 1.5 + 0.5 / 0.5 + 0.01
         assert np.abs(dx).max() <= tol and np.abs(dy).max() <= tol, seed
         assert np.isin(a.depth[~pad], s.depth).all()
-    cs = make_crop_set([s], META, AugmentConfig(crop_hw=CROP, scale_range=(0.5, 0.55), flip=True, color=True))
+    cs = CropSet([s], META, AugmentConfig(crop_hw=CROP, scale_range=(0.5, 0.55), flip=True, color=True))
     assert all(cs[(0, seed)]["image"].shape == (3, *CROP) for seed in range(4))
 
 
@@ -167,7 +167,7 @@ def test_crops_of_varying_context_are_cut_to_one_batch_size() -> None:
     from reflector_ros.train.augment import collate_crops
 
     s = _labelled()
-    cs = make_crop_set([s], META, AugmentConfig(crop_hw=CROP, scale_range=(1.0, 1.0), flip=False, color=False,
+    cs = CropSet([s], META, AugmentConfig(crop_hw=CROP, scale_range=(1.0, 1.0), flip=False, color=False,
                                                 crop_scale_range=(0.5, 1.0)))
     items = [cs[(0, seed)] for seed in range(6)]
     sizes = {tuple(it["image"].shape[1:]) for it in items}
@@ -180,7 +180,7 @@ def test_crops_of_varying_context_are_cut_to_one_batch_size() -> None:
         t, l = (it["image"].shape[1] - h) // 2, (it["image"].shape[2] - w) // 2
         assert torch.equal(img, it["image"][:, t:t + h, l:l + w]) and torch.equal(dep, it["depth"][:, t:t + h, l:l + w])
     assert torch.equal(batch["focal_scale"], torch.stack([it["focal_scale"] for it in items]))
-    plain = make_crop_set([s], META, AugmentConfig(crop_hw=CROP, scale_range=(1.0, 1.0)))
+    plain = CropSet([s], META, AugmentConfig(crop_hw=CROP, scale_range=(1.0, 1.0)))
     assert plain[(0, 3)]["image"].shape[1:] == CROP     # the default draws nothing and keeps the size
 
 
@@ -189,7 +189,7 @@ def test_whole_frames_are_the_network_scale_frame_mirrored_or_not() -> None:
     feeds it), only mirrored and colour-jittered: no crop, no padding, every pixel kept."""
     s = _labelled()
     net = to_network_scale(s, META)
-    cs = make_crop_set([s], META, AugmentConfig(crop_hw=CROP, crop_scale_range=(0.5, 1.0), whole_frames=True))
+    cs = CropSet([s], META, AugmentConfig(crop_hw=CROP, crop_scale_range=(0.5, 1.0), whole_frames=True))
     mirrored = []
     for seed in range(6):
         d = cs[(0, seed)]["depth"][0].numpy()

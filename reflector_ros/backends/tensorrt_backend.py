@@ -14,15 +14,10 @@ import logging
 import os
 from typing import Callable
 
-import numpy as np
 import tensorrt as trt
 import torch
 
-from reflector_ros.backends.base import DepthResult, NetMaps
-from reflector_ros.backends.torch_ops import DevicePipeline
-from reflector_ros.core.depth import Validity
-from reflector_ros.core.pointcloud import CloudSpec
-from reflector_ros.meta import NetInput
+from reflector_ros.backends.torch_ops import DevicePipeline, OnDeviceBackend
 
 LOG = logging.getLogger(__name__)
 
@@ -77,7 +72,7 @@ class TrtGraph:
         return self.outputs
 
 
-class TensorRTBackend:
+class TensorRTBackend(OnDeviceBackend):
     """Backend protocol on TensorRT engines built from ``model_path`` (X.onnx), cached
     under engine_dir and rebuilt when TensorRT, the GPU, the ONNX bytes, precision or the
     input size change. Canonical-camera models get one engine per input size, built the
@@ -133,9 +128,3 @@ class TensorRTBackend:
         out = reflector({k: v for k, v in feeds.items() if k in reflector.inputs})
         return out["depth"], out["confidence"]
 
-    def infer(self, rgb: np.ndarray, net: NetInput) -> NetMaps:
-        return self.pipeline.infer(self.forward, rgb, net)
-
-    def finish(self, maps: NetMaps, out_hw: tuple[int, int], validity: Validity, scale: float = 1.0,
-               cloud: CloudSpec | None = None) -> DepthResult:
-        return self.pipeline.finish(maps, out_hw, validity, scale, cloud)

@@ -10,19 +10,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from reflector_ros.backends.base import DepthResult, NetMaps
-from reflector_ros.backends.torch_ops import DevicePipeline
-from reflector_ros.core.depth import Validity
-from reflector_ros.core.pointcloud import CloudSpec
-from reflector_ros.meta import NetInput
+from reflector_ros.backends.torch_ops import DevicePipeline, OnDeviceBackend
 
 LOG = logging.getLogger(__name__)
 
 
-class TorchBackend:
+class TorchBackend(OnDeviceBackend):
     """Backend protocol on torch; ``device`` is "cpu", "cuda" or "cuda:N"."""
 
     def __init__(self, checkpoint: str | os.PathLike[str], device: str = "cpu", precision: str = "fp16",
@@ -116,9 +111,3 @@ class TorchBackend:
         out = self.model(x, s)
         return out["depth"], out["confidence"]
 
-    def infer(self, rgb: np.ndarray, net: NetInput) -> NetMaps:
-        return self.pipeline.infer(self.forward, rgb, net)
-
-    def finish(self, maps: NetMaps, out_hw: tuple[int, int], validity: Validity, scale: float = 1.0,
-               cloud: CloudSpec | None = None) -> DepthResult:
-        return self.pipeline.finish(maps, out_hw, validity, scale, cloud)

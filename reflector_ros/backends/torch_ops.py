@@ -330,3 +330,21 @@ class DevicePipeline:
                    "postprocess": self._elapsed(m3, m4) + self._elapsed(m5, m6), "points": self._elapsed(m4, m5)}
         return DepthResult(depth=host[0], confidence=host[1], cloud=host[2] if cloud is not None else None,
                            timings_ms=timings)
+
+
+class OnDeviceBackend:
+    """``infer`` and ``finish`` of a backend whose frame work runs in torch on its device
+    (``DevicePipeline``) around its own ``forward(x, focal_scale) -> (depth, confidence)``:
+    the torch and TensorRT backends."""
+
+    pipeline: DevicePipeline
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def infer(self, rgb: np.ndarray, net: NetInput) -> NetMaps:
+        return self.pipeline.infer(self.forward, rgb, net)
+
+    def finish(self, maps: NetMaps, out_hw: tuple[int, int], validity: Validity, scale: float = 1.0,
+               cloud: CloudSpec | None = None) -> DepthResult:
+        return self.pipeline.finish(maps, out_hw, validity, scale, cloud)

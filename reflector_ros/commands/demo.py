@@ -309,7 +309,7 @@ def _feed(args: argparse.Namespace, samples: list, proc: subprocess.Popen, log_p
         for i, s in enumerate(tqdm(samples, desc="frames", unit="frame")):
             now_ns = node.get_clock().now().nanoseconds
             stamps.append(now_ns)
-            img, info = _frame_msgs(s, now_ns, Image, CameraInfo)
+            img, info = _frame_msgs(s, now_ns, Image)
             pub_info.publish(info)
             pub_img.publish(img)
             due += period
@@ -326,19 +326,16 @@ def _feed(args: argparse.Namespace, samples: list, proc: subprocess.Popen, log_p
     return _report(args, samples, stamps, got, node_log, model, spec)
 
 
-def _frame_msgs(s: Any, stamp_ns: int, Image: Any, CameraInfo: Any) -> tuple[Any, Any]:
+def _frame_msgs(s: Any, stamp_ns: int, Image: Any) -> tuple[Any, Any]:
     img = Image()
     img.header.stamp.sec, img.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
     img.header.frame_id = "camera_color_optical_frame"
     img.height, img.width = s.image.shape[:2]
     img.encoding, img.step = "rgb8", s.image.shape[1] * 3
     img.data.frombytes(np.ascontiguousarray(s.image).tobytes())
-    info = CameraInfo(header=img.header, width=img.width, height=img.height, distortion_model="plumb_bob")
-    info.d = [0.0] * 5
-    info.k = [s.fx, 0.0, s.cx, 0.0, s.fy, s.cy, 0.0, 0.0, 1.0]
-    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    info.p = [s.fx, 0.0, s.cx, 0.0, 0.0, s.fy, s.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-    return img, info
+    from reflector_ros.ros.convert import camera_info_msg
+
+    return img, camera_info_msg(img.header, s.camera)
 
 
 def _report(args: argparse.Namespace, samples: list, stamps: list[int], got: Collected, node_log, model: Path,

@@ -1038,13 +1038,6 @@ def iter_trajectory(seed: int, n: int, height: int = 256, width: int = 320, step
         yield frame, camera_pose(cam)
 
 
-def render_trajectory(seed: int, n: int, height: int = 256, width: int = 320, step: float = 0.08,
-                      noise: bool = True) -> tuple[list[Sample], np.ndarray]:
-    """iter_trajectory as lists: (frames, poses [n, 4, 4] camera-to-world, optical frame)."""
-    items = list(iter_trajectory(seed, n, height, width, step, noise))
-    return [f for f, _ in items], np.stack([p for _, p in items])
-
-
 def write_trajectory(out: Path, seed: int, n: int, height: int, width: int, step: float,
                      noise: bool = True) -> Path:
     """A trajectory as a manifest folder (frames 000000..) with poses.txt, one line per frame."""

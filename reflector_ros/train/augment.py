@@ -167,11 +167,6 @@ def collate_crops(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     return {k: torch.stack(v) for k, v in out.items()}
 
 
-def make_crop_set(frames: Sequence[Sample], meta: Any, aug: AugmentConfig) -> CropSet:
-    """The supervised crop dataset (see CropSet)."""
-    return CropSet(frames, meta, aug)
-
-
 # ----------------------------------------------------------------------------- sequences
 
 @dataclass
