@@ -25,7 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from reflector_ros.commands.demo import spin_until, stop_process  # noqa: E402  (after the path set-up)
+from reflector_ros.commands.demo import private_node, spin_until, stop_process  # noqa: E402  (after the path set-up)
 NAMESPACE = "reflector_bench"
 STATUS_NAME = "reflector_depth: pipeline"   # after the namespace: "demo/reflector_depth: pipeline"
 
@@ -81,10 +81,7 @@ def hop_listener(topic: str, count: int, timeout: float) -> int:
 
 
 def bench(args: argparse.Namespace) -> dict:
-    import rclpy
-    import rclpy.executors
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
     from tqdm import tqdm
@@ -112,12 +109,7 @@ def bench(args: argparse.Namespace) -> dict:
                                  f"/{NAMESPACE}/image", "--frames", str(args.frames)],
                                 env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                 start_new_session=True)
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("reflector_bench_camera", namespace=NAMESPACE, context=context)
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    context, node, executor, reliable = private_node("reflector_bench_camera", NAMESPACE)
     sent_ns: dict[int, int] = {}
     latency: list[float] = []
     per_frame: list[tuple[int, float]] = []   # (frame number, ms) in arrival order

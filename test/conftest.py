@@ -48,3 +48,15 @@ def hololens_dir() -> Path:
     if not (path / "manifest.json").exists():
         pytest.skip(f"real sequence not found at {path} (shared data is beside the repo only on project machines)")
     return path
+
+
+@pytest.fixture(scope="module")
+def harness(request: pytest.FixtureRequest):
+    """One test-side rclpy node per test module (ros_helpers.Harness), subscribed to
+    /diagnostics, named after the module."""
+    from ros_helpers import Harness
+
+    h = Harness(f"reflector_{request.module.__name__.rsplit('.', 1)[-1]}")
+    h.subscribe_diagnostics()
+    yield h
+    h.close()

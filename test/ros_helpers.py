@@ -97,6 +97,15 @@ def stop_node(proc: subprocess.Popen, timeout: float = 10.0) -> str:
     return text
 
 
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """Stop every node; each must still have been running, and none may have logged a traceback."""
+    for proc in procs:
+        alive = proc.poll() is None
+        log = stop_node(proc)
+        assert alive, f"the node died during the test:\n{log}"
+        assert "Traceback" not in log, log
+
+
 def wait_exit(proc: subprocess.Popen, timeout: float = 30.0) -> tuple[int | None, str]:
     """For start-up refusals: the exit code (None if still running) and the log."""
     try:

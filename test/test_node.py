@@ -17,21 +17,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ros_helpers import (wait_diagnostics, Harness, cloud_xyz, image_array, make_camera_info,
                          make_compressed_msg, make_image_msg, read_log, start_node, stamp_ns, stop_node,
-                         test_rgb, to_time, wait_exit)
+                         stop_all, test_rgb, to_time, wait_exit)
 
 W, H, FX = 160, 120, 150.0
 RGB = test_rgb(H, W)
 _NS = itertools.count()
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def harness():
-    h = Harness("reflector_node_test")
-    h.subscribe_diagnostics()
-    yield h
-    h.close()
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +44,7 @@ def launch(model: str):
         return proc, ns
 
     yield start
-    for proc in procs:
-        alive = proc.poll() is None
-        log = stop_node(proc)
-        assert alive, f"the node died during the test:\n{log}"
-        assert "Traceback" not in log, log
+    stop_all(procs)
 
 
 class Cam:

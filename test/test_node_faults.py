@@ -29,7 +29,7 @@ from rclpy.parameter import parameter_value_to_python  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
 
 from ros_helpers import (wait_diagnostics, REPO, Harness, cloud_xyz, image_array, make_camera_info,  # noqa: E402
-                         make_compressed_msg, make_image_msg, node_env, read_log, stop_node, test_rgb, to_time)
+                         make_compressed_msg, make_image_msg, node_env, read_log, stop_all, stop_node, test_rgb, to_time)
 
 W, H, FX = 160, 120, 150.0
 RGB = test_rgb(H, W)
@@ -52,24 +52,12 @@ def start(args: list[str], ns: str | None = None, env_extra: dict[str, str] | No
     return proc
 
 
-@pytest.fixture(scope="module")
-def harness():
-    h = Harness("reflector_faults_test")
-    h.subscribe_diagnostics()
-    yield h
-    h.close()
-
-
 @pytest.fixture
 def nodes():
     """Every node started through it is stopped at teardown and must not have crashed."""
     procs: list[subprocess.Popen] = []
     yield procs
-    for proc in procs:
-        alive = proc.poll() is None
-        log = stop_node(proc)
-        assert alive, f"the node died during the test:\n{log}"
-        assert "Traceback" not in log, log
+    stop_all(procs)
 
 
 def get_parameters(h: Harness, node_fqn: str, names: list[str], timeout: float = 30.0) -> dict[str, Any]:

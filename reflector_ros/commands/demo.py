@@ -209,6 +209,22 @@ def _node_cmd(model: Path, backend: str) -> list[str]:
             "-p", "min_depth:=0.0", "-p", "max_depth:=1000.0"]
 
 
+def private_node(name: str, namespace: str) -> tuple[Any, Any, Any, Any]:
+    """(context, node, executor, a reliable keep-10 QoS): an rclpy node in a context of its
+    own, so a tool that publishes to the node never touches rclpy's default context."""
+    import rclpy
+    import rclpy.executors
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(name, namespace=namespace, context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    return context, node, executor, QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                                               reliability=ReliabilityPolicy.RELIABLE)
+
+
 def spin_until(executor: Any, pred: Any, timeout: float) -> bool:
     """Spin until pred() or the deadline, blocking in the wait set (a busy poll would take the
     cores the node infers on); returns pred()."""
@@ -260,19 +276,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _feed(args: argparse.Namespace, samples: list, proc: subprocess.Popen, log_path: Path, model: Path,
           spec: str | None) -> int:
-    import rclpy
-    import rclpy.executors
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
     from tqdm import tqdm
 
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("reflector_demo_camera", namespace=NAMESPACE, context=context)
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    context, node, executor, reliable = private_node("reflector_demo_camera", NAMESPACE)
     got = Collected()
 
     def keep(kind: str):
