@@ -1,6 +1,6 @@
 """GPU paths: torch CUDA (fp32, fp16, CUDA graphs), the device-side cloud, ONNX Runtime's
 CUDA provider. Skipped where torch has no CUDA device (CI, the development VM); run them
-on a lent GPU machine with `python -m pytest test/test_gpu.py` (README "Speed").
+on a GPU machine with `python -m pytest test/test_gpu.py` (README, "The toolkit and development").
 
 The CPU suite already checks the same torch_ops code on the CPU; these check that CUDA
 gives the same answers, that static CUDA-graph buffers never leak into returned results,
