@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "node": ("reflector_ros.ros.main", "run the ROS 2 depth node (same as depth_node)"),
     "demo": ("reflector_ros.commands.demo", "publish a camera feed to the node, write a preview PNG, print timings"),
     "train": ("reflector_ros.train.train", "train or fine-tune a Reflector model"),
-    "eval": ("reflector_ros.train.evaluate", "evaluate a model on depth datasets"),
+    "eval": ("reflector_ros.commands.eval", "evaluate a model on depth datasets"),
     "infer": ("reflector_ros.commands.infer", "offline inference on images, folders, videos or bags"),
     "export": ("reflector_ros.model.export", "export a checkpoint to ONNX (pair and fused)"),
     "build-engine": ("reflector_ros.backends.engine_build", "build TensorRT engines from ONNX"),

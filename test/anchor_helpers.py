@@ -75,7 +75,7 @@ def robot_view(seed: int, height: int = 96, width: int = 128, camera_height: flo
         cam = replace(cam, position=(x, y, camera_height), rotation=camera_rotation(yaw, -math.radians(pitch_deg), 0.0))
     _, depth = render_scene(scene, cam)
     depth = np.where(np.isfinite(depth), depth, 0.0).astype(np.float32)
-    return depth, Intrinsics(cam.fx, cam.fy, cam.cx, cam.cy, width, height)
+    return depth, cam.intr
 
 
 def floor_share(depth: np.ndarray, camera: Intrinsics, camera_height: float, pitch_deg: float) -> float:

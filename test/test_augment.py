@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from reflector_ros.core.camera import Intrinsics
 from reflector_ros.data.sample import Sample
 from reflector_ros.meta import ModelMeta
 from reflector_ros.train.augment import CropSet, random_rescale, random_view, to_network_scale
@@ -25,7 +26,7 @@ def _labelled() -> Sample:
     rng = np.random.default_rng(0)
     depth = (0.5 + 0.001 * np.arange(H0 * W0, dtype=np.float64)).reshape(H0, W0).astype(np.float32)
     img = rng.integers(0, 256, (H0, W0, 3), dtype=np.uint8)
-    return Sample(img, depth, 101.0, 97.0, 57.3, 49.6, name="labelled")
+    return Sample(img, depth, Intrinsics(101.0, 97.0, 57.3, 49.6, W0, H0), name="labelled")
 
 
 def _source(val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,10 +57,10 @@ def _landing_errors(s: Sample, a: Sample) -> tuple[np.ndarray, np.ndarray]:
     """
     v0, u0 = np.mgrid[0:H0, 0:W0].astype(np.float64)
     Z = s.depth.astype(np.float64)
-    X, Y = (u0 - s.cx) * Z / s.fx, (v0 - s.cy) * Z / s.fy
+    X, Y = (u0 - s.camera.cx) * Z / s.camera.fx, (v0 - s.camera.cy) * Z / s.camera.fy
     if _mirrored(a):
         X = -X
-    ua, va = np.rint(a.fx * X / Z + a.cx).astype(int), np.rint(a.fy * Y / Z + a.cy).astype(int)
+    ua, va = np.rint(a.camera.fx * X / Z + a.camera.cx).astype(int), np.rint(a.camera.fy * Y / Z + a.camera.cy).astype(int)
     h, w = a.depth.shape
     inside = (ua >= 0) & (ua < w) & (va >= 0) & (va < h)
     assert inside.sum() > 0.3 * h * w    # the crop sees a good part of the frame
@@ -73,8 +74,8 @@ def test_points_land_on_their_depth() -> None:
     flips = 0
     for seed in range(24):
         a = _augment(s, seed)
-        zoom = a.fx / s.fx
-        assert a.fy / s.fy == pytest.approx(zoom, rel=0.05)
+        zoom = a.camera.fx / s.camera.fx
+        assert a.camera.fy / s.camera.fy == pytest.approx(zoom, rel=0.05)
         dx, dy = _landing_errors(s, a)
         # each of the two nearest-neighbour resizes may pick a neighbour up to one of its
         # source pixels away (1.5 original px at 120 -> 80), and rounding adds half an output
@@ -93,7 +94,7 @@ def test_no_flip_keeps_orientation() -> None:
         a = _augment(s, seed, flip=False)
         assert not _mirrored(a)
         dx, dy = _landing_errors(s, a)
-        assert np.abs(dx).max() <= 1.5 + 0.5 * s.fx / a.fx + 0.01
+        assert np.abs(dx).max() <= 1.5 + 0.5 * s.camera.fx / a.camera.fx + 0.01
 
 
 def test_depth_resize_is_centre_aligned() -> None:
@@ -114,10 +115,10 @@ def test_crop_set_focal_scale_matches_augmented_intrinsics() -> None:
         a = _augment(s, seed)
         assert item["image"].shape == (3, *CROP) and item["depth"].shape == (1, *CROP)
         assert torch.equal(item["depth"][0], torch.from_numpy(a.depth))
-        assert float(item["focal_scale"]) == pytest.approx(0.5 * (a.fx + a.fy) / META.focal_canonical, rel=1e-6)
+        assert float(item["focal_scale"]) == pytest.approx(0.5 * (a.camera.fx + a.camera.fy) / META.focal_canonical, rel=1e-6)
     # without zoom the scale is the network-resolution focal over f_c, computed by hand
     fixed = CropSet([s], META, AugmentConfig(crop_hw=CROP, scale_range=(1.0, 1.0)))
-    want = 0.5 * (s.fx * META.input_width / W0 + s.fy * META.input_height / H0) / META.focal_canonical
+    want = 0.5 * (s.camera.fx * META.input_width / W0 + s.camera.fy * META.input_height / H0) / META.focal_canonical
     assert float(fixed[(0, 5)]["focal_scale"]) == pytest.approx(want, rel=1e-6)
 
 
@@ -146,7 +147,7 @@ def test_image_and_depth_stay_aligned() -> None:
     s = _labelled()
     v, u = np.mgrid[0:H0, 0:W0]
     coded = np.stack([v, u, np.zeros_like(v)], axis=-1).astype(np.uint8)
-    s = Sample(coded, s.depth, s.fx, s.fy, s.cx, s.cy, name="coded")
+    s = Sample(coded, s.depth, s.camera, name="coded")
     for seed in range(16):
         rng = np.random.default_rng(seed)
         a = random_view(random_rescale(to_network_scale(s, META), rng, SCALES), rng, CROP, True, color=False)

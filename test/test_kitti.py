@@ -80,11 +80,11 @@ def test_values_intrinsics_and_skipping(kitti) -> None:
         np.testing.assert_allclose(s.depth, gt.astype(np.float32) / 256.0, rtol=1e-6)
         assert s.depth.dtype == np.float32 and (s.depth == 0).mean() > 0.5
     s02, s03, s28, s_nocalib = ds[0], ds[1], ds[2], ds[3]
-    assert (s02.fx, s02.fy, s02.cx, s02.cy) == pytest.approx((P2[0], P2[0], P2[1], P2[2]))
-    assert (s03.fx, s03.cx, s03.cy) == pytest.approx((P3[0], P3[1], P3[2]))     # image_03 -> P_rect_03
-    assert s28.fx == pytest.approx(P2[0] / 2) and s28.cx == pytest.approx((P2[1] + 0.5) / 2 - 0.5)
-    assert (s_nocalib.fx, s_nocalib.fy) == (721.5377, 721.5377)
-    assert (s_nocalib.cx, s_nocalib.cy) == ((W - 1) / 2, (H - 1) / 2)
+    assert (s02.camera.fx, s02.camera.fy, s02.camera.cx, s02.camera.cy) == pytest.approx((P2[0], P2[0], P2[1], P2[2]))
+    assert (s03.camera.fx, s03.camera.cx, s03.camera.cy) == pytest.approx((P3[0], P3[1], P3[2]))     # image_03 -> P_rect_03
+    assert s28.camera.fx == pytest.approx(P2[0] / 2) and s28.camera.cx == pytest.approx((P2[1] + 0.5) / 2 - 0.5)
+    assert (s_nocalib.camera.fx, s_nocalib.camera.fy) == (721.5377, 721.5377)
+    assert (s_nocalib.camera.cx, s_nocalib.camera.cy) == ((W - 1) / 2, (H - 1) / 2)
     assert s02.name == "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069"
 
 

@@ -22,7 +22,7 @@ def _samples() -> list[Sample]:
     far = out[2].depth.copy()
     far[:5, :7] = 70.0
     far[-3:, -4:] = 0.0
-    out[2] = Sample(out[2].image, far, out[2].fx, out[2].fy, out[2].cx, out[2].cy, out[2].name)
+    out[2] = Sample(out[2].image, far, out[2].camera, out[2].name)
     return out
 
 
@@ -47,7 +47,7 @@ def test_round_trip(folder) -> None:
     for s, r in zip(samples, ds):
         assert r.image.shape == (H, W, 3) and r.image.dtype == np.uint8
         assert r.depth.dtype == np.float32 and r.depth.shape == (H, W)
-        assert (r.fx, r.fy, r.cx, r.cy) == (s.fx, s.fy, s.cx, s.cy)
+        assert (r.camera.fx, r.camera.fy, r.camera.cx, r.camera.cy) == (s.camera.fx, s.camera.fy, s.camera.cx, s.camera.cy)
         ok = (s.depth > 0) & (s.depth <= 65.535)
         assert np.abs(r.depth[ok] - s.depth[ok]).max() <= 0.0005 + 1e-6
         assert (r.depth[~ok] == 0).all()
@@ -123,8 +123,8 @@ def test_real_sequence(hololens_dir: Path) -> None:
     assert len(ds) == 373
     s = ds[0]
     assert s.image.shape == (360, 540, 3) and s.depth.shape == (360, 540)
-    assert s.fx == pytest.approx(495.57, abs=0.01) and s.fy == pytest.approx(495.48, abs=0.01)
-    assert s.cx == pytest.approx(269.50, abs=0.01) and s.cy == pytest.approx(169.19, abs=0.01)
+    assert s.camera.fx == pytest.approx(495.57, abs=0.01) and s.camera.fy == pytest.approx(495.48, abs=0.01)
+    assert s.camera.cx == pytest.approx(269.50, abs=0.01) and s.camera.cy == pytest.approx(169.19, abs=0.01)
     valid = s.depth > 0
     # README: "about 50-78 %" valid; frame 0 is at 78.3 %
     assert 0.50 <= valid.mean() <= 0.80

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from reflector_ros.core.camera import Intrinsics
 from reflector_ros.data.mixing import BalancedMix
 from reflector_ros.data.sample import Sample
 
@@ -13,7 +14,7 @@ class Tagged(list):
 
     def __init__(self, tag: int, n: int) -> None:
         super().__init__(Sample(np.full((2, 2, 3), tag, np.uint8), np.full((2, 2), float(i), np.float32),
-                                1.0, 1.0, 0.5, 0.5, name=f"{tag}:{i}") for i in range(n))
+                                Intrinsics(1.0, 1.0, 0.5, 0.5, 2, 2), name=f"{tag}:{i}") for i in range(n))
 
 
 def test_shares_follow_weights_not_sizes() -> None:

@@ -58,8 +58,8 @@ def test_mat_has_matlab_header_and_reads_back(mat_file: Path) -> None:
         assert s.depth.dtype == np.float32 and s.depth[0, 0] == 0.0
     # a plain resize of the 640x480 calibration for this tiny frame
     s = ds[0]
-    assert s.fx == pytest.approx(NYU_FX * W / 640) and s.fy == pytest.approx(NYU_FY * H / 480)
-    assert s.cx == pytest.approx((NYU_CX + 0.5) * W / 640 - 0.5)
+    assert s.camera.fx == pytest.approx(NYU_FX * W / 640) and s.camera.fy == pytest.approx(NYU_FY * H / 480)
+    assert s.camera.cx == pytest.approx((NYU_CX + 0.5) * W / 640 - 0.5)
     assert ds[-1].name == f"nyu_{N:04d}"
 
 
@@ -68,7 +68,7 @@ def test_full_size_frame_gets_standard_intrinsics(tmp_path: Path) -> None:
     images[0, 10, 600] = (1, 2, 3)
     depths = np.ones((1, 480, 640), np.float32)
     s = NYUMatDataset(write_mat73(tmp_path / "full.mat", images, depths))[0]
-    assert (s.fx, s.fy, s.cx, s.cy) == (518.8579, 519.4696, 325.5824, 253.7362)
+    assert (s.camera.fx, s.camera.fy, s.camera.cx, s.camera.cy) == (518.8579, 519.4696, 325.5824, 253.7362)
     assert tuple(s.image[10, 600]) == (1, 2, 3)
 
 
@@ -148,7 +148,7 @@ def test_sync_layout(tmp_path: Path) -> None:
     assert np.abs(s1.image.astype(int) - rgbs[1]).mean() < 6               # JPEG: close (channel order right)
     np.testing.assert_allclose(s0.depth, mms[0] / 1000.0, rtol=1e-6)
     assert s0.depth[2, 3] == 0.0 and s1.depth.dtype == np.float32
-    assert s0.fx == pytest.approx(518.8579) and s0.fy == pytest.approx(519.4696)
+    assert s0.camera.fx == pytest.approx(518.8579) and s0.camera.fy == pytest.approx(519.4696)
     assert s0.name == "bathroom/rgb_00000"
 
 

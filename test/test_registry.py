@@ -126,7 +126,7 @@ def test_bag_spec(tmp_path: Path) -> None:
     assert len(full) == BAG_FRAMES  # the late depth frame (LATE_FRAME) matches with a wider window
     assert LATE_FRAME < BAG_FRAMES
     ds = open_dataset(f"bag:{bag}?image=/cam/image&intrinsics=1,2,3,4")
-    assert (ds[0].fx, ds[0].cy) == (1.0, 4.0)
+    assert (ds[0].camera.fx, ds[0].camera.cy) == (1.0, 4.0)
     with pytest.raises(InputError, match="needs image=TOPIC"):
         open_dataset(f"bag:{bag}?depth=/cam/depth16")
     with pytest.raises(InputError, match="fx,fy,cx,cy"):
@@ -144,5 +144,5 @@ def test_real_hololens_manifest(hololens_dir: Path) -> None:
     assert len(ds) == 123
     s = ds[0]
     assert s.image.shape == (360, 540, 3)
-    assert (s.fx, s.cy) == pytest.approx((495.57, 169.19), abs=0.01)
+    assert (s.camera.fx, s.camera.cy) == pytest.approx((495.57, 169.19), abs=0.01)
     assert 0.5 <= (s.depth > 0).mean() <= 0.78

@@ -135,7 +135,7 @@ def test_rgb8_and_16uc1_values_matching_and_intrinsics(bag_path: Path) -> None:
         assert s.depth.dtype == np.float32
         np.testing.assert_allclose(s.depth, depth_mm(i) / 1000.0, rtol=1e-6)
         assert s.depth[0, 0] == 0.0
-        np.testing.assert_allclose((s.fx, s.fy, s.cx, s.cy), _expected_k(i))
+        np.testing.assert_allclose((s.camera.fx, s.camera.fy, s.camera.cx, s.camera.cy), _expected_k(i))
     assert ds[-1].name.endswith(str(T0 + (N - 1) * PERIOD))
     with pytest.raises(IndexError):
         ds[len(ds)]
@@ -212,7 +212,7 @@ def test_needs_intrinsics_source(bag_path: Path) -> None:
     with pytest.raises(InputError, match="camera_info_topic or intrinsics"):
         BagDataset(bag_path, "/cam/image")
     s = BagDataset(bag_path, "/cam/image", intrinsics=(10.0, 11.0, 12.0, 13.0))[0]
-    assert (s.fx, s.fy, s.cx, s.cy) == (10.0, 11.0, 12.0, 13.0)
+    assert (s.camera.fx, s.camera.fy, s.camera.cx, s.camera.cy) == (10.0, 11.0, 12.0, 13.0)
 
 
 def test_missing_and_corrupt_bags(tmp_path: Path) -> None:
@@ -300,7 +300,7 @@ def test_raw_camera_bag_is_rectified_for_training(tmp_path: Path) -> None:
     path = write(tmp_path / "raw_cam")
 
     s = BagDataset(path, "/cam/image_raw", "/cam/depth", "/cam/camera_info")[0]
-    assert (s.fx, s.fy, s.cx, s.cy) == pytest.approx((0.85 * f, 0.85 * f, 33.0, 22.0))   # P, not K
+    assert (s.camera.fx, s.camera.fy, s.camera.cx, s.camera.cy) == pytest.approx((0.85 * f, 0.85 * f, 33.0, 22.0))   # P, not K
     mx, my = cv2.initUndistortRectifyMap(k.reshape(3, 3), d, None, p.reshape(3, 4)[:, :3], (w, h), cv2.CV_32FC1)
     valid = s.depth > 0
     assert 0.5 < valid.mean() < 1.0                       # the corners the lens never saw are invalid
@@ -323,6 +323,6 @@ def test_raw_camera_bag_is_rectified_for_training(tmp_path: Path) -> None:
     odd = BagDataset(write(tmp_path / "odd_lens"), "/cam/image_raw", "/cam/depth", "/cam/camera_info")
     with pytest.warns(UserWarning, match="kannala_brandt_8"):
         s2 = odd[0]
-    assert (s2.fx, s2.fy, s2.cx, s2.cy) == (f, f, 31.5, 23.5)
+    assert (s2.camera.fx, s2.camera.fy, s2.camera.cx, s2.camera.cy) == (f, f, 31.5, 23.5)
     np.testing.assert_array_equal(s2.image, rgb)
     np.testing.assert_allclose(s2.depth, label_mm / 1000.0, rtol=1e-6)

@@ -118,9 +118,9 @@ def test_generator_poses_are_camera_to_world_optical(trajectories: dict[int, Pat
     a, b = ds[TARGET], ds[TARGET + 1]
     v, u = np.mgrid[0:H, 0:W].astype(np.float64)
     Z = a.depth.astype(np.float64)
-    pts = np.stack([(u - a.cx) * Z / a.fx, (v - a.cy) * Z / a.fy, Z, np.ones_like(Z)]).reshape(4, -1)
+    pts = np.stack([(u - a.camera.cx) * Z / a.camera.fx, (v - a.camera.cy) * Z / a.camera.fy, Z, np.ones_like(Z)]).reshape(4, -1)
     q = relative_pose(P[TARGET], P[TARGET + 1]) @ pts
-    ub, vb = np.rint(b.fx * q[0] / q[2] + b.cx).astype(int), np.rint(b.fy * q[1] / q[2] + b.cy).astype(int)
+    ub, vb = np.rint(b.camera.fx * q[0] / q[2] + b.camera.cx).astype(int), np.rint(b.camera.fy * q[1] / q[2] + b.camera.cy).astype(int)
     ok = (Z.reshape(-1) > 0) & (q[2] > 0.1) & (ub >= 0) & (ub < W) & (vb >= 0) & (vb < H)
     found = b.depth[vb[ok], ub[ok]]
     rel = np.abs(found - q[2][ok]) / q[2][ok]
@@ -290,7 +290,7 @@ def test_warping_through_a_robot_bag(trajectories: dict[int, Path], tmp_path: Pa
     odom = [(T0 - 10**8, odom[0][1])] + odom + [(stamps[-1] + 10**8, odom[-1][1])]
     s = ds[0]
     bag = write_robot_bag(tmp_path / "robot", [(t, ds[k].image) for k, t in enumerate(stamps)], odom,
-                          (s.fx, s.fy, s.cx, s.cy))
+                          (s.camera.fx, s.camera.fy, s.camera.cx, s.camera.cy))
     seq = open_bag_sequence(_bag_item(bag))
     np.testing.assert_allclose(seq.poses, P, atol=1e-6)
     depth = _gt_depth(folder, TARGET)

@@ -14,6 +14,7 @@ import pytest
 
 from reflector_ros.core.errors import InputError
 from reflector_ros.data.manifest import ManifestDataset
+from reflector_ros.core.camera import Intrinsics
 from reflector_ros.data.synthetic import (Box, Camera, Material, Scene, camera_rotation, render, render_scene,
                                           sample_scene)
 
@@ -24,7 +25,7 @@ H, W = 48, 64
 def test_same_seed_same_frame_other_seed_differs() -> None:
     a, b, c = render(5, H, W), render(5, H, W), render(6, H, W)
     assert np.array_equal(a.image, b.image) and np.array_equal(a.depth, b.depth)
-    assert (a.fx, a.fy, a.cx, a.cy) == (b.fx, b.fy, b.cx, b.cy)
+    assert (a.camera.fx, a.camera.fy, a.camera.cx, a.camera.cy) == (b.camera.fx, b.camera.fy, b.camera.cx, b.camera.cy)
     assert not np.array_equal(a.depth, c.depth) and not np.array_equal(a.image, c.image)
     assert a.image.shape == (H, W, 3) and a.image.dtype == np.uint8 and a.depth.dtype == np.float32
 
@@ -35,15 +36,15 @@ def _room(lx: float = 10.0, ly: float = 10.0, lz: float = 6.0) -> Box:
 
 def _plane_depth(cam: Camera, x_plane: float) -> np.ndarray:
     """z-depth of the plane x = x_plane, in float64, by an independent per-pixel solve."""
-    u, v = np.meshgrid(np.arange(cam.width, dtype=np.float64), np.arange(cam.height, dtype=np.float64))
-    rays = np.stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, np.ones_like(u)], -1)
+    u, v = np.meshgrid(np.arange(cam.intr.width, dtype=np.float64), np.arange(cam.intr.height, dtype=np.float64))
+    rays = np.stack([(u - cam.intr.cx) / cam.intr.fx, (v - cam.intr.cy) / cam.intr.fy, np.ones_like(u)], -1)
     dirs = rays @ cam.rotation.T                  # world direction with unit optical-z component
     return (x_plane - cam.position[0]) / dirs[..., 0]
 
 
 def test_depth_of_fronto_parallel_wall_is_exact() -> None:
     # camera at x = 2 looking along +x at the wall x = 10: z = 8 m at every pixel, centre or not
-    cam = Camera((2.0, 5.0, 3.0), camera_rotation(0.0, 0.0, 0.0), 80.0, 80.0, 30.3, 22.7, H, W)
+    cam = Camera((2.0, 5.0, 3.0), camera_rotation(0.0, 0.0, 0.0), Intrinsics(80.0, 80.0, 30.3, 22.7, W, H))
     _, depth = render_scene(Scene(_room()), cam)
     assert depth.shape == (H, W)
     assert np.abs(depth - 8.0).max() < 1e-4
@@ -52,8 +53,8 @@ def test_depth_of_fronto_parallel_wall_is_exact() -> None:
     _, depth = render_scene(Scene(_room(), objects=[box]), cam)
     # pixels whose rays at z = 3 fall inside the face: |y - 5| < 1, |z - 3| < 0.8
     u, v = np.meshgrid(np.arange(W), np.arange(H))
-    y = 5.0 - (u - cam.cx) / cam.fx * 3.0
-    z = 3.0 - (v - cam.cy) / cam.fy * 3.0
+    y = 5.0 - (u - cam.intr.cx) / cam.intr.fx * 3.0
+    z = 3.0 - (v - cam.intr.cy) / cam.intr.fy * 3.0
     inside = (np.abs(y - 5) < 0.95) & (np.abs(z - 3) < 0.75)
     outside = (np.abs(y - 5) > 1.05) | (np.abs(z - 3) > 0.85)
     assert inside.sum() > 200 and outside.sum() > 200
@@ -64,13 +65,13 @@ def test_depth_of_fronto_parallel_wall_is_exact() -> None:
 def test_depth_of_oblique_wall_matches_plane_solve() -> None:
     # yawed and pitched camera: depth is the ray parameter along the optical axis, not range
     cam = Camera((2.0, 6.0, 5.0), camera_rotation(0.25, math.radians(-6), math.radians(4)),
-                 70.0, 72.0, 33.0, 21.0, H, W)
+                 Intrinsics(70.0, 72.0, 33.0, 21.0, W, H))
     _, depth = render_scene(Scene(_room(10.0, 14.0, 10.0)), cam)
     want = _plane_depth(cam, 10.0)
     # every ray meets the wall x = 10 inside the room (y in 0..14, z in 0..10)
     u, v = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
     pts = np.asarray(cam.position) + want[..., None] * (
-        np.stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, np.ones_like(u)], -1) @ cam.rotation.T)
+        np.stack([(u - cam.intr.cx) / cam.intr.fx, (v - cam.intr.cy) / cam.intr.fy, np.ones_like(u)], -1) @ cam.rotation.T)
     on_wall = (pts[..., 1] > 0.05) & (pts[..., 1] < 13.95) & (pts[..., 2] > 0.05) & (pts[..., 2] < 9.95)
     assert on_wall.all()
     assert np.abs(depth - want)[on_wall].max() < 1e-4 * want.max()
@@ -94,13 +95,13 @@ def test_closed_room_depth_positive_and_bounded() -> None:
 def test_intrinsics_in_documented_range_and_scale_with_size() -> None:
     for seed in range(8):
         s = render(seed, H, W)
-        assert 0.5 * W / math.tan(math.radians(42.5)) <= s.fx <= 0.5 * W / math.tan(math.radians(25.0))
-        assert abs(s.fy / s.fx - 1) <= 0.02
-        assert abs(s.cx - (W - 1) / 2) <= 0.04 * W and abs(s.cy - (H - 1) / 2) <= 0.04 * H
+        assert 0.5 * W / math.tan(math.radians(42.5)) <= s.camera.fx <= 0.5 * W / math.tan(math.radians(25.0))
+        assert abs(s.camera.fy / s.camera.fx - 1) <= 0.02
+        assert abs(s.camera.cx - (W - 1) / 2) <= 0.04 * W and abs(s.camera.cy - (H - 1) / 2) <= 0.04 * H
         _, big = sample_scene(np.random.default_rng(seed), 2 * H, 2 * W)
         _, small = sample_scene(np.random.default_rng(seed), H, W)
-        assert big.fx == pytest.approx(2 * small.fx) and big.fy == pytest.approx(2 * small.fy)
-        assert (small.fx, small.fy, small.cx, small.cy) == (s.fx, s.fy, s.cx, s.cy)
+        assert big.intr.fx == pytest.approx(2 * small.intr.fx) and big.intr.fy == pytest.approx(2 * small.intr.fy)
+        assert (small.intr.fx, small.intr.fy, small.intr.cx, small.intr.cy) == (s.camera.fx, s.camera.fy, s.camera.cx, s.camera.cy)
     with pytest.raises(InputError):
         render(0, 4, W)
 
@@ -121,7 +122,7 @@ def test_cli_writes_resumable_manifest(tmp_path: Path) -> None:
     assert len(ds) == 3
     for i, s in enumerate(ds):
         ref = render(i, H, W)
-        assert (s.fx, s.fy, s.cx, s.cy) == pytest.approx((ref.fx, ref.fy, ref.cx, ref.cy))
+        assert (s.camera.fx, s.camera.fy, s.camera.cx, s.camera.cy) == pytest.approx((ref.camera.fx, ref.camera.fy, ref.camera.cx, ref.camera.cy))
         assert np.abs(s.depth - ref.depth).max() <= 0.0005 + 1e-6
     prev = cv2.imread(str(out / "preview.png"))
     assert prev is not None and prev.shape == (2 * H, 4 * W, 3)   # 3 frames: 2 rows of (rgb | depth) x 2

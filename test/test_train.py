@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from reflector_ros.cli import main
+from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.errors import InputError
 from reflector_ros.train.augment import random_rescale, random_view
 from reflector_ros.train.config import load_config
@@ -293,12 +294,12 @@ def test_random_view_keeps_focal_and_moves_principal_point() -> None:
 
     img = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
     depth = np.tile(np.arange(80, dtype=np.float32), (64, 1)) + 1
-    s = Sample(img, depth, 70.0, 71.0, 39.5, 31.5)
+    s = Sample(img, depth, Intrinsics(70.0, 71.0, 39.5, 31.5, 80, 64))
     for seed in range(8):
         v = random_view(s, np.random.default_rng(seed), (32, 48), flip=True, color=False)
-        assert v.image.shape == (32, 48, 3) and (v.fx, v.fy) == (70.0, 71.0)
+        assert v.image.shape == (32, 48, 3) and (v.camera.fx, v.camera.fy) == (70.0, 71.0)
         # the pixel at the crop's principal point still sees the original principal ray's depth column
-        col = int(round(v.cx))
+        col = int(round(v.camera.cx))
         assert abs(v.depth[0, col] - (39.5 + 1)) < 1.0
     a, b = epoch_keys(10, 0, 3, 0, 2), epoch_keys(10, 0, 3, 1, 2)
     assert len(a) == len(b) == 5 and not set(a[:, 0]) & set(b[:, 0])  # ranks see disjoint samples
@@ -310,12 +311,12 @@ def test_random_rescale_scales_focal_with_the_image() -> None:
     from reflector_ros.data.sample import Sample
 
     img = np.zeros((64, 80, 3), np.uint8)
-    s = Sample(img, np.full((64, 80), 2.0, np.float32), 70.0, 71.0, 39.5, 31.5)
+    s = Sample(img, np.full((64, 80), 2.0, np.float32), Intrinsics(70.0, 71.0, 39.5, 31.5, 80, 64))
     for seed in range(6):
         z = random_rescale(s, np.random.default_rng(seed), (0.75, 1.5))
         h, w = z.depth.shape
-        assert 48 <= h <= 96 and z.fx == pytest.approx(70.0 * w / 80) and z.fy == pytest.approx(71.0 * h / 64)
-        assert z.cx == pytest.approx((w - 1) / 2) and np.all(z.depth == 2.0)  # depth itself unchanged
+        assert 48 <= h <= 96 and z.camera.fx == pytest.approx(70.0 * w / 80) and z.camera.fy == pytest.approx(71.0 * h / 64)
+        assert z.camera.cx == pytest.approx((w - 1) / 2) and np.all(z.depth == 2.0)  # depth itself unchanged
     assert random_rescale(s, np.random.default_rng(0), (1.0, 1.0)) is s
 
 

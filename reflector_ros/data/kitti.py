@@ -49,8 +49,9 @@ def parse_calib_cam_to_cam(path: Path) -> dict[str, list[float]]:
 
 
 def rect_intrinsics(calib: dict[str, list[float]], cam: str, width: int, height: int,
-                    source: Path) -> tuple[float, float, float, float]:
-    """fx, fy, cx, cy of rectified camera ``cam`` ("02") at the image's size."""
+                    source: Path) -> Intrinsics:
+    """The rectified camera ``cam`` ("02") at the image's size (S_rect_ gives the size P_rect_
+    was made at; without it, P_rect_ is taken at the image's own size)."""
     p = calib.get(f"P_rect_{cam}")
     if p is None or len(p) != 12:
         raise InputError(f"{source}: no 12-value P_rect_{cam} row")
@@ -59,9 +60,8 @@ def rect_intrinsics(calib: dict[str, list[float]], cam: str, width: int, height:
         raise InputError(f"{source}: P_rect_{cam} has an invalid focal ({fx}, {fy})")
     size = calib.get(f"S_rect_{cam}")
     if size and len(size) == 2 and size[0] > 0 and size[1] > 0 and (size[0], size[1]) != (width, height):
-        cam = Intrinsics(fx, fy, cx, cy, int(size[0]), int(size[1])).scaled(width, height)
-        return cam.fx, cam.fy, cam.cx, cam.cy
-    return fx, fy, cx, cy
+        return Intrinsics(fx, fy, cx, cy, int(size[0]), int(size[1])).scaled(width, height)
+    return Intrinsics(fx, fy, cx, cy, width, height)
 
 
 class KittiDataset(Sequence[Sample]):
@@ -115,7 +115,7 @@ class KittiDataset(Sequence[Sample]):
         cam = _CAM.search(image_rel)
         found = self._calibration(Path(image_rel).parts[0])
         if found is not None and cam is not None:
-            fx, fy, cx, cy = rect_intrinsics(found[0], f"0{cam.group(1)}", w, h, found[1])
+            camera = rect_intrinsics(found[0], f"0{cam.group(1)}", w, h, found[1])
         else:
-            fx, fy, cx, cy = focal, focal, (w - 1) / 2, (h - 1) / 2
-        return Sample(image, depth, fx, fy, cx, cy, name=Path(image_rel).with_suffix("").as_posix())
+            camera = Intrinsics.centred(focal, w, h)
+        return Sample(image, depth, camera, name=Path(image_rel).with_suffix("").as_posix())

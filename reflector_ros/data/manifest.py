@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.limits import check_size
 from reflector_ros.data.sample import Sample
@@ -168,8 +169,9 @@ def load_frame(root: Path, fr: dict) -> Sample:
     depth = dep.astype(np.float32) / np.float32(fr["depth_scale"])
     max_depth = float(fr.get("max_depth", math.inf))
     depth[depth > max_depth] = 0.0
-    return Sample(np.ascontiguousarray(bgr[..., ::-1]), depth, float(fr["fx"]), float(fr["fy"]),
-                  float(fr["cx"]), float(fr["cy"]), name=str(Path(fr["rgb"]).stem), group=str(fr.get("group", "")))
+    camera = Intrinsics(float(fr["fx"]), float(fr["fy"]), float(fr["cx"]), float(fr["cy"]), w, h)
+    return Sample(np.ascontiguousarray(bgr[..., ::-1]), depth, camera, name=str(Path(fr["rgb"]).stem),
+                  group=str(fr.get("group", "")))
 
 
 def frame_paths(root: Path, stem: str, abs_: bool = False) -> tuple:
@@ -204,8 +206,9 @@ def save_frame(root: Path, s: Sample, stem: str, existing_ok: bool = False) -> d
             raise InputError(f"could not encode frame {stem}")
         _atomic_write(root / depth_rel, png.tobytes())
         _atomic_write(root / rgb_rel, jpg.tobytes())   # rgb last: its presence marks a complete frame
-    return {"rgb": rgb_rel, "depth": depth_rel, "fx": float(s.fx), "fy": float(s.fy), "cx": float(s.cx),
-            "cy": float(s.cy), "width": int(w), "height": int(h), "depth_scale": DEPTH_SCALE,
+    c = s.camera
+    return {"rgb": rgb_rel, "depth": depth_rel, "fx": float(c.fx), "fy": float(c.fy), "cx": float(c.cx),
+            "cy": float(c.cy), "width": int(w), "height": int(h), "depth_scale": DEPTH_SCALE,
             "max_depth": 65.535}
 
 

@@ -150,16 +150,12 @@ class NYUMatDataset(Sequence[Sample]):
         image = np.ascontiguousarray(f["images"][k].transpose(2, 1, 0))   # (3, W, H) -> (H, W, 3)
         depth = np.ascontiguousarray(f["depths"][k].T, dtype=np.float32)   # (W, H) -> (H, W)
         depth[~np.isfinite(depth) | (depth < 0)] = 0.0
-        fx, fy, cx, cy = _intrinsics(self.width, self.height)
-        return Sample(image, depth, fx, fy, cx, cy, name=f"nyu_{k + 1:04d}")
+        return Sample(image, depth, _intrinsics(self.width, self.height), name=f"nyu_{k + 1:04d}")
 
 
-def _intrinsics(width: int, height: int) -> tuple[float, float, float, float]:
+def _intrinsics(width: int, height: int) -> Intrinsics:
     """Standard calibration at 640x480; for other sizes assume a plain resize of it."""
-    if (height, width) == NYU_HW:
-        return NYU_FX, NYU_FY, NYU_CX, NYU_CY
-    cam = Intrinsics(NYU_FX, NYU_FY, NYU_CX, NYU_CY, NYU_HW[1], NYU_HW[0]).scaled(width, height)
-    return cam.fx, cam.fy, cam.cx, cam.cy
+    return Intrinsics(NYU_FX, NYU_FY, NYU_CX, NYU_CY, NYU_HW[1], NYU_HW[0]).scaled(width, height)
 
 
 class NYUSyncDataset(Sequence[Sample]):
@@ -192,5 +188,6 @@ class NYUSyncDataset(Sequence[Sample]):
         if depth.shape != image.shape[:2]:
             raise InputError(f"{depth_rel}: depth {depth.shape} does not match image {image.shape[:2]} ({rgb_rel})")
         h, w = depth.shape
-        _, _, cx, cy = _intrinsics(w, h)
-        return Sample(image, depth, focal, focal * NYU_FY / NYU_FX, cx, cy, name=Path(rgb_rel).with_suffix("").as_posix())
+        c = _intrinsics(w, h)
+        camera = Intrinsics(focal, focal * NYU_FY / NYU_FX, c.cx, c.cy, w, h)
+        return Sample(image, depth, camera, name=Path(rgb_rel).with_suffix("").as_posix())

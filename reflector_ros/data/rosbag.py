@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.camera_info import CameraInfoFields, read_calibration
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.limits import MAX_SIDE
@@ -322,14 +323,14 @@ class BagDataset(Sequence[Sample]):
                 depth = cv2.remap(depth, *depth_maps, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 if how.seen is not None:
                     depth[~how.seen] = 0.0
-            fx, fy, cx, cy = how.intrinsics.fx, how.intrinsics.fy, how.intrinsics.cx, how.intrinsics.cy
+            camera = how.intrinsics
         elif self._infos:
             raise InputError(f"bag {self.path}: the camera_info for {img_ref.topic} at {img_ref.stamp_ns} ns "
                              f"cannot be used at {w}x{h}")
         else:
             assert self.intrinsics is not None
-            fx, fy, cx, cy = self.intrinsics
-        return Sample(rgb, depth, fx, fy, cx, cy, name=f"{self.path.name}@{img_ref.stamp_ns}")
+            camera = Intrinsics(*self.intrinsics, w, h)
+        return Sample(rgb, depth, camera, name=f"{self.path.name}@{img_ref.stamp_ns}")
 
 
 def iter_bag_images(path: str | Path, image_topic: str, camera_info_topic: str | None = None,

@@ -106,14 +106,11 @@ class Scene:
 
 @dataclass
 class Camera:
+    """A posed pinhole camera: where it is, how it looks, and its intrinsics (the project's
+    one camera type)."""
     position: tuple[float, float, float]
     rotation: np.ndarray    # (3, 3) columns = optical x, y, z axes in world
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    height: int
-    width: int
+    intr: Intrinsics
 
 
 def camera_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -239,14 +236,15 @@ def _screen_rect(obj, cam: Camera) -> tuple[int, int, int, int] | None:
     """Pixel rectangle that contains the object's projection; None if off screen."""
     pc = (_bounds(obj) - np.asarray(cam.position)) @ cam.rotation
     if (pc[:, 2] > 0.02).all():
-        u = cam.fx * pc[:, 0] / pc[:, 2] + cam.cx
-        v = cam.fy * pc[:, 1] / pc[:, 2] + cam.cy
-        u0, u1 = max(int(math.floor(u.min())) - 1, 0), min(int(math.ceil(u.max())) + 2, cam.width)
-        v0, v1 = max(int(math.floor(v.min())) - 1, 0), min(int(math.ceil(v.max())) + 2, cam.height)
+        k = cam.intr
+        u = k.fx * pc[:, 0] / pc[:, 2] + k.cx
+        v = k.fy * pc[:, 1] / pc[:, 2] + k.cy
+        u0, u1 = max(int(math.floor(u.min())) - 1, 0), min(int(math.ceil(u.max())) + 2, k.width)
+        v0, v1 = max(int(math.floor(v.min())) - 1, 0), min(int(math.ceil(v.max())) + 2, k.height)
         return (v0, v1, u0, u1) if (u0 < u1 and v0 < v1) else None
     if (pc[:, 2] <= 0).all():
         return None
-    return 0, cam.height, 0, cam.width
+    return 0, cam.intr.height, 0, cam.intr.width
 
 
 # ----------------------------------------------------------------------------- textures
@@ -319,8 +317,9 @@ def albedo(m: Material, u: np.ndarray, v: np.ndarray, un: np.ndarray, vn: np.nda
 # ----------------------------------------------------------------------------- rendering
 
 def _rays(cam: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    u = (np.arange(cam.width, dtype=F32) - F32(cam.cx)) / F32(cam.fx)
-    v = (np.arange(cam.height, dtype=F32) - F32(cam.cy)) / F32(cam.fy)
+    k = cam.intr
+    u = (np.arange(k.width, dtype=F32) - F32(k.cx)) / F32(k.fx)
+    v = (np.arange(k.height, dtype=F32) - F32(k.cy)) / F32(k.fy)
     uu, vv = np.meshgrid(u, v)
     R = cam.rotation.astype(F32)
     return (R[0, 0] * uu + R[0, 1] * vv + R[0, 2], R[1, 0] * uu + R[1, 1] * vv + R[1, 2],
@@ -374,7 +373,7 @@ def render_scene(scene: Scene, cam: Camera, shadow_step: int = 2) -> tuple[np.nd
     Shadows are traced every ``shadow_step`` pixels and smoothed up, which also
     softens their edges like an area light would.
     """
-    H, W = cam.height, cam.width
+    H, W = cam.intr.height, cam.intr.width
     if H <= 0 or W <= 0 or H * W > MAX_RENDER_PIXELS:
         raise InputError(f"render size {H}x{W} is out of range (1..{MAX_RENDER_PIXELS} pixels)")
     ox, oy, oz = (F32(p) for p in cam.position)
@@ -721,7 +720,8 @@ def sample_scene(rng: np.random.Generator, height: int, width: int,
         placed = _close_view(rng, scene, tops, Lx, Ly, Lz)
         if placed is not None:
             position, yaw, pitch = placed
-    cam = Camera(position, camera_rotation(yaw, pitch, roll), float(fx), float(fy), float(cx), float(cy), height, width)
+    cam = Camera(position, camera_rotation(yaw, pitch, roll), Intrinsics(float(fx), float(fy), float(cx), float(cy),
+                                                                           width, height))
     return scene, cam
 
 
@@ -794,7 +794,7 @@ def render(seed: int, height: int = 256, width: int = 320, close_fraction: float
     radiance, depth = render_scene(scene, cam)
     rgb = camera_effects(radiance, rng)
     depth = np.where(np.isfinite(depth), depth, 0).astype(F32)
-    return Sample(rgb, depth, cam.fx, cam.fy, cam.cx, cam.cy, name=f"synth_{seed:08d}")
+    return Sample(rgb, depth, cam.intr, name=f"synth_{seed:08d}")
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -868,8 +868,9 @@ def run(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(seed)
         _, cam = sample_scene(rng, h, w, close)
         rgb_rel, depth_rel = frame_paths(out, f"{seed:08d}")
-        frames.append({"rgb": rgb_rel, "depth": depth_rel, "fx": cam.fx, "fy": cam.fy, "cx": cam.cx,
-                       "cy": cam.cy, "width": w, "height": h, "depth_scale": 1000.0, "max_depth": 65.535,
+        k = cam.intr
+        frames.append({"rgb": rgb_rel, "depth": depth_rel, "fx": k.fx, "fy": k.fy, "cx": k.cx,
+                       "cy": k.cy, "width": w, "height": h, "depth_scale": 1000.0, "max_depth": 65.535,
                        "source": f"reflector synth seed {seed}"})
     write_manifest_frames(out, frames, name=f"reflector synthetic indoor, seeds {args.seed}..{args.seed + args.count - 1}")
     if args.preview > 0:
@@ -970,7 +971,7 @@ def trajectory_cameras(rng: np.random.Generator, scene: Scene, start: Camera, n:
         zs = z0 + bob
         if all(_clear(scene, float(x), float(y), float(z)) for x, y, z in zip(xs, ys, zs)):
             return [Camera((float(x), float(y), float(z)), camera_rotation(float(h + lk), float(p), roll0),
-                           start.fx, start.fy, start.cx, start.cy, start.height, start.width)
+                           start.intr)
                     for x, y, z, h, lk, p in zip(xs, ys, zs, heading, look, pitch)]
     raise InputError("could not fit a camera path into this scene; try another --seed or a smaller --step")
 
@@ -1008,10 +1009,9 @@ def _supersampled(scene: Scene, cam: Camera, factor: int) -> np.ndarray:
     error."""
     if factor == 1:
         return render_scene(scene, cam)[0]
-    k = Intrinsics(cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height).scaled(cam.width * factor,
-                                                                                cam.height * factor)
-    big = Camera(cam.position, cam.rotation, k.fx, k.fy, k.cx, k.cy, k.height, k.width)
-    return cv2.resize(render_scene(scene, big)[0], (cam.width, cam.height), interpolation=cv2.INTER_AREA)
+    k = cam.intr
+    big = Camera(cam.position, cam.rotation, k.scaled(k.width * factor, k.height * factor))
+    return cv2.resize(render_scene(scene, big)[0], (k.width, k.height), interpolation=cv2.INTER_AREA)
 
 
 def iter_trajectory(seed: int, n: int, height: int = 256, width: int = 320, step: float = 0.08,
@@ -1034,7 +1034,7 @@ def iter_trajectory(seed: int, n: int, height: int = 256, width: int = 320, step
         radiance = _supersampled(scene, cam, supersample) if supersample > 1 else radiance
         exposure = exposure or LockedExposure.draw(radiance, rng)
         frame = Sample(exposure.apply(radiance, rng if noise else None), np.where(np.isfinite(depth), depth, 0).astype(F32),
-                       cam.fx, cam.fy, cam.cx, cam.cy, name=f"traj{seed}_{i:06d}")
+                       cam.intr, name=f"traj{seed}_{i:06d}")
         yield frame, camera_pose(cam)
 
 

@@ -27,8 +27,7 @@ def _resized(sample: Sample, W: int, H: int, shrink: bool) -> Sample:
     colour by area averaging when ``shrink``, else bilinear; depth by nearest neighbour."""
     rgb = cv2.resize(sample.image, (W, H), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     depth = cv2.resize(sample.depth, (W, H), interpolation=cv2.INTER_NEAREST_EXACT)  # centre-aligned, like the intrinsics
-    cam = sample.camera.scaled(W, H)
-    return Sample(rgb, depth, cam.fx, cam.fy, cam.cx, cam.cy, sample.name, sample.group)
+    return Sample(rgb, depth, sample.camera.scaled(W, H), sample.name, sample.group)
 
 
 def to_network_scale(sample: Sample, meta: Any) -> Sample:
@@ -40,7 +39,7 @@ def to_network_scale(sample: Sample, meta: Any) -> Sample:
     from reflector_ros.meta import input_size
 
     h, w = sample.depth.shape
-    H, W = input_size(sample.fx, sample.fy, w, h, meta)
+    H, W = input_size(sample.camera.fx, sample.camera.fy, w, h, meta)
     if (h, w) == (H, W):
         return sample
     return _resized(sample, W, H, shrink=W < w)
@@ -99,18 +98,18 @@ def random_view(sample: Sample, rng: np.random.Generator, crop_hw: tuple[int, in
         image = np.empty((h + py, w + px, 3), np.uint8)
         image[:] = fill
         image[top:top + h, left:left + w] = sample.image
-        sample = Sample(image, np.pad(sample.depth, pads), sample.fx, sample.fy, sample.cx + left,
-                        sample.cy + top, sample.name)
+        sample = Sample(image, np.pad(sample.depth, pads), sample.camera.cropped(-left, -top, w + px, h + py),
+                        sample.name, sample.group)
         h, w = sample.depth.shape
     y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
     img = sample.image[y0:y0 + ch, x0:x0 + cw]
     depth = sample.depth[y0:y0 + ch, x0:x0 + cw]
-    cx, cy = sample.cx - x0, sample.cy - y0
+    camera = sample.camera.cropped(x0, y0, cw, ch)
     if flip and rng.random() < 0.5:
-        img, depth, cx = img[:, ::-1], depth[:, ::-1], (cw - 1) - cx
+        img, depth, camera = img[:, ::-1], depth[:, ::-1], camera.mirrored()
     if color:
         img = color_jitter(img, rng)
-    return Sample(np.ascontiguousarray(img), np.ascontiguousarray(depth), sample.fx, sample.fy, cx, cy, sample.name)
+    return Sample(np.ascontiguousarray(img), np.ascontiguousarray(depth), camera, sample.name, sample.group)
 
 
 def normalise(image: np.ndarray, meta: Any) -> torch.Tensor:
@@ -149,7 +148,7 @@ class CropSet(torch.utils.data.Dataset):
         a = random_view(s, rng, crop, self.aug.flip, self.aug.color)
         return {"image": normalise(a.image, self.meta),
                 "depth": torch.from_numpy(np.ascontiguousarray(a.depth))[None],
-                "focal_scale": torch.tensor(0.5 * (a.fx + a.fy) / self.meta.focal_canonical, dtype=torch.float32)}
+                "focal_scale": torch.tensor(a.camera.focal / self.meta.focal_canonical, dtype=torch.float32)}
 
 
 def collate_crops(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -196,7 +195,8 @@ class SequenceView:
 
 def intrinsics_matrix(s: Sample, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
     """K of a sample whose pixel (0, 0) moved to (dx, dy) of the original (a crop origin)."""
-    return np.array([[s.fx, 0.0, s.cx - dx], [0.0, s.fy, s.cy - dy], [0.0, 0.0, 1.0]])
+    c = s.camera
+    return np.array([[c.fx, 0.0, c.cx - dx], [0.0, c.fy, c.cy - dy], [0.0, 0.0, 1.0]])
 
 
 def window(img: np.ndarray, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

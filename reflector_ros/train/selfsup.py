@@ -43,7 +43,7 @@ class Frames(Sequence[Sample]):
 
     def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
         s = self.base[self.indices[i]]
-        return Sample(s.image, np.zeros(s.image.shape[:2], np.float32), s.fx, s.fy, s.cx, s.cy, s.name)
+        return Sample(s.image, np.zeros(s.image.shape[:2], np.float32), s.camera, s.name, s.group)
 
 
 @dataclass
