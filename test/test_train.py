@@ -14,7 +14,8 @@ from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.errors import InputError
 from reflector_ros.train.augment import random_rescale, random_view
 from reflector_ros.train.config import load_config
-from reflector_ros.train.train import epoch_keys, one_cycle_lr
+from reflector_ros.train.streams import epoch_keys
+from reflector_ros.train.train import one_cycle_lr
 
 TINY_CFG = {
     "model": {"arch": "small", "input_height": 64, "input_width": 80, "focal_canonical": 300.0,

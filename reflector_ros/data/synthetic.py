@@ -24,8 +24,15 @@ from reflector_ros.core.errors import InputError
 from reflector_ros.data.sample import Sample
 
 EPS = 1e-4
-MAX_RENDER_PIXELS = 4096 * 4096
+MAX_RENDER_SIDE = 4096          # the renderer's own cap per side (the node's image limit is core.limits)
+MAX_RENDER_PIXELS = MAX_RENDER_SIDE * MAX_RENDER_SIDE
 F32 = np.float32
+
+
+def check_render_size(height: int, width: int) -> None:
+    """InputError unless 8 <= height, width <= MAX_RENDER_SIDE."""
+    if not (8 <= height <= MAX_RENDER_SIDE and 8 <= width <= MAX_RENDER_SIDE):
+        raise InputError(f"synthetic size {height}x{width} must be within 8..{MAX_RENDER_SIDE} per side")
 
 
 @dataclass
@@ -787,8 +794,7 @@ def camera_effects(radiance: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 def render(seed: int, height: int = 256, width: int = 320, close_fraction: float = 0.0) -> Sample:
     """One synthetic frame, fully determined by ``seed`` (and ``close_fraction``, see sample_scene)."""
-    if not (8 <= height <= 4096 and 8 <= width <= 4096):
-        raise InputError(f"synthetic size {height}x{width} must be within 8..4096 per side")
+    check_render_size(height, width)
     rng = np.random.default_rng(seed)
     scene, cam = sample_scene(rng, height, width, close_fraction)
     radiance, depth = render_scene(scene, cam)
@@ -832,8 +838,8 @@ def run(args: argparse.Namespace) -> int:
     if args.count <= 0 or args.count > 10_000_000:
         print(f"reflector synth: --count must be in 1..10000000, got {args.count}")
         return 2
-    if not (8 <= args.height <= 4096 and 8 <= args.width <= 4096):
-        print(f"reflector synth: --height/--width must be within 8..4096, got {args.height}x{args.width}")
+    if not (8 <= args.height <= MAX_RENDER_SIDE and 8 <= args.width <= MAX_RENDER_SIDE):
+        print(f"reflector synth: --height/--width must be within 8..{MAX_RENDER_SIDE}, got {args.height}x{args.width}")
         return 2
     out: Path = args.out
     if not 0.0 <= args.close_fraction <= 1.0:
@@ -1021,8 +1027,7 @@ def iter_trajectory(seed: int, n: int, height: int = 256, width: int = 320, step
     intrinsics, 4x4 camera-to-world pose of the optical frame in metres). Fully determined
     by the arguments; ``noise`` False leaves out the sensor noise (exact photometry);
     colour is ``supersample``-times supersampled, depth is exact at the pixel centres."""
-    if not (8 <= height <= 4096 and 8 <= width <= 4096):
-        raise InputError(f"synthetic size {height}x{width} must be within 8..4096 per side")
+    check_render_size(height, width)
     if not 2 <= n <= 100_000 or not 0 < step <= 1.0:
         raise InputError(f"trajectory: need 2 <= frames <= 100000 and 0 < step <= 1 m, got {n}, {step}")
     scene, start = sample_scene(np.random.default_rng(seed), height, width)

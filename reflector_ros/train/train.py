@@ -23,7 +23,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -32,76 +32,14 @@ import numpy as np
 import yaml
 
 from reflector_ros.core.errors import InputError
+from reflector_ros.train.curves import plot_curves, read_jsonl
+from reflector_ros.train.streams import Stream
 from reflector_ros.train.config import (
     STAGES, DataItem, LossConfig, ModelConfig, TrainConfig, TrainingConfig, from_checkpoint, load_config, read_yaml,
     validate,
 )
 
-__all__ = ["add_arguments", "run", "train", "load_config", "epoch_keys", "one_cycle_lr", "stage_losses",
-           "param_groups", "plot_curves"]
-
-
-# ----------------------------------------------------------------------------- data order
-
-def epoch_keys(n: int, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
-    """(index, augmentation seed) pairs of one pass for one rank; a pure function of its
-    arguments, so a resumed run sees exactly the samples the uninterrupted one would."""
-    g = np.random.default_rng([seed, epoch])
-    perm = g.permutation(n)
-    seeds = g.integers(0, 2**31 - 1, n)
-    keys = np.stack([perm, seeds], 1)
-    per = n // world
-    return keys[rank * per:(rank + 1) * per]
-
-
-def batches(n: int, batch: int, seed: int, rank: int, world: int, epoch: int, pos: int
-            ) -> Iterator[tuple[int, int, list[list[int]]]]:
-    """Infinite (epoch, position-after, batch keys) from a given epoch/position."""
-    while True:
-        keys = epoch_keys(n, seed, epoch, rank, world)
-        nb = len(keys) // batch
-        if nb == 0:
-            raise InputError(f"epoch of {len(keys)} samples per rank is smaller than one batch of {batch}")
-        for b in range(pos, nb):
-            yield epoch, b + 1, keys[b * batch:(b + 1) * batch].tolist()
-        epoch, pos = epoch + 1, 0
-
-
-class KeyBatches:
-    """Sampler-like iterable the DataLoader draws batch keys from (resumable position)."""
-
-    def __init__(self, it: Iterator[tuple[int, int, list[list[int]]]]) -> None:
-        self.it = it
-        self.pending: list[tuple[int, int]] = []
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for epoch, pos, keys in self.it:
-            self.pending.append((epoch, pos))
-            yield [(int(k[0]), int(k[1])) for k in keys]
-
-
-class Stream:
-    """Batches of one dataset over (index, seed) keys in a resumable order: ``next()``
-    gives a batch and the (epoch, position) a checkpoint must record to continue after it."""
-
-    def __init__(self, dataset: Any, batch_size: int, seed: int, rank: int, world: int, epoch: int, pos: int,
-                 workers: int, pin_memory: bool, collate_fn: Any = None) -> None:
-        import torch
-
-        self.keys = KeyBatches(batches(len(dataset), batch_size, seed, rank, world, epoch, pos))
-        self.loader = torch.utils.data.DataLoader(dataset, batch_sampler=self.keys, num_workers=workers,
-                                                  pin_memory=pin_memory, persistent_workers=False,
-                                                  prefetch_factor=2 if workers else None, collate_fn=collate_fn)
-        self.it: Iterator[dict[str, Any]] | None = None
-
-    def start(self) -> None:
-        """Start the loader (and its workers); draws the loader's seed from torch's RNG."""
-        self.it = iter(self.loader)
-
-    def next(self) -> tuple[dict[str, Any], tuple[int, int]]:
-        assert self.it is not None, "Stream.start() first"
-        batch = next(self.it)
-        return batch, self.keys.pending.pop(0)
+__all__ = ["add_arguments", "run", "train", "load_config", "one_cycle_lr", "stage_losses", "param_groups"]
 
 
 def named(key: str, fn: Any, *args: Any) -> Any:
@@ -200,69 +138,6 @@ def stage_losses(out: dict[str, Any], depth: Any, scale: Any, meta: Any, stage: 
         residual = relative_residual(low, canon_q, mask_q)
         terms["confidence"] = w.confidence * laplace_nll(out["log_error_scale"].float(), residual, mask_q)
     return terms
-
-
-# ----------------------------------------------------------------------------- plots
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def plot_curves(jsonl: Path, png: Path) -> None:
-    """learning_curves.png: train loss, val AbsRel and val δ1 against step (stage confidence:
-    the most confident half's AbsRel and the confidence gain), and the 2x-zoom ratio when the
-    run logs it (data.val_focal_frames)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_jsonl(jsonl)
-    tr = [r for r in rows if "loss" in r]
-    va = [r for r in rows if "val" in r]
-    focal = any("focal_ratio" in v for r in va for v in r["val"].values())
-    fig, ax = plt.subplots(1, 4 if focal else 3, figsize=(20 if focal else 15, 4))
-    if tr:
-        st = np.array([r["step"] for r in tr])
-        lo = np.array([r["loss"] for r in tr])
-        k = max(1, len(lo) // 30)
-        ax[0].plot(st, lo, "o-" if len(lo) < 3 else "-", lw=0.6 if k > 1 else 1.5, alpha=0.4 if k > 1 else 1.0,
-                   label="train loss")
-        if k > 1:   # a running mean once there are enough points to need one
-            ax[0].plot(st[k - 1:], np.convolve(lo, np.ones(k) / k, mode="valid"), lw=1.5, label=f"mean of {k}")
-        ax[0].legend()
-    ax[0].set_title("train loss")
-    names = sorted({n for r in va for n in r["val"]})
-    # stage confidence logs the AbsRel of the most confident half and the gain over all pixels
-    conf = any("confidence_gain" in v for r in va for v in r["val"].values())
-    k1, k2 = ("confident_half_abs_rel", "confidence_gain") if conf else ("abs_rel", "d1")
-    for n in names:
-        pts = [(r["step"], r["val"][n]) for r in va if n in r["val"] and k1 in r["val"][n]]
-        ax[1].plot([p[0] for p in pts], [p[1][k1] for p in pts], "o-", ms=3, label=n)
-        ax[2].plot([p[0] for p in pts], [p[1][k2] for p in pts], "o-", ms=3, label=n)
-        if focal:
-            fp = [(r["step"], r["val"][n]["focal_ratio"]) for r in va if "focal_ratio" in r["val"].get(n, {})]
-            ax[3].plot([p[0] for p in fp], [p[1] for p in fp], "o-", ms=3, label=n)
-    ax[1].set_title("val AbsRel, most confident half (lower is better)" if conf else "val AbsRel (lower is better)")
-    ax[2].set_title("val confidence gain: 1 - half / all (higher is better)" if conf else "val δ1 (higher is better)")
-    for a in ax:
-        a.set_xlabel("step")
-        a.grid(alpha=0.3)
-    if focal:
-        ax[3].axhspan(0.95, 1.05, color="green", alpha=0.1)
-        ax[3].axhline(1.0, color="k", lw=0.8)
-        ax[3].set_title("val 2x-zoom depth ratio, fx doubled (1 is right)")
-    if names:
-        for a in ax[1:]:
-            a.legend()
-    else:
-        for a in ax[1:]:
-            a.text(0.5, 0.5, "no validation set (data.val)", ha="center", va="center", transform=a.transAxes,
-                   color="0.4")
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- optimisation
