@@ -10,7 +10,6 @@ and Kilted (only long-standing rclpy APIs).
 """
 from __future__ import annotations
 
-import threading
 import time
 import traceback
 from functools import partial
@@ -29,6 +28,7 @@ from reflector_ros.core.depth import colorize
 from reflector_ros.core.errors import InputError
 from reflector_ros.pipeline import DepthPipeline
 from reflector_ros.ros import convert, diagnostics, qos
+from reflector_ros.ros.mailbox import LatestFrame
 from reflector_ros.ros.diagnostics import stage_timer
 from reflector_ros.ros.params import (DEFAULTS, PARAMS, frame_settings, normalize, unknown_parameters,
                                       updated_params, validate_params)
@@ -71,10 +71,6 @@ class DepthNode(Node):
         self.get_logger().info(f"{self.backend.name} ({self._backend_why}); network "
                                f"{self.backend.meta.input_description}; warm-up {warm_ms:.0f} ms")
 
-        self._slot: Any = None                     # one-slot mailbox: the latest frame wins
-        self._slot_lock = threading.Lock()
-        self._slot_event = threading.Event()
-        self._stop = threading.Event()
         self._camera: CameraInfoFields | None = None
         self._last_stamp_ns: int | None = None
         self._buffers: dict[str, np.ndarray] = {}  # message_array()s reused frame to frame (no copies)
@@ -85,6 +81,7 @@ class DepthNode(Node):
             self.get_logger().warning(f"unknown parameters, ignored: {unknown}")
         self.stats = diagnostics.FrameStats()
         self._waiting_info = False
+        self._mailbox = LatestFrame(self._handle, "reflector_depth_worker")   # the latest frame wins
 
         in_qos = qos.profile(self._p["input_qos"], 1)
         compressed = self._p["compressed_input"]
@@ -109,8 +106,6 @@ class DepthNode(Node):
         self._diag_timer = self.create_timer(self._p["diagnostics_period"], self._publish_diagnostics,
                                              clock=self._steady)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._worker = threading.Thread(target=self._work, name="reflector_depth_worker", daemon=True)
-        self._worker.start()
 
     # ------------------------------------------------------------------ set-up
 
@@ -157,11 +152,7 @@ class DepthNode(Node):
     # ------------------------------------------------------------------ callbacks (executor thread)
 
     def _on_image(self, msg: Any) -> None:
-        with self._slot_lock:
-            replaced = self._slot is not None
-            self._slot = msg
-        self._slot_event.set()
-        self.stats.arrived(replaced)
+        self.stats.arrived(self._mailbox.put(msg))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         fields = CameraInfoFields.from_msg(msg)
@@ -173,25 +164,17 @@ class DepthNode(Node):
 
     # ------------------------------------------------------------------ worker thread
 
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            if not self._slot_event.wait(0.1):
-                continue
-            with self._slot_lock:
-                msg, self._slot = self._slot, None
-                self._slot_event.clear()
-            if msg is None:
-                continue
-            try:
-                self._process(msg)
-            except InputError as exc:
-                self.stats.count("skipped_bad")
-                self._state["last_skipped"] = str(exc)
-                self._warn("input", f"skipping frame from {self._topic}: {exc}")
-            except Exception as exc:  # noqa: BLE001  (the worker must outlive any one frame)
-                self.stats.count("skipped_bad")
-                self._state["last_skipped"] = f"unexpected {type(exc).__name__}: {exc} (see the log)"
-                self._warn("bug", f"unexpected error on a frame, skipped:\n{traceback.format_exc()}", level="error")
+    def _handle(self, msg: Any) -> None:
+        try:
+            self._process(msg)
+        except InputError as exc:
+            self.stats.count("skipped_bad")
+            self._state["last_skipped"] = str(exc)
+            self._warn("input", f"skipping frame from {self._topic}: {exc}")
+        except Exception as exc:  # noqa: BLE001  (the worker must outlive any one frame)
+            self.stats.count("skipped_bad")
+            self._state["last_skipped"] = f"unexpected {type(exc).__name__}: {exc} (see the log)"
+            self._warn("bug", f"unexpected error on a frame, skipped:\n{traceback.format_exc()}", level="error")
 
     def _outputs_wanted(self, p: dict[str, Any]) -> dict[str, bool]:
         depth = self.pub_depth.get_subscription_count() > 0 or self.pub_info.get_subscription_count() > 0
@@ -298,6 +281,4 @@ class DepthNode(Node):
         self.pub_diag.publish(arr)
 
     def shutdown(self) -> None:
-        self._stop.set()
-        self._slot_event.set()
-        self._worker.join(timeout=5.0)
+        self._mailbox.close()
