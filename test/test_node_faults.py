@@ -171,7 +171,7 @@ def _loading_rclpy(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads handler masks from Linux's /proc")
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads the loaded libraries from Linux's /proc/<pid>/maps")
 @pytest.mark.parametrize("entry", [["-m", "reflector_ros.ros.main"], ["-m", "reflector_ros.cli", "node"]],
                          ids=["depth_node", "reflector_node"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

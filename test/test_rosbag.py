@@ -312,6 +312,15 @@ def test_raw_camera_bag_is_rectified_for_training(tmp_path: Path) -> None:
     inner = cv2.erode(valid.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     assert np.abs(s.image.astype(int) - want.astype(int))[inner].max() <= 3
 
+    # only P filled in (K zeros), as some drivers publish on image_rect: P's camera, said once, as the node does
+    info.k = np.zeros(9)
+    p_only = BagDataset(write(tmp_path / "p_only"), "/cam/image_raw", "/cam/depth", "/cam/camera_info")
+    with pytest.warns(UserWarning, match="no K but a valid P"):
+        sp = p_only[0]
+    assert (sp.camera.fx, sp.camera.cx, sp.camera.cy) == pytest.approx((0.85 * f, 33.0, 22.0))
+    np.testing.assert_array_equal(sp.image, rgb)          # taken as rectified already: not remapped
+    info.k = k
+
     plain = BagDataset(path, "/cam/image_raw", "/cam/depth", "/cam/camera_info", rectify=False)[0]
     np.testing.assert_array_equal(plain.image, rgb)
     np.testing.assert_allclose(plain.depth, label_mm / 1000.0, rtol=1e-6)

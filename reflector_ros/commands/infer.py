@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -61,9 +62,9 @@ class Flags(NamedTuple):
     cy: float | None
 
     def at(self, width: int, height: int) -> Intrinsics:
-        cx = (width - 1) / 2 if self.cx is None else self.cx
-        cy = (height - 1) / 2 if self.cy is None else self.cy
-        return Intrinsics(self.fx, self.fy, cx, cy, width, height).checked()
+        centre = Intrinsics.centred(self.fx, width, height)   # the principal point where none is given
+        return replace(centre, fy=self.fy, cx=centre.cx if self.cx is None else self.cx,
+                       cy=centre.cy if self.cy is None else self.cy).checked()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -206,10 +206,15 @@ def save_frame(root: Path, s: Sample, stem: str, existing_ok: bool = False) -> d
             raise InputError(f"could not encode frame {stem}")
         _atomic_write(root / depth_rel, png.tobytes())
         _atomic_write(root / rgb_rel, jpg.tobytes())   # rgb last: its presence marks a complete frame
-    c = s.camera
-    return {"rgb": rgb_rel, "depth": depth_rel, "fx": float(c.fx), "fy": float(c.fy), "cx": float(c.cx),
-            "cy": float(c.cy), "width": int(w), "height": int(h), "depth_scale": DEPTH_SCALE,
-            "max_depth": 65.535}
+    return frame_entry(rgb_rel, depth_rel, s.camera)
+
+
+def frame_entry(rgb_rel: str, depth_rel: str, camera: Intrinsics) -> dict:
+    """A frame's manifest entry for files written by save_frame (16-bit PNG depth in
+    millimetres, DEPTH_SCALE per metre, 65.535 m at most)."""
+    return {"rgb": rgb_rel, "depth": depth_rel, "fx": float(camera.fx), "fy": float(camera.fy),
+            "cx": float(camera.cx), "cy": float(camera.cy), "width": int(camera.width), "height": int(camera.height),
+            "depth_scale": DEPTH_SCALE, "max_depth": 65.535}
 
 
 def write_manifest_frames(root: Path, frames: list[dict], name: str) -> Path:

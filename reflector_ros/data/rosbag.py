@@ -112,10 +112,11 @@ def _info_fields(msg: Any) -> CameraInfoFields | None:
         return None
 
 
-def _calibration(fields: CameraInfoFields, width: int, height: int) -> Calibration | None:
-    """The camera_info's calibration at the image's size; None where the node would refuse it."""
+def _calibration(fields: CameraInfoFields, width: int, height: int) -> tuple[Calibration, list[str]] | None:
+    """The camera_info's calibration at the image's size and the notes the node would log
+    (P-only reading, another aspect ratio); None where the node would refuse it."""
     try:
-        return read_calibration(fields, (width, height))[0]
+        return read_calibration(fields, (width, height))
     except InputError:
         return None
 
@@ -267,14 +268,15 @@ class BagDataset(Sequence[Sample]):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_plans": {}}
 
-    def _plan(self, cal: Calibration) -> tuple[Plan, tuple | None]:
+    def _plan(self, cal: Calibration, notes: list[str]) -> tuple[Plan, tuple | None]:
         """core.rectify.plan for this calibration, plus float maps for the depth: OpenCV's
-        nearest-neighbour on fixed-point maps is off by up to 1 px. A lens model that
-        cannot be undone warns once and trains on the frames as they are, as the node does."""
+        nearest-neighbour on fixed-point maps is off by up to 1 px. What the node would log
+        for a new calibration (the camera_info's ``notes``; a lens model that cannot be
+        undone, whose frames are then used as they are) is warned once per calibration."""
         if cal not in self._plans:
             how = plan(cal, self.rectify, self.image_topic)
-            if how.warning:
-                warnings.warn(f"bag {self.path}: {how.warning}", stacklevel=2)
+            for note in [*notes, *([how.warning] if how.warning else [])]:
+                warnings.warn(f"bag {self.path}: {note}", stacklevel=2)
             self._plans[cal] = (how, None if how.maps is None else cv2.convertMaps(*how.maps, cv2.CV_32FC1))
         return self._plans[cal]
 
@@ -315,9 +317,9 @@ class BagDataset(Sequence[Sample]):
                                  f"is not registered to the {w}x{h} colour image on {self.image_topic}")
         else:
             depth = np.zeros((h, w), np.float32)
-        cal = _calibration(self._infos[_pick_info(self._info_stamps, img_ref.stamp_ns)], w, h) if self._infos else None
-        if cal is not None:
-            how, depth_maps = self._plan(cal)
+        found = _calibration(self._infos[_pick_info(self._info_stamps, img_ref.stamp_ns)], w, h) if self._infos else None
+        if found is not None:
+            how, depth_maps = self._plan(*found)
             if how.maps is not None:
                 rgb = rectify(rgb, *how.maps)
                 depth = cv2.remap(depth, *depth_maps, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)

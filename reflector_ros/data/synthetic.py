@@ -833,7 +833,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from reflector_ros.data.manifest import frame_paths, write_manifest_frames
+    from reflector_ros.data.manifest import frame_entry, frame_paths, write_manifest_frames
 
     if args.count <= 0 or args.count > 10_000_000:
         print(f"reflector synth: --count must be in 1..10000000, got {args.count}")
@@ -874,10 +874,7 @@ def run(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(seed)
         _, cam = sample_scene(rng, h, w, close)
         rgb_rel, depth_rel = frame_paths(out, f"{seed:08d}")
-        k = cam.intr
-        frames.append({"rgb": rgb_rel, "depth": depth_rel, "fx": k.fx, "fy": k.fy, "cx": k.cx,
-                       "cy": k.cy, "width": w, "height": h, "depth_scale": 1000.0, "max_depth": 65.535,
-                       "source": f"reflector synth seed {seed}"})
+        frames.append({**frame_entry(rgb_rel, depth_rel, cam.intr), "source": f"reflector synth seed {seed}"})
     write_manifest_frames(out, frames, name=f"reflector synthetic indoor, seeds {args.seed}..{args.seed + args.count - 1}")
     if args.preview > 0:
         write_preview(out / "preview.png", [render(args.seed + i, args.height, args.width, args.close_fraction)

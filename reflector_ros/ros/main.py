@@ -1,27 +1,18 @@
 """Entry point of the depth node: `reflector node`, `ros2 run reflector_ros depth_node`,
 `ros2 launch reflector_ros depth.launch.py`. Context, Fast DDS profile, signals, spin.
 
-SIGINT and SIGTERM end the node cleanly from the moment main() starts (exit 0, no
-traceback): rclpy installs its handlers only for the default context, and the node has its
-own. This module imports nothing heavy at its top, so rclpy, numpy and the backend load
-inside main(), under those handlers; only the interpreter's own start (a few tens of
-milliseconds before any of this package runs) is left to Python's defaults.
+SIGINT and SIGTERM end the node cleanly (exit 0, no traceback): rclpy installs its
+handlers only for the default context, and the node has its own. They are installed by the
+first statements of this module, before anything else of it loads; rclpy, numpy and the
+backend load inside main(), under them. What is left to Python's defaults is the
+interpreter's own start and the two empty package ``__init__`` files before this module
+(on an idle machine about 20 ms from exec; a ``/bin/sh`` wrapper such as ros2 run's
+script holds the shell's defaults until its ``exec``).
 """
 from __future__ import annotations
 
-import argparse
-import gc
+import signal
 import sys
-import threading
-from typing import Any
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = ("ROS arguments pass through: reflector node --ros-args -p backend:=onnxruntime "
-                     "-p model:=my.onnx -r image:=/camera/color/image_raw --params-file config/depth.yaml")
-
-
-def run(args: argparse.Namespace) -> int:
-    return main(getattr(args, "ros_argv", None))
 
 
 class _StopSignals:
@@ -34,28 +25,42 @@ class _StopSignals:
     main() looks once the imports are done. Then, until the node spins, a signal
     interrupts start-up (KeyboardInterrupt). While it spins, a signal only sets
     ``received``: the spin loop wakes every POLL_S to look, and the clean-up then lets a
-    frame in flight finish and publish on a live context. A second signal during the clean-up or the interpreter's exit is ignored rather than
-    breaking it (`ros2 launch` escalates), so the handlers stay installed after main().
+    frame in flight finish and publish on a live context. A second signal during the
+    clean-up or the interpreter's exit is ignored rather than breaking it (`ros2 launch`
+    escalates), so the handlers stay installed after main().
     """
     POLL_S = 0.1
 
     def __init__(self) -> None:
-        import signal
-
         self.received: str | None = None
         self.interrupt = False
-        if threading.current_thread() is threading.main_thread():  # Python's rule for handlers
-            for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
                 signal.signal(sig, self._on_signal)
+            except ValueError:   # not the main thread (an embedding application): its handlers stay
+                break
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        import signal
-
+    def _on_signal(self, signum: int, frame: object) -> None:
         if self.received is not None:
             return
         self.received = signal.Signals(signum).name
         if self.interrupt:
             raise KeyboardInterrupt
+
+
+_STOP = _StopSignals()   # first: a signal while the rest of this module and main()'s imports load is noted
+
+import argparse  # noqa: E402  (after the handlers, on purpose)
+import gc  # noqa: E402
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("ROS arguments pass through: reflector node --ros-args -p backend:=onnxruntime "
+                     "-p model:=my.onnx -r image:=/camera/color/image_raw --params-file config/depth.yaml")
+
+
+def run(args: argparse.Namespace) -> int:
+    return main(getattr(args, "ros_argv", None))
 
 
 def _fastdds_profile() -> tuple[str | None, bool]:
@@ -74,16 +79,16 @@ def _fastdds_profile() -> tuple[str | None, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
-    stop = _StopSignals()
+    stop = _STOP
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     from reflector_ros.ros.node import NODE_NAME, DepthNode, StartupError
 
-    stop.interrupt = True
     context: rclpy.context.Context | None = None
     node = None
     try:
+        stop.interrupt = True
         if stop.received:   # a signal during the imports
             raise KeyboardInterrupt
         profile_line, profile_warn = _fastdds_profile()

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from reflector_ros.core.camera import Intrinsics, k_matrix
 from reflector_ros.data.poses import MIRROR_X
 from reflector_ros.data.sample import Sample
 from reflector_ros.train.config import AugmentConfig
@@ -193,10 +194,9 @@ class SequenceView:
     flipped: bool
 
 
-def intrinsics_matrix(s: Sample, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
-    """K of a sample whose pixel (0, 0) moved to (dx, dy) of the original (a crop origin)."""
-    c = s.camera
-    return np.array([[c.fx, 0.0, c.cx - dx], [0.0, c.fy, c.cy - dy], [0.0, 0.0, 1.0]])
+def _k(camera: Intrinsics) -> np.ndarray:
+    """The 3x3 K of a camera (core.camera.k_matrix), float64."""
+    return np.asarray(k_matrix(camera), np.float64).reshape(3, 3)
 
 
 def window(img: np.ndarray, y0: int, x0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -230,23 +230,20 @@ def sequence_view(target: Sample, sources: Sequence[Sample], T: np.ndarray, rng:
     y0 = int(rng.integers(min(0, h - ch), max(0, h - ch) + 1))
     x0 = int(rng.integers(min(0, w - cw), max(0, w - cw) + 1))
     t_img, t_valid = window(tgt.image, y0, x0, ch, cw)
-    K = intrinsics_matrix(tgt, x0, y0)
     hs, ws = ch + 2 * margin, cw + 2 * margin
+    t_cam = tgt.camera.cropped(x0, y0, cw, ch)
+    s_cams = [s.camera.cropped(x0 - margin, y0 - margin, ws, hs) for s in srcs]
     cut = [window(s.image, y0 - margin, x0 - margin, hs, ws) for s in srcs]
     s_img = np.stack([c[0] for c in cut])
     s_valid = np.stack([c[1] for c in cut])
-    Ks = np.stack([intrinsics_matrix(s, x0 - margin, y0 - margin) for s in srcs])
     T = np.asarray(T, np.float64)
     flipped = bool(flip and rng.random() < 0.5)
     if flipped:
         t_img, t_valid = t_img[:, ::-1], t_valid[:, ::-1]
         s_img, s_valid = s_img[:, :, ::-1], s_valid[:, :, ::-1]
-        K = K.copy()
-        K[0, 2] = (cw - 1) - K[0, 2]
-        Ks = Ks.copy()
-        Ks[:, 0, 2] = (ws - 1) - Ks[:, 0, 2]
+        t_cam, s_cams = t_cam.mirrored(), [c.mirrored() for c in s_cams]
         T = MIRROR_X @ T @ MIRROR_X
     t_img = np.ascontiguousarray(t_img)
     image = color_jitter(t_img, rng) if color else t_img
     return SequenceView(image, t_img, np.ascontiguousarray(t_valid), np.ascontiguousarray(s_img),
-                        np.ascontiguousarray(s_valid), K, Ks, T, flipped)
+                        np.ascontiguousarray(s_valid), _k(t_cam), np.stack([_k(c) for c in s_cams]), T, flipped)
