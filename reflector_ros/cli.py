@@ -25,6 +25,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["node"]:
+        # first, before any parser is built: `ros2 launch` may stop the node while Python is
+        # still importing it; end cleanly then too (the node's own handlers take over in main())
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            return _command(argv)
+        except KeyboardInterrupt:
+            return 0
     parser = argparse.ArgumentParser(prog="reflector", description=__doc__.splitlines()[0],
                                      epilog="reflector COMMAND --help for each command's options; reflector --version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -44,14 +52,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         parser.print_help()
         return 0
-    if argv[0] == "node":
-        # `ros2 launch` may stop the node while Python is still importing it (~0.3 s): end
-        # cleanly then too; the node's own handlers take over once it runs
-        signal.signal(signal.SIGTERM, _interrupt)
-        try:
-            return _command(argv)
-        except KeyboardInterrupt:
-            return 0
     return _command(argv)
 
 

@@ -206,6 +206,41 @@ def test_signal_during_start_up_ends_the_node_cleanly(entry: list[str], sig: sig
     assert took < 2.0, f"{sig.name} during start-up took {took:.2f} s to end the node"
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads the loaded libraries from Linux's /proc/<pid>/maps")
+@pytest.mark.parametrize("entry", [["-m", "reflector_ros.ros.main"], ["-m", "reflector_ros.cli", "node"]],
+                         ids=["depth_node", "reflector_node"])
+@pytest.mark.parametrize("when, second", [("loading", signal.SIGINT), ("loading", signal.SIGTERM),
+                                          ("running", signal.SIGINT), ("running", signal.SIGTERM)])
+def test_a_second_signal_on_the_way_out_is_ignored(entry: list[str], when: str, second: signal.Signals) -> None:
+    """Ctrl-C twice, or ros2 launch's SIGTERM after its SIGINT: SIGINT, then the second signal
+    50 ms later, while the node loads or once it runs. Exit 0, no traceback. Before, the
+    second one often killed the process (-2, -15) as the interpreter exited, having put the
+    default handlers back."""
+    fd, log_path = tempfile.mkstemp(prefix="reflector_node_", suffix=".log")
+    with os.fdopen(fd, "wb") as log:
+        proc = subprocess.Popen([sys.executable, *entry, "--ros-args", *BASE], cwd=str(REPO), env=node_env(),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        end = time.monotonic() + 60
+        ready = (lambda: _loading_rclpy(proc.pid)) if when == "loading" else \
+            (lambda: "warm-up" in Path(log_path).read_text(errors="replace"))
+        while not ready() and proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.002)
+        assert proc.poll() is None, Path(log_path).read_text()
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        if proc.poll() is None:
+            proc.send_signal(second)
+        code = proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = Path(log_path).read_text(errors="replace")
+    assert code == 0, f"exit {code} after SIGINT, then {second.name}:\n{text}"
+    assert "Traceback" not in text, text
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_ends_the_node_cleanly_mid_inference(harness: Harness, sig: signal.Signals) -> None:
     """ros2 launch sends SIGINT, then SIGTERM 5 s later: either ends the node with exit 0, no

@@ -26,19 +26,21 @@ class _StopSignals:
     interrupts start-up (KeyboardInterrupt). While it spins, a signal only sets
     ``received``: the spin loop wakes every POLL_S to look, and the clean-up then lets a
     frame in flight finish and publish on a live context. A second signal during the
-    clean-up or the interpreter's exit is ignored rather than breaking it (`ros2 launch`
-    escalates), so the handlers stay installed after main().
+    clean-up is ignored rather than breaking it (`ros2 launch` escalates), and main()
+    leaves SIGINT and SIGTERM ignored for the interpreter's exit.
     """
     POLL_S = 0.1
 
     def __init__(self) -> None:
         self.received: str | None = None
         self.interrupt = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+        self.installed = False
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, self._on_signal)
-            except ValueError:   # not the main thread (an embedding application): its handlers stay
-                break
+            self.installed = True
+        except ValueError:   # not the main thread (an embedding application): its handlers stay
+            pass
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if self.received is not None:
@@ -129,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             node.destroy_node()
         if context is not None:
             context.try_shutdown()
+        # The interpreter's exit puts Python-level handlers back to the default (a second
+        # Ctrl-C, or ros2 launch's SIGTERM, would then kill the process on its way out);
+        # an ignored signal stays ignored through it.
+        if stop.installed:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
     return 0
 
 
