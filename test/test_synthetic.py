@@ -158,3 +158,27 @@ def test_close_views_look_down_at_something_near() -> None:
         _, again = sample_scene(np.random.default_rng(seed), H, W, close_fraction=0.0)
         assert plain.position == again.position and np.array_equal(plain.rotation, again.rotation)
     assert np.median(near) < 2.0, near
+
+
+def test_a_folder_holds_one_kind_of_set_at_one_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Re-running synth into a folder adds frames only with the same settings; another size, a
+    trajectory into rooms or rooms into a trajectory is refused before anything is written
+    (the manifest used to be rewritten to the new size over frames of the old one)."""
+    from reflector_ros.cli import main
+
+    rooms, traj = tmp_path / "rooms", tmp_path / "traj"
+    base = ["synth", "--workers", "1", "--preview", "0", "--height", "48", "--width", "64"]
+    assert main([*base, "--out", str(rooms), "--count", "2"]) == 0
+    assert main([*base, "--out", str(rooms), "--count", "3"]) == 0            # same settings: one frame more
+    assert len(ManifestDataset(rooms)) == 3
+    before = (rooms / "manifest.json").read_text()
+    capsys.readouterr()
+    for extra in (["--height", "60"], ["--close-fraction", "0.5"], ["--trajectory", "--count", "4"]):
+        args = [*base, "--out", str(rooms), "--count", "3", *extra]
+        assert main(args) == 2, extra
+        assert "other settings" in capsys.readouterr().out
+    assert (rooms / "manifest.json").read_text() == before and not (rooms / "poses.txt").exists()
+    assert main([*base, "--out", str(traj), "--count", "4", "--trajectory"]) == 0
+    assert main([*base, "--out", str(traj), "--count", "4"]) == 2               # rooms into a trajectory
+    assert "kind trajectory (this run: rooms)" in capsys.readouterr().out
+    assert len(ManifestDataset(traj)) == 4

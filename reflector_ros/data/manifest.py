@@ -217,14 +217,17 @@ def frame_entry(rgb_rel: str, depth_rel: str, camera: Intrinsics) -> dict:
             "depth_scale": DEPTH_SCALE, "max_depth": 65.535}
 
 
-def write_manifest_frames(root: Path, frames: list[dict], name: str) -> Path:
-    """manifest.json from ready frame entries."""
+def write_manifest_frames(root: Path, frames: list[dict], name: str, generator: dict | None = None) -> Path:
+    """manifest.json from ready frame entries; ``generator``: the settings of the command that
+    made the frames (``reflector synth``), kept so a later run can tell its own folder."""
     root = Path(root)
     for i, fr in enumerate(frames):
         _check_frame(fr, i, root)
     path = root / "manifest.json"
-    _atomic_write(path, json.dumps({"name": name, "depth_unit": "depth_png / depth_scale = metres, 0 = invalid",
-                                    "frames": frames}, indent=1).encode())
+    doc: dict = {"name": name, "depth_unit": "depth_png / depth_scale = metres, 0 = invalid"}
+    if generator is not None:
+        doc["generator"] = generator
+    _atomic_write(path, json.dumps({**doc, "frames": frames}, indent=1).encode())
     return path
 
 

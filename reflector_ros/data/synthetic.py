@@ -11,6 +11,7 @@ parameter t of a hit *is* the depth along the optical axis (x right, y down, z f
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -828,6 +829,34 @@ def _render_one(job: tuple[int, int, int, str, float]) -> dict:
     return save_frame(Path(out), render(seed, h, w, close), f"{seed:08d}", existing_ok=True)
 
 
+def folder_conflict(out: Path, generator: dict) -> str | None:
+    """Why ``out`` cannot take this run's frames, or None. A folder holds one kind of set at
+    one size: a rooms run resumes only into rooms of the same size and close fraction (its
+    frames are named by seed), and a trajectory is never mixed with anything else. Folders
+    from before the settings were recorded are judged by their frames' size and poses.txt."""
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        if (out / "poses.txt").exists() or any((out / d).is_dir() and any((out / d).iterdir()) for d in ("rgb", "depth")):
+            return f"{out} holds frames but no manifest.json; give a new --out or empty it"
+        return None
+    try:
+        doc = json.loads(manifest.read_text())
+        frames = doc.get("frames") or []
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"{out}/manifest.json is unreadable ({exc}); give a new --out or empty it"
+    had = doc.get("generator")
+    if had is None:   # an older folder: its size and whether it is a trajectory
+        had = {"kind": "trajectory" if (out / "poses.txt").exists() else "rooms"}
+        if frames:
+            had.update(height=frames[0].get("height"), width=frames[0].get("width"))
+    keys = ("kind", "height", "width", "close_fraction") if generator["kind"] == "rooms" else tuple(generator)
+    differ = [k for k in keys if k in had and had[k] != generator[k]]
+    if differ:
+        said = ", ".join(f"{k} {had[k]} (this run: {generator[k]})" for k in differ)
+        return f"{out} was made with other settings: {said}; give a new --out, or the same settings to add frames"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     import multiprocessing as mp
 
@@ -844,6 +873,13 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     if not 0.0 <= args.close_fraction <= 1.0:
         print(f"reflector synth: --close-fraction must be in [0, 1], got {args.close_fraction}")
+        return 2
+    generator = ({"kind": "trajectory", "seed": args.seed, "count": args.count, "height": args.height,
+                  "width": args.width, "step": args.step} if args.trajectory else
+                 {"kind": "rooms", "height": args.height, "width": args.width, "close_fraction": args.close_fraction})
+    conflict = folder_conflict(out, generator)
+    if conflict:
+        print(f"reflector synth: {conflict}")
         return 2
     if args.trajectory:
         try:
@@ -875,7 +911,8 @@ def run(args: argparse.Namespace) -> int:
         _, cam = sample_scene(rng, h, w, close)
         rgb_rel, depth_rel = frame_paths(out, f"{seed:08d}")
         frames.append({**frame_entry(rgb_rel, depth_rel, cam.intr), "source": f"reflector synth seed {seed}"})
-    write_manifest_frames(out, frames, name=f"reflector synthetic indoor, seeds {args.seed}..{args.seed + args.count - 1}")
+    write_manifest_frames(out, frames, name=f"reflector synthetic indoor, seeds {args.seed}..{args.seed + args.count - 1}",
+                          generator=generator)
     if args.preview > 0:
         write_preview(out / "preview.png", [render(args.seed + i, args.height, args.width, args.close_fraction)
                                             for i in range(min(args.preview, args.count))])
@@ -1056,4 +1093,6 @@ def write_trajectory(out: Path, seed: int, n: int, height: int, width: int, step
         poses.append(pose)
     write_poses_txt(out / "poses.txt", poses)
     return write_manifest_frames(out, frames, name=f"reflector synthetic trajectory, seed {seed}, {n} frames, "
-                                                   f"{step} m per frame")
+                                                   f"{step} m per frame",
+                                 generator={"kind": "trajectory", "seed": seed, "count": n, "height": height,
+                                            "width": width, "step": step})
