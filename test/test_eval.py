@@ -121,6 +121,10 @@ def test_eval_by_group_and_the_scale_statistics(tmp_path: Path, manifest: Path,
     assert main(["eval", "--data", f"manifest:{grouped}", "--baseline", "constant", "--by-group",
                  "--groups", "b,c"]) == 2
     assert "no frames in group(s) ['c']" in capsys.readouterr().err
+    # --groups picks its frames before --limit spreads over them (--limit 1 of all 4 frames is frame 0, in 'a')
+    assert main(["eval", "--data", f"manifest:{grouped}", "--baseline", "constant", "--by-group",
+                 "--groups", "b", "--limit", "1", "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["sets"][f"manifest:{grouped}"]["groups"]["b"]["metric"]["n"] == 1
     st = scale_stats([1.0, 1.1, 1.21, 1.331, 1.21])            # +10 % each frame, then -10 %
     assert st["median"] == pytest.approx(1.21) and st["frame_to_frame"] == pytest.approx(0.1, abs=1e-9)
 

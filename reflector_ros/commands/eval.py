@@ -66,6 +66,35 @@ def open_eval_set(spec: str, frames: str | None) -> tuple[Sequence[Sample], dict
     return ds, dataset_defaults(spec)
 
 
+def frame_groups(ds: Sequence[Sample]) -> list[str] | None:
+    """Each frame's group, read from a manifest without loading any image; None for sets
+    that do not list them (their groups are known only frame by frame)."""
+    from reflector_ros.data.registry import Subset
+
+    if isinstance(ds, Subset):
+        base = frame_groups(ds.base)
+        return None if base is None else [base[i] for i in ds.indices]
+    frames = getattr(ds, "frames", None)       # ManifestDataset
+    if isinstance(frames, list) and all(isinstance(f, dict) for f in frames):
+        return [str(f.get("group", "")) for f in frames]
+    return None
+
+
+def keep_groups(spec: str, ds: Sequence[Sample], groups: str) -> Sequence[Sample]:
+    """The frames of the --groups asked for, before any is scored (so --limit spreads over
+    them, and a misspelt group is refused at once); InputError for a group with no frame."""
+    from reflector_ros.data.registry import Subset
+
+    have = frame_groups(ds)
+    if have is None:
+        return ds
+    keep = [g.strip() for g in groups.split(",")]
+    missing = [g for g in keep if g not in set(have)]
+    if missing:
+        raise InputError(f"{spec}: no frames in group(s) {missing}; groups: {sorted(set(have))}")
+    return Subset(ds, [i for i, g in enumerate(have) if g in keep])
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Refuse option values that could only give meaningless rows, and make the output
     files' folders now: a typo there must not cost a finished evaluation."""
@@ -103,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         check_args(args)
         # open every set first: a typo in a spec fails before a model is loaded
         sets = [(spec, *open_eval_set(spec, args.frames)) for spec in args.data]
+        if args.by_group and args.groups:
+            sets = [(spec, keep_groups(spec, ds, args.groups), defaults) for spec, ds, defaults in sets]
         predict = None
         label = args.baseline and (f"constant {args.constant_depth} m" if args.baseline == "constant"
                                    else "median GT (oracle)")

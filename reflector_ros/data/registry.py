@@ -121,9 +121,9 @@ def open_dataset(spec: str | Mapping[str, Any]) -> Sequence[Sample]:
 
 
 class Subset(Sequence[Sample]):
-    """A contiguous or strided selection of another dataset, still lazy."""
+    """A selection of another dataset's frames (a range, or any list of indices), still lazy."""
 
-    def __init__(self, base: Sequence[Sample], indices: range) -> None:
+    def __init__(self, base: Sequence[Sample], indices: Sequence[int]) -> None:
         self.base, self.indices = base, indices
 
     def __len__(self) -> int:
