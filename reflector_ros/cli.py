@@ -9,6 +9,7 @@ import argparse
 import importlib
 import signal
 import sys
+import warnings
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "node": ("reflector_ros.ros.main", "run the ROS 2 depth node (same as depth_node)"),
@@ -23,8 +24,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+    """A warning as one line for the user ("warning: ..."), not Python's file:line and source."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    warnings.formatwarning = _warning_line
     if argv[:1] == ["node"]:
         # first, before any parser is built: `ros2 launch` may stop the node while Python is
         # still importing it; end cleanly then too (the node's own handlers take over in main())

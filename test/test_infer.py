@@ -307,7 +307,8 @@ def test_a_bags_camera_info_of_another_aspect_is_warned_like_the_node(tmp_path: 
     assert "--scale-calibration" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["missing", "not_image", "no_intrinsics", "unknown_ext", "empty_dir", "both"])
+@pytest.mark.parametrize("case", ["missing", "not_image", "no_intrinsics", "unknown_ext", "empty_dir", "both",
+                                  "zero_fx", "nan_cx"])
 def test_bad_inputs_give_clear_errors(case: str, tmp_path: Path, tiny_model_dir: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     img = tmp_path / "ok.png"
@@ -319,6 +320,8 @@ def test_bad_inputs_give_clear_errors(case: str, tmp_path: Path, tiny_model_dir:
         "unknown_ext": ([str(tmp_path / "x.txt"), "--fx", "100"], "unknown input type"),
         "empty_dir": ([str(tmp_path / "empty"), "--fx", "100"], "holds no images"),
         "both": ([str(img), "--fx", "100", "--camera-info", str(tmp_path / "c.yaml")], "not both"),
+        "zero_fx": ([str(img), "--fx", "0"], "--fx 0.0: focal lengths must be positive"),     # before any frame
+        "nan_cx": ([str(img), "--fx", "100", "--cx", "nan"], "--cx nan: "),
     }[case]
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg at all")
     (tmp_path / "x.txt").write_text("hello")

@@ -93,7 +93,7 @@ def test_resume_continues_exactly(tmp_path: Path, tiny_manifest: Path) -> None:
     assert ck["step"] == 2
     ck["elapsed_s"] = 1000.0  # as if the first session had trained for 1000 s
     torch.save(ck, b / "latest.pt")
-    assert main(["train", "--resume", str(b / "latest.pt"), "--out", str(b)]) == 0
+    assert main(["train", "--resume", str(b)]) == 0        # a run folder: its latest.pt, into that folder
     wa, wb = _weights(a / "latest.pt"), _weights(b / "latest.pt")
     assert torch.load(b / "latest.pt", weights_only=True)["step"] == 4
     for k in wa:

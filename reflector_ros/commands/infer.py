@@ -8,6 +8,7 @@ stored pixels, so a rotated view would not match its calibration.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -126,11 +127,16 @@ def camera_from_args(args: argparse.Namespace) -> CameraInfoFields | Flags | Non
     if any(v is not None for v in flags):
         if args.fx is None:
             raise InputError("--fx is required with --fy/--cx/--cy")
+        named = {"--fx": args.fx, "--fy": args.fy, "--cx": args.cx, "--cy": args.cy}
+        bad = [f"{k} {v}" for k, v in named.items() if v is not None and not math.isfinite(v)]
+        bad += [f"{k} {v}" for k, v in named.items() if k in ("--fx", "--fy") and v is not None and v <= 0]
+        if bad:
+            raise InputError(f"{', '.join(bad)}: focal lengths must be positive and every value a finite number of pixels")
         return Flags(args.fx, args.fy if args.fy is not None else args.fx, args.cx, args.cy)
     return None
 
 
-def frame_camera(given: CameraInfoFields | Flags | None, source: Source | None, w: int, h: int, what: str,
+def frame_camera(given: CameraInfoFields | Flags | None, source: Source | None, w: int, h: int,
                  scale_calibration: bool) -> tuple[CameraInfoFields | Intrinsics, str]:
     """The camera of one frame and the topic name for rectify's auto rule. The user's
     --camera-info or flags win over a bag's camera_info. A YAML calibration of another
@@ -140,11 +146,11 @@ def frame_camera(given: CameraInfoFields | Flags | None, source: Source | None, 
     if isinstance(given, CameraInfoFields):
         note = aspect_note(calibrated_size(given, (w, h)), (w, h))
         if note and not scale_calibration:
-            raise InputError(f"{what}: {note}. Pass --scale-calibration to stretch it anyway")
+            raise InputError(f"{note}. Pass --scale-calibration to stretch it anyway")
         return given, ""
     if source is not None and source.camera is not None:
         return source.camera, source.topic
-    raise InputError(f"{what}: no intrinsics; pass --camera-info FILE.yaml or --fx/--fy/--cx/--cy "
+    raise InputError("no intrinsics; pass --camera-info FILE.yaml or --fx/--fy/--cx/--cy "
                      "(bags carry them on their camera_info topic)")
 
 
@@ -433,7 +439,7 @@ def _infer_all(args: argparse.Namespace) -> tuple[int, Path, list[str]]:
             stem, rgb, src, t = item
             h, w = rgb.shape[:2]
             try:
-                camera, topic = frame_camera(given, src, w, h, stem, args.scale_calibration)
+                camera, topic = frame_camera(given, src, w, h, args.scale_calibration)
                 if t is None:          # a lone image: no scale history carries over from the one before
                     pipeline.restarted()
                 res = pipeline.process(rgb, camera, settings, topic, t=t or 0.0)

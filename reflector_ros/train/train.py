@@ -328,6 +328,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainingConfig, dict[str, 
                   f"(docs/training.md)", file=sys.stderr)
             cfg = replace(cfg, model=replace(cfg.model, confidence="learned"))
         return cfg, None
+    if Path(args.resume).is_dir() and (Path(args.resume) / "latest.pt").is_file():
+        args.resume = str(Path(args.resume) / "latest.pt")   # a run folder: continue its latest checkpoint
     _, _, extra = load_checkpoint(args.resume)
     if "config" not in extra or "step" not in extra:
         raise InputError(f"{args.resume}: not a training checkpoint (no config/step); use --init to fine-tune from it")
@@ -751,7 +753,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None,
                    help="run folder: checkpoints, metrics.jsonl, learning_curves.png (default: the --resume "
                         "checkpoint's folder, else runs/train)")
-    p.add_argument("--resume", help="checkpoint to continue exactly (optimiser, schedule, data order)")
+    p.add_argument("--resume", help="checkpoint to continue exactly (optimiser, schedule, data order), or a run "
+                                    "folder to continue its latest.pt")
     p.add_argument("--init", help="checkpoint whose weights start this run (fine-tuning); 'default': the shipped model")
     p.add_argument("--stage", choices=STAGES, help="override train.stage")
     p.add_argument("--steps", type=int, help="override train.steps (total schedule length)")
