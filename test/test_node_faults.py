@@ -171,28 +171,28 @@ def _loading_rclpy(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads the loaded libraries from Linux's /proc/<pid>/maps")
-@pytest.mark.parametrize("entry", [["-m", "reflector_ros.ros.main"], ["-m", "reflector_ros.cli", "node"]],
-                         ids=["depth_node", "reflector_node"])
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_during_start_up_ends_the_node_cleanly(entry: list[str], sig: signal.Signals) -> None:
-    """A signal while Python is still importing the node (sent as rclpy's C extension loads;
-    numpy, OpenCV and the backend come after it): exit 0, no traceback, within 2 s. `ros2 launch`
-    may stop a node that early; `ros2 run`'s script and `reflector node` both get here. Before,
-    SIGINT there gave a KeyboardInterrupt traceback and SIGTERM killed the process (exit -15)."""
+def _signalled(entry: list[str], when: str, signals: list[tuple[float, signal.Signals]]) -> tuple[int | None, float, str]:
+    """Start the node through ``entry``; once it is ``when`` ("loading": rclpy's C extension
+    is loading; "running": warmed up), send each (delay, signal) in turn. (exit code or
+    None after 10 s, seconds from the first signal to the exit, the node's log)."""
     fd, log_path = tempfile.mkstemp(prefix="reflector_node_", suffix=".log")
     with os.fdopen(fd, "wb") as log:
         proc = subprocess.Popen([sys.executable, *entry, "--ros-args", *BASE], cwd=str(REPO), env=node_env(),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    ready = (lambda: _loading_rclpy(proc.pid)) if when == "loading" else \
+        (lambda: "warm-up" in Path(log_path).read_text(errors="replace"))
     try:
-        end = time.monotonic() + 30
-        while not _loading_rclpy(proc.pid) and proc.poll() is None and time.monotonic() < end:
+        end = time.monotonic() + 60
+        while not ready() and proc.poll() is None and time.monotonic() < end:
             time.sleep(0.001)
         assert proc.poll() is None, Path(log_path).read_text()
-        proc.send_signal(sig)
         t0 = time.monotonic()
+        for delay, sig in signals:
+            time.sleep(delay)
+            if proc.poll() is None:
+                proc.send_signal(sig)
         try:
-            code = proc.wait(10)
+            code: int | None = proc.wait(10)
         except subprocess.TimeoutExpired:
             code = None
         took = time.monotonic() - t0
@@ -200,15 +200,31 @@ def test_signal_during_start_up_ends_the_node_cleanly(entry: list[str], sig: sig
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    text = Path(log_path).read_text(errors="replace")
+    return code, took, Path(log_path).read_text(errors="replace")
+
+
+ENTRIES = pytest.mark.parametrize("entry", [["-m", "reflector_ros.ros.main"], ["-m", "reflector_ros.cli", "node"]],
+                                  ids=["depth_node", "reflector_node"])
+PROC_MAPS = pytest.mark.skipif(not Path("/proc/self/maps").is_file(),
+                               reason="reads the loaded libraries from Linux's /proc/<pid>/maps")
+
+
+@PROC_MAPS
+@ENTRIES
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_during_start_up_ends_the_node_cleanly(entry: list[str], sig: signal.Signals) -> None:
+    """A signal while Python is still importing the node (sent as rclpy's C extension loads;
+    numpy, OpenCV and the backend come after it): exit 0, no traceback, within 2 s. `ros2 launch`
+    may stop a node that early; `ros2 run`'s script and `reflector node` both get here. Before,
+    SIGINT there gave a KeyboardInterrupt traceback and SIGTERM killed the process (exit -15)."""
+    code, took, text = _signalled(entry, "loading", [(0.0, sig)])
     assert code == 0, f"exit {code} after {sig.name}:\n{text}"
     assert "Traceback" not in text, text
     assert took < 2.0, f"{sig.name} during start-up took {took:.2f} s to end the node"
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads the loaded libraries from Linux's /proc/<pid>/maps")
-@pytest.mark.parametrize("entry", [["-m", "reflector_ros.ros.main"], ["-m", "reflector_ros.cli", "node"]],
-                         ids=["depth_node", "reflector_node"])
+@PROC_MAPS
+@ENTRIES
 @pytest.mark.parametrize("when, second", [("loading", signal.SIGINT), ("loading", signal.SIGTERM),
                                           ("running", signal.SIGINT), ("running", signal.SIGTERM)])
 def test_a_second_signal_on_the_way_out_is_ignored(entry: list[str], when: str, second: signal.Signals) -> None:
@@ -216,27 +232,7 @@ def test_a_second_signal_on_the_way_out_is_ignored(entry: list[str], when: str, 
     50 ms later, while the node loads or once it runs. Exit 0, no traceback. Before, the
     second one often killed the process (-2, -15) as the interpreter exited, having put the
     default handlers back."""
-    fd, log_path = tempfile.mkstemp(prefix="reflector_node_", suffix=".log")
-    with os.fdopen(fd, "wb") as log:
-        proc = subprocess.Popen([sys.executable, *entry, "--ros-args", *BASE], cwd=str(REPO), env=node_env(),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        end = time.monotonic() + 60
-        ready = (lambda: _loading_rclpy(proc.pid)) if when == "loading" else \
-            (lambda: "warm-up" in Path(log_path).read_text(errors="replace"))
-        while not ready() and proc.poll() is None and time.monotonic() < end:
-            time.sleep(0.002)
-        assert proc.poll() is None, Path(log_path).read_text()
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)
-        if proc.poll() is None:
-            proc.send_signal(second)
-        code = proc.wait(15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = Path(log_path).read_text(errors="replace")
+    code, _, text = _signalled(entry, when, [(0.0, signal.SIGINT), (0.05, second)])
     assert code == 0, f"exit {code} after SIGINT, then {second.name}:\n{text}"
     assert "Traceback" not in text, text
 
