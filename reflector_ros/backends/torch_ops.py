@@ -82,19 +82,21 @@ def area(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     y = x.float()
     if sh == 2 * h and sw == 2 * w:
         return F.avg_pool2d(y, 2)
+
     def rows(t: torch.Tensor) -> torch.Tensor:
+        if t.shape[2] == h:
+            return t
         idx, wts = _band(t.shape[2], h, t.device)
         return (t[:, :, idx, :] * wts[None, None, :, :, None]).sum(dim=3)   # (1, C, h, k, W) -> (1, C, h, W)
 
     def cols(t: torch.Tensor) -> torch.Tensor:
+        if t.shape[3] == w:
+            return t
         idx, wts = _band(t.shape[3], w, t.device)
         return (t[:, :, :, idx] * wts[None, None, None]).sum(dim=4)         # (1, C, H, w, k) -> (1, C, H, w)
 
     # the axis that shrinks more first, so the other one works on less
-    for step in ((cols, rows) if sw / w > sh / h else (rows, cols)):
-        if (step is rows and y.shape[2] != h) or (step is cols and y.shape[3] != w):
-            y = step(y)
-    return y
+    return rows(cols(y)) if sw / w > sh / h else cols(rows(y))
 
 
 _BANDS: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}

@@ -335,14 +335,14 @@ def _feed(args: argparse.Namespace, samples: list, proc: subprocess.Popen, log_p
 
 
 def _frame_msgs(s: Any, stamp_ns: int, Image: Any) -> tuple[Any, Any]:
+    from reflector_ros.ros.convert import camera_info_msg
+
     img = Image()
     img.header.stamp.sec, img.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
     img.header.frame_id = "camera_color_optical_frame"
     img.height, img.width = s.image.shape[:2]
     img.encoding, img.step = "rgb8", s.image.shape[1] * 3
     img.data.frombytes(np.ascontiguousarray(s.image).tobytes())
-    from reflector_ros.ros.convert import camera_info_msg
-
     return img, camera_info_msg(img.header, s.camera)
 
 
@@ -362,13 +362,13 @@ def _report(args: argparse.Namespace, samples: list, stamps: list[int], got: Col
     # scored by reflector eval's own code (evaluate_dataset) with a manifest's protocol, the
     # node's received depth standing in for the model's prediction
     from reflector_ros.core.errors import InputError
-    from reflector_ros.data.registry import dataset_defaults
+    from reflector_ros.data.registry import DATASET_DEFAULTS
     from reflector_ros.train.evaluate import evaluate_dataset
 
     received = {id(samples[i].image): image_view(depth_of[stamps[i]]) for i in answered}
     try:
         res = evaluate_dataset([samples[i] for i in answered], lambda rgb, _camera: received[id(rgb)],
-                               max_depth=dataset_defaults("manifest:.")["max_depth"], progress=False)
+                               max_depth=DATASET_DEFAULTS["manifest"]["max_depth"], progress=False)
     except InputError:
         res = None   # no frame with ground truth in range
     if res is not None:

@@ -33,14 +33,15 @@ def _resized(sample: Sample, W: int, H: int, shrink: bool) -> Sample:
 
 def to_network_scale(sample: Sample, meta: Any) -> Sample:
     """Resize of the whole frame to the network input exactly as inference does
-    (``meta.input_size``: the fixed size, or f_c / f in canonical mode), intrinsics with it.
+    (``meta.network_input``: the fixed size, or f_c / f in canonical mode), intrinsics with it.
 
     After this a crop keeps fx in network pixels, which is what focal_scale needs.
     """
-    from reflector_ros.meta import input_size
+    from reflector_ros.meta import network_input
 
     h, w = sample.depth.shape
-    H, W = input_size(sample.camera.fx, sample.camera.fy, w, h, meta)
+    net = network_input(sample.camera, meta)
+    H, W = net.height, net.width
     if (h, w) == (H, W):
         return sample
     return _resized(sample, W, H, shrink=W < w)
