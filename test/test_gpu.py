@@ -119,3 +119,32 @@ def test_canonical_model_follows_the_camera_on_cuda(tmp_path: Path) -> None:
         b = run(cpu, frame, net, (120, 160))
         assert np.nanmedian(np.abs(a.depth - b.depth) / b.depth) < 2e-3, hw
     assert len(gpu._graphs) == 2
+
+
+@pytest.mark.parametrize("amp_dtype", ["float16", "bfloat16"])
+def test_training_steps_under_autocast(tmp_path: Path, amp_dtype: str) -> None:
+    """The lite0 network trains under CUDA autocast (either type): finite losses, weights that
+    move, and a checkpoint that resumes (tools/device_train.py relies on this in its one shot)."""
+    import json
+
+    import yaml
+
+    from reflector_ros.cli import main
+
+    data = tmp_path / "synth"
+    assert main(["synth", "--out", str(data), "--count", "6", "--height", "90", "--width", "120",
+                 "--workers", "1", "--preview", "0"]) == 0
+    cfg = {"model": {"arch": "lite0", "input_height": 64, "input_width": 96, "focal_canonical": 120.0,
+                     "input_mode": "canonical", "n_bins": 16},
+           "data": {"train": [{"spec": f"manifest:{data}", "weight": 1.0}], "workers": 0,
+                    "val": {"s": f"manifest:{data}?frames=0:2"}, "val_frames": 2},
+           "augment": {"crop_hw": [64, 96]},
+           "train": {"stage": "end2end", "steps": 4, "batch_size": 4, "lr": 1e-3, "amp": True,
+                     "amp_dtype": amp_dtype, "log_every": 1, "eval_every": 2, "ckpt_every": 2}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "cfg.yaml"), "--out", str(run), "--stop-at", "2"]) == 0
+    assert main(["train", "--resume", str(run / "latest.pt"), "--out", str(run)]) == 0
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 4 and all(np.isfinite(losses))

@@ -170,6 +170,7 @@ def test_overrides_are_typed_and_applied_in_memory(tmp_path: Path, tiny_manifest
     assert set(cfg.data.val) == {"synth", "extra"}
     for bad, match in (("train.steps=1.5", "integer"), ("augment.crop_hw=[1, 2, 3]", "2 values"),
                        ("train.amp=maybe", "true or false"), ("data.epochs=3", "unknown key"),
+                       ("train.amp_dtype=float32", "float16"),
                        ("modle.arch=small", "no section"), ("train.lr", "section.key=value")):
         with pytest.raises(InputError, match=match):
             load_config(_config(tmp_path, tiny_manifest), [bad])

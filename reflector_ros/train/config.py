@@ -27,6 +27,7 @@ from reflector_ros.core.errors import InputError
 from reflector_ros.core.yamlfile import read_mapping
 
 STAGES = ("relative", "metric", "end2end", "selfsup", "confidence", "context")
+AMP_DTYPES = ("float16", "bfloat16")
 MAX_CROP_SIDE = 4096
 MIN_CROP_SIDE = 16
 
@@ -102,6 +103,7 @@ class TrainConfig:
     encoder_lr_mult: float = 0.1     # pretrained encoder rate, times the backbone's
     freeze_encoder_bn: bool = False
     amp: bool = True                 # GPU only
+    amp_dtype: str = "float16"       # float16 (with loss scaling) or bfloat16 (Ampere and later; fp32's range, no scaling)
     seed: int = 0
     threads: int = 0                 # CPU threads; 0: min(4, cores / ranks)
     log_every: int = 10
@@ -407,6 +409,7 @@ def validate(cfg: TrainingConfig) -> None:
     check_meta(cfg.model.meta())
     t, d, a, s = cfg.train, cfg.data, cfg.augment, cfg.selfsup
     _check(t.stage in STAGES, f"train.stage {t.stage!r}: expected one of {STAGES}")
+    _check(t.amp_dtype in AMP_DTYPES, f"train.amp_dtype {t.amp_dtype!r}: expected one of {AMP_DTYPES}")
     for key in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every"):
         _check(getattr(t, key) >= 1, f"train.{key} must be a positive integer, got {getattr(t, key)!r}")
     _check(t.lr > 0 and math.isfinite(t.lr), f"train.lr must be > 0, got {t.lr}")

@@ -423,7 +423,9 @@ class Trainer:
             self._open_sequences()
         self.opt = torch.optim.AdamW(self.groups, lr=t.lr, weight_decay=t.weight_decay)
         self.use_amp = t.amp and self.cuda
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = getattr(torch, t.amp_dtype)
+        # bfloat16 keeps fp32's exponent range: no loss scaling
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and t.amp_dtype == "float16")
         self.pos = Position()
         if resume is not None:
             self._restore(resume)
@@ -505,7 +507,7 @@ class Trainer:
             with torch.no_grad():
                 self.refiner.delta.copy_(extra["pose_refine"])
         self.opt.load_state_dict(extra["optimizer"])  # same stage (checked in __init__): same groups
-        if "scaler" in extra and self.use_amp:
+        if "scaler" in extra and self.scaler.is_enabled():
             self.scaler.load_state_dict(extra["scaler"])
         self.pos = Position(step=int(extra["step"]), epoch=int(extra["epoch"]), pos=int(extra["epoch_pos"]),
                             sup_epoch=int(extra.get("sup_epoch", 0)), sup_pos=int(extra.get("sup_epoch_pos", 0)),
@@ -579,7 +581,7 @@ class Trainer:
         if self.teacher is not None:
             extra["teacher"] = self.teacher.state_dict()
         save_checkpoint(self.out_dir / name, self.model, self.meta, optimizer=self.opt.state_dict(),
-                        scaler=self.scaler.state_dict() if self.use_amp else {}, step=p.step, epoch=p.epoch,
+                        scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {}, step=p.step, epoch=p.epoch,
                         epoch_pos=p.pos, best_abs_rel=p.best, torch_rng=torch.get_rng_state(),
                         config=json.dumps(self.cfg.to_dict()), stage=self.stage, elapsed_s=elapsed_s, **extra)
 
@@ -594,9 +596,9 @@ class Trainer:
         if self.stage == "context":
             from reflector_ros.train.context import context_terms
 
-            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 return context_terms(self.model, self.teacher, batch["image"], self.cfg.loss, gen), {}
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             out = self.train_model(batch["image"], batch["focal_scale"])
         stats: dict[str, float] = {}
         if self.stage == "selfsup":
@@ -608,7 +610,7 @@ class Trainer:
         if sup is not None and self.stage == "selfsup":
             sb, (self.pos.sup_epoch, self.pos.sup_pos) = sup.next()
             sb = {k: v.to(self.device, non_blocking=True) for k, v in sb.items()}
-            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 sout = self.train_model(sb["image"], sb["focal_scale"])
             w = self.cfg.selfsup.supervised_weight
             for k, v in stage_losses(sout, sb["depth"], sb["focal_scale"], self.meta, "selfsup", self.cfg.loss,
