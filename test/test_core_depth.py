@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reflector_ros.core.depth import Validity, colorize, finalize_depth, to_millimetres
+from reflector_ros.core.depth import Validity, colorize, depth_legend, finalize_depth, nice_ticks, to_millimetres
 from reflector_ros.core.errors import InputError
 
 NAN = math.nan
@@ -94,3 +94,29 @@ def test_unseen_pixels_are_invalid_whatever_their_depth():
     assert np.isnan(out[unseen]).all() and (out[~unseen] == 2.0).all()
     with pytest.raises(InputError, match="unseen"):
         finalize_depth(depth, None, Validity(unseen=np.zeros((2, 2), bool)))
+
+
+def test_nice_ticks_are_round_and_inside_the_range():
+    assert nice_ticks(0.2, 6.0) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert nice_ticks(0.0, 0.5) == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    for lo, hi in ((0.256, 0.411), (0.9, 14.2), (1.23, 1.24), (3.0, 80.0)):
+        t = nice_ticks(lo, hi)
+        assert 2 <= len(t) <= 8 and all(lo - 1e-9 <= v <= hi + 1e-9 for v in t), (lo, hi, t)
+        steps = np.diff(t)
+        assert np.allclose(steps, steps[0])
+
+
+def test_depth_legend_shows_the_colours_colorize_draws():
+    """The key's bar, read at a tick's position, is the colour colorize gives that depth."""
+    lo, hi, w = 0.5, 4.5, 640
+    key = depth_legend(w, lo, hi)
+    assert key.shape == (40, w, 3) and key.dtype == np.uint8
+    bar = key[12]                                   # a row through the ramp
+    cols = np.flatnonzero(np.ptp(bar.astype(int), axis=1) > 30)   # coloured, not the grey title
+    x0, x1 = cols.min(), cols.max() + 1             # where the ramp lies
+    for depth in (0.5, 1.0, 2.5, 4.0):
+        x = int(round(x0 + (depth - lo) / (hi - lo) * (x1 - x0 - 1)))
+        want = colorize(np.array([[depth]], np.float32), lo, hi)[0, 0].astype(int)
+        assert np.abs(bar[x].astype(int) - want).max() <= 12, (depth, bar[x], want)
+    # near is warm (red-ish) on the left, far cool (blue-ish) on the right
+    assert bar[x0 + 2][2] > bar[x0 + 2][0] and bar[x1 - 3][0] > bar[x1 - 3][2]

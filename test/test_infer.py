@@ -86,7 +86,7 @@ def test_images_folder_outputs(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert ok.mean() > 0.5
     # the PNG is the same depth in millimetres
     assert np.abs(png[ok].astype(np.float64) - depth[ok] * 1000).max() <= 0.5 + 1e-3
-    assert cv2.imread(str(out / "f1_preview.png")).shape == (120, 160, 3)
+    assert cv2.imread(str(out / "f1_preview.png")).shape == (120 + 40, 160, 3)   # the image and its key
     # binary PLY: header, then n * (3 float32 + 3 uint8) little-endian records
     raw = (out / "f0.ply").read_bytes()
     head, body = raw.split(b"end_header\n", 1)

@@ -33,6 +33,7 @@ STATUS_NAME = "reflector_depth: pipeline"   # after the namespace: "demo/reflect
 MAX_FRAMES = 10_000
 SYNTH_HW = (240, 320)
 PANEL_H = 240
+DEPTH_RANGE = (0.2, 6.0)     # metres: the preview's colour scale for depth and ground truth
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -90,15 +91,42 @@ def _panel(img_bgr: np.ndarray, label: str, height: int = PANEL_H) -> np.ndarray
     return out
 
 
+ERROR_MAX = 0.5        # the error panel's scale: |pred - gt| / gt from 0 to this
+
+
+def _ramp(colormap: int) -> np.ndarray:
+    """(256, 3) BGR colours of a cv2 colormap, low to high."""
+    import cv2
+
+    return cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(-1, 1), colormap)[:, 0]
+
+
 def error_panel(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """|pred - gt| / gt where gt is valid, 0 (blue) .. 0.5 and above (red); black: no ground truth."""
+    """|pred - gt| / gt where gt is valid, 0 (blue) .. ERROR_MAX and above (red); black: no ground truth."""
     import cv2
 
     ok = gt > 0
     rel = np.where(ok, np.abs(np.nan_to_num(pred, nan=0.0) - gt) / np.where(ok, gt, 1.0), 0.0)
-    img = cv2.applyColorMap((np.clip(rel / 0.5, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    img = cv2.applyColorMap((np.clip(rel / ERROR_MAX, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
     img[~ok] = 0
     return img
+
+
+def preview_legend(width: int, depth_range: tuple[float, float], with_gt: bool) -> np.ndarray:
+    """The preview's key, one strip under the grid: depth (and ground truth) in metres, the
+    relative error, and confidence (stretched per frame: each panel's label gives its values)."""
+    import cv2
+
+    from reflector_ros.core.depth import colour_legend, depth_legend
+
+    keys = [lambda w: depth_legend(w, *depth_range, title="ground truth, depth" if with_gt else "depth")]
+    if with_gt:
+        keys.append(lambda w: colour_legend(w, _ramp(cv2.COLORMAP_JET), 0.0, ERROR_MAX, "|error| / gt"))
+    keys.append(lambda w: colour_legend(w, _ramp(cv2.COLORMAP_VIRIDIS), 0.0, 1.0, "confidence (per frame)",
+                                        ends=("low", "high")))
+    widths = [width // len(keys)] * len(keys)
+    widths[-1] += width - sum(widths)
+    return np.concatenate([key(w) for key, w in zip(keys, widths)], axis=1)
 
 
 def preview_row(rgb: np.ndarray, gt: np.ndarray | None, depth: np.ndarray, colored_bgr: np.ndarray,
@@ -122,7 +150,7 @@ def preview_row(rgb: np.ndarray, gt: np.ndarray | None, depth: np.ndarray, color
         panels.append(_panel(colorize(np.where(gt > 0, gt, np.nan).astype(np.float32), *depth_range), "ground truth"))
     panels.append(_panel(colorize(depth, *depth_range) if gt is not None else colored_bgr, "depth"))
     if gt is not None:
-        panels.append(_panel(error_panel(depth, gt), "|error| / gt, 0..0.5"))
+        panels.append(_panel(error_panel(depth, gt), f"|error| / gt, 0..{ERROR_MAX:g}"))
     panels += [_panel(conf, f"confidence {lo:.3f}-{hi:.3f}"), _panel(top, "cloud, top view")]
     return np.concatenate(panels, axis=1)
 
@@ -397,10 +425,11 @@ def _report(args: argparse.Namespace, samples: list, stamps: list[int], got: Col
         gt = samples[i].depth if samples[i].depth.any() else None
         rows.append(preview_row(samples[i].image, gt, image_view(depth_of[st]),
                                 image_view(got.by_stamp["colored"][st]), image_view(got.by_stamp["confidence"][st]),
-                                cloud_view(pts) if pts is not None else None, (0.2, 6.0), caption=samples[i].name))
+                                cloud_view(pts) if pts is not None else None, DEPTH_RANGE, caption=samples[i].name))
     if rows:
         width = max(r.shape[1] for r in rows)
-        grid = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows], axis=0)
+        key = preview_legend(width, DEPTH_RANGE, with_gt=any(s.depth.any() for s in samples))
+        grid = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows] + [key], axis=0)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(args.out), grid)
         print(f"preview: {args.out} ({len(rows)} frames: input | ground truth | depth | error | confidence | "

@@ -306,12 +306,16 @@ def _without(message: str, path: Path) -> str:
 
 
 def preview(depth: np.ndarray) -> np.ndarray:
-    """BGR preview over the frame's own 2-98 % depth range (core.depth.colorize: near = warm)."""
+    """BGR preview over the frame's own 2-98 % depth range (core.depth.colorize: near = warm),
+    with that range's key in metres under it ((h + 40, w, 3))."""
+    from reflector_ros.core.depth import depth_legend
+
     ok = np.isfinite(depth)
     if not ok.any():
         return np.zeros((*depth.shape, 3), np.uint8)
-    lo, hi = np.percentile(depth[ok], [2, 98])
-    return colorize(depth, float(lo), float(max(hi, lo + 1e-3)))
+    lo, hi = (float(v) for v in np.percentile(depth[ok], [2, 98]))
+    hi = max(hi, lo + 1e-3)
+    return np.concatenate([colorize(depth, lo, hi), depth_legend(depth.shape[1], lo, hi)], axis=0)
 
 
 def write_ply(path: Path, cloud: np.ndarray) -> int:

@@ -126,3 +126,50 @@ def colorize(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarra
     np.clip(idx, 1.0, 255.0, out=idx)
     np.copyto(idx, np.float32(0.0), where=np.isnan(idx))
     return cv2.applyColorMap(idx.astype(np.uint8), _turbo_lut())
+
+
+def nice_ticks(lo: float, hi: float, most: int = 8) -> list[float]:
+    """Round values (1, 2 or 5 times a power of ten apart) inside [lo, hi], at most ``most``."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(1, most - 1)
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def colour_legend(width: int, ramp_bgr: np.ndarray, lo: float, hi: float, title: str, unit: str = "",
+                  ends: tuple[str, str] | None = None, height: int = 40) -> np.ndarray:
+    """(height, width, 3) uint8 BGR key for a colour scale: the ramp from ``lo`` (left) to
+    ``hi`` (right), round ticks with their values (or the two ``ends`` labels instead, for a
+    scale without fixed values), and ``title`` on the left.
+
+    ramp_bgr: (n, 3) uint8 colours of evenly spaced values from lo to hi (n >= 2). For depth
+    drawn by :func:`colorize` use :func:`depth_legend`, which takes the ramp from it.
+    """
+    img = np.full((height, max(1, width), 3), 24, np.uint8)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.42
+    (tw, _), _ = cv2.getTextSize(title, font, scale, 1)
+    x0 = min(tw + 14, width // 2)
+    x1 = width - 14
+    if x1 - x0 < 20:
+        return img
+    cv2.putText(img, title, (6, 17), font, scale, (235, 235, 235), 1, cv2.LINE_AA)
+    ramp = np.asarray(ramp_bgr, np.uint8).reshape(-1, 1, 3)
+    bar = cv2.resize(ramp.transpose(1, 0, 2), (x1 - x0, 12), interpolation=cv2.INTER_LINEAR)
+    img[6:18, x0:x1] = bar
+    marks = [(lo, ends[0]), (hi, ends[1])] if ends else [(v, f"{v:g}{unit}") for v in nice_ticks(lo, hi)]
+    for v, text in marks:
+        x = int(round(x0 + (v - lo) / (hi - lo) * (x1 - x0 - 1))) if hi > lo else x0
+        cv2.line(img, (x, 18), (x, 22), (235, 235, 235), 1)
+        (w, _), _ = cv2.getTextSize(text, font, scale, 1)
+        cv2.putText(img, text, (min(max(0, x - w // 2), width - w), 35), font, scale, (235, 235, 235), 1, cv2.LINE_AA)
+    return img
+
+
+def depth_legend(width: int, min_depth: float, max_depth: float, title: str = "depth") -> np.ndarray:
+    """Key of :func:`colorize` over [min_depth, max_depth] metres: the very colours it draws."""
+    _check_range(min_depth, max_depth)
+    ramp = colorize(np.linspace(min_depth, max_depth, 256, dtype=np.float32).reshape(1, -1), min_depth, max_depth)
+    return colour_legend(width, ramp[0], min_depth, max_depth, title, " m")
