@@ -409,3 +409,17 @@ def test_a_set_without_depth_fails_at_start(tmp_path: Path, tiny_manifest: Path,
     err = capsys.readouterr().err
     assert "data.val.b: the first frame of" in err and "needs depth=TOPIC" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_freeze_detail_keeps_the_detail_gain_where_it_starts(tmp_path: Path, tiny_manifest: Path) -> None:
+    """train.freeze_detail: three real steps leave head.detail exactly as it was (zero);
+    without it the gain leaves zero."""
+    runs = {}
+    for flag in (True, False):
+        out = tmp_path / f"run_{flag}"
+        cfg = _config(tmp_path, tiny_manifest, freeze_detail=flag, lr=1e-2)
+        assert main(["train", "--config", str(cfg), "--out", str(out)]) == 0
+        runs[flag] = _weights(out / "latest.pt")
+    frozen, free = runs[True], runs[False]
+    assert torch.count_nonzero(frozen["head.detail.weight"]) == 0 and torch.count_nonzero(frozen["head.detail.bias"]) == 0
+    assert torch.count_nonzero(free["head.detail.weight"]) > 0

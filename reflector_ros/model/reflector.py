@@ -50,6 +50,8 @@ class ReflectorHead(nn.Module):
     Full resolution: log depth = upsampled log(sum p_k c_k) + w * (rel_full - upsampled rel),
     w a per-pixel gain predicted at 1/4 (zero at init). Within one image the rel-depth order is
     right, so its fine edges carry over; the result is clipped to [min_depth, max_depth].
+    The shipped default (v2.1) has w = 0: the residual peaks between the 1/4-resolution
+    samples, and the trained gain turned that into a 4-pixel ripple (docs/model.md).
 
     Confidence: exp(-sigma / d) of the bin distribution (meta.confidence "spread"), or
     exp(-b) with b the expected |log d - log d*| relative to the frame's average, from the

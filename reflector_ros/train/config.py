@@ -97,6 +97,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     backbone_lr_mult: float = 0.1
     freeze_backbone: bool = False
+    freeze_detail: bool = True       # keep the head's full-resolution detail gain as it starts (docs/model.md, v2.1)
     pct_start: float = 0.1
     grad_clip: float = 1.0           # 0: off
     imagenet_init: bool = False

@@ -181,6 +181,8 @@ def param_groups(model: Any, stage: str, t: TrainConfig) -> tuple[list[dict[str,
     backbone's rate (ZoeDepth: 1/10), the rest of the backbone at ``backbone_lr_mult`` x lr,
     the Reflector head at lr. ``relative`` and ``context`` train the backbone only; ``freeze_backbone``
     trains the head only; ``confidence`` the error head only (``head.error.*``).
+    ``freeze_detail`` keeps the head's full-resolution detail gain (``head.detail.*``) as it
+    starts (zero from scratch and in the v2.1 default: trained, it drew a 4-pixel ripple).
     """
     if stage == "confidence":
         params = [p for n, p in model.named_parameters() if n.startswith("head.error.")]
@@ -195,6 +197,9 @@ def param_groups(model: Any, stage: str, t: TrainConfig) -> tuple[list[dict[str,
     head_lr = 0.0 if backbone_only else t.lr
     named: dict[str, list[Any]] = {"encoder": [], "backbone": [], "head": []}
     for n, p in model.named_parameters():
+        if t.freeze_detail and n.startswith("head.detail."):
+            p.requires_grad_(False)
+            continue
         key = "encoder" if n.startswith("backbone.encoder.") else "backbone" if n.startswith("backbone.") else "head"
         named[key].append(p)
     groups, max_lrs = [], []
