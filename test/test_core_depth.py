@@ -120,3 +120,35 @@ def test_depth_legend_shows_the_colours_colorize_draws():
         assert np.abs(bar[x].astype(int) - want).max() <= 12, (depth, bar[x], want)
     # near is warm (red-ish) on the left, far cool (blue-ish) on the right
     assert bar[x0 + 2][2] > bar[x0 + 2][0] and bar[x1 - 3][0] > bar[x1 - 3][2]
+
+
+def _blobs(cols: np.ndarray, gap: int) -> int:
+    return 0 if cols.size == 0 else 1 + int((np.diff(cols) > gap).sum())
+
+
+def test_legend_labels_never_overlap_however_narrow():
+    """As many labels as tick marks, each standing apart (glyphs of one label sit < 8 px apart,
+    labels at least 10): overlapping labels would merge into fewer blobs than ticks."""
+    from reflector_ros.core.depth import colour_legend
+
+    for w in (120, 160, 200, 320, 640):
+        for lo, hi in ((0.2, 6.0), (30.0, 80.0), (0.5, 0.55)):
+            key = depth_legend(w, lo, hi)
+            ticks = _blobs(np.flatnonzero(key[20].min(axis=1) > 200), 1)
+            labels = _blobs(np.flatnonzero((key[24:].min(axis=2) > 120).any(axis=0)), 7)
+            assert ticks >= 2 or w <= 160, (w, lo, hi)
+            assert labels == ticks, (w, lo, hi, ticks, labels)
+    ramp = np.zeros((2, 3), np.uint8)
+    with pytest.raises(InputError):
+        colour_legend(100, ramp, 0.0, 1.0, "x", height=20)
+    assert colour_legend(8, ramp, 0.0, 1.0, "x").shape == (40, 8, 3)   # too narrow: blank, no error
+
+
+def test_infer_preview_of_flat_and_empty_depth():
+    from reflector_ros.commands.infer import preview
+
+    flat = np.full((60, 320, 3 - 2), 2.0, np.float32)[..., 0]
+    img = preview(flat)
+    assert img.shape == (100, 320, 3)
+    none = preview(np.full((60, 320), np.nan, np.float32))
+    assert none.shape == (100, 320, 3)

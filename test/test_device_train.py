@@ -40,7 +40,7 @@ def prepared(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     r = subprocess.run([sys.executable, str(TOOL), "prepare", "--src", str(source), "--dest", str(dest),
                         "--train", "0:4", "--val", "4:7:2"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "of the device's 64 MiB" in r.stdout
+    assert "outside the repository" in r.stdout        # a tmp folder would not travel: it says so
     return dest
 
 
@@ -69,11 +69,42 @@ def test_prepare_writes_the_frames_training_would_make(source: Path, prepared: P
         assert np.abs(b.image.astype(int).mean() - a.image.astype(int).mean()) < 3
 
 
-def test_prepare_refuses_what_cannot_travel(source: Path, tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, str(TOOL), "prepare", "--src", str(source), "--dest", str(tmp_path / "d"),
-                        "--train", "0:3", "--val", "3:5"], capture_output=True, text=True, timeout=300,
-                       env={**__import__("os").environ, "REFLECTOR_DEVICE_LIMIT_MIB": "1"})
-    assert r.returncode == 1 and "too large to travel" in r.stdout, r.stdout + r.stderr
+def test_prepare_counts_what_travels_and_refuses_too_much(source: Path) -> None:
+    """Inside the repository the frames count with everything else that travels: a limit just
+    above the rest is exceeded by the frames alone; a roomy one is not."""
+    import os
+    import shutil
+
+    sys.path.insert(0, str(REPO / "tools"))
+    from device_train import folder_bytes, travel_bytes
+
+    carried = REPO / ".device"
+    dest = carried / f"pytest_{os.getpid()}"
+    rest = travel_bytes() + (folder_bytes(carried) if carried.exists() else 0)
+    try:
+        for limit_mib, code in ((rest / 2**20 + 0.001, 1), (rest / 2**20 + 100, 0)):
+            r = subprocess.run([sys.executable, str(TOOL), "prepare", "--src", str(source), "--dest", str(dest),
+                                "--train", "0:3", "--val", "3:5"], capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "REFLECTOR_DEVICE_LIMIT_MIB": str(limit_mib)})
+            assert r.returncode == code, r.stdout + r.stderr
+            assert ("too large to travel" in r.stdout) == (code == 1)
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+def test_prepare_never_replaces_what_it_did_not_make(source: Path, tmp_path: Path) -> None:
+    for dest in (source, source / "sub", source.parent):
+        r = subprocess.run([sys.executable, str(TOOL), "prepare", "--src", str(source), "--dest", str(dest)],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "overlaps" in r.stderr, r.stdout + r.stderr
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    r = subprocess.run([sys.executable, str(TOOL), "prepare", "--src", str(source), "--dest", str(other)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "not replacing" in r.stderr
+    assert (other / "notes.txt").read_text() == "keep me"
+    assert (source / "manifest.json").exists()
 
 
 def test_smoke_run_trains_evaluates_and_collects_at_most_eight_files(prepared: Path, tmp_path: Path) -> None:
@@ -94,3 +125,24 @@ def test_smoke_run_trains_evaluates_and_collects_at_most_eight_files(prepared: P
     (res,) = ev["sets"].values()
     assert res["metric"]["n"] == 2 and 0 < res["metric"]["abs_rel"] < 1
     assert "done: step 3" in (out / "log.txt").read_text()
+    assert summary["training_error"] is None
+
+    # a retry into the same scratch folder whose training fails at once: exit 1, the failure
+    # in the summary, and none of the earlier run's checkpoints passed off as this one's
+    out2 = tmp_path / "OUT2"
+    r = subprocess.run([sys.executable, str(TOOL), "run", "--smoke", "--data", str(prepared), "--out", str(out2),
+                        "--work", str(tmp_path / "work"), "train.batch_size=0"], capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((out2 / "summary.json").read_text())
+    assert "failed" in summary["training_error"] and summary["steps"] == 0
+    assert summary["eval"] == "no checkpoint to evaluate"
+    assert not (out2 / "best.pt").exists() and not (out2 / "latest.pt").exists()
+
+
+def test_run_refuses_a_machine_without_a_gpu(prepared: Path, tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    r = subprocess.run([sys.executable, str(TOOL), "run", "--data", str(prepared), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no CUDA device" in r.stderr

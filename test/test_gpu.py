@@ -123,8 +123,8 @@ def test_canonical_model_follows_the_camera_on_cuda(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("amp_dtype", ["float16", "bfloat16"])
 def test_training_steps_under_autocast(tmp_path: Path, amp_dtype: str) -> None:
-    """The lite0 network trains under CUDA autocast (either type): finite losses, weights that
-    move, and a checkpoint that resumes (tools/device_train.py relies on this in its one shot)."""
+    """The lite0 network trains under CUDA autocast (either type): finite losses, and a
+    checkpoint that resumes (tools/device_train.py relies on this in its one shot)."""
     import json
 
     import yaml

@@ -32,3 +32,15 @@ def test_a_washboard_is_rough_and_a_step_is_an_edge() -> None:
     hole[:, 30] = False
     _, _, edge = neighbour_steps(step, hole)
     assert not edge.any()
+
+
+def test_sharpness_counts_the_steps_a_prediction_keeps() -> None:
+    from smoothness_check import sharpness
+
+    h, w = 20, 40
+    ok = np.ones((h, w), bool)
+    truth = np.where(np.arange(w)[None, :] < 20, 2.0, 3.0) * np.ones((h, 1))     # one 50 % step per row
+    assert sharpness(truth, truth, ok) == 1.0
+    blurred = 2.0 + np.clip((np.arange(w)[None, :] - 10) / 20, 0, 1) * np.ones((h, 1))   # the step spread over 20 px
+    assert sharpness(blurred, truth, ok) == 0.0
+    assert np.isnan(sharpness(truth, np.full((h, w), 2.0), ok))                   # no steps to show

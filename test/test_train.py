@@ -423,3 +423,21 @@ def test_freeze_detail_keeps_the_detail_gain_where_it_starts(tmp_path: Path, tin
     frozen, free = runs[True], runs[False]
     assert torch.count_nonzero(frozen["head.detail.weight"]) == 0 and torch.count_nonzero(frozen["head.detail.bias"]) == 0
     assert torch.count_nonzero(free["head.detail.weight"]) > 0
+
+
+def test_a_run_from_before_freeze_detail_resumes_as_it_ran(tmp_path: Path, tiny_manifest: Path) -> None:
+    """A checkpoint whose stored config predates train.freeze_detail trained the detail gain;
+    it resumes with the gain still training (its optimiser state fits), not with today's default."""
+    run = tmp_path / "run"
+    cfg = _config(tmp_path, tiny_manifest, freeze_detail=False, lr=1e-2)
+    assert main(["train", "--config", str(cfg), "--out", str(run), "--stop-at", "2"]) == 0
+    ck = torch.load(run / "latest.pt", weights_only=True)
+    stored = json.loads(ck["config"])
+    del stored["train"]["freeze_detail"], stored["train"]["amp_dtype"]     # as an older version wrote it
+    ck["config"] = json.dumps(stored)
+    torch.save(ck, run / "latest.pt")
+    before = ck["model"]["head.detail.weight"].clone()
+    assert main(["train", "--resume", str(run / "latest.pt"), "--out", str(run)]) == 0
+    after = _weights(run / "latest.pt")["head.detail.weight"]
+    assert torch.load(run / "latest.pt", weights_only=True)["step"] == 3
+    assert not torch.equal(before, after)

@@ -5,7 +5,7 @@ reachable from it) for about 15 minutes a task, start-up included, at most 10 mi
 command. That is one shot, so everything it needs is made here first and the run
 itself is one command that cannot ask for anything:
 
-    # here: HoloLens frames at the network's canonical scale (~4x fewer pixels, so the
+    # here: HoloLens frames at the network's canonical scale (~3x fewer pixels, so the
     # frames fit in the 64 MiB the device takes with the repository); prints the size
     .venv/bin/python tools/device_train.py prepare
     # there (device tool `run`, carry [".device"], timeout_s 600):
@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 HOLO = REPO.parent / "shared" / "data" / "hololens_office"
 DEST = REPO / ".device"
 TRAIN_FRAMES, VAL_FRAMES = "0:250", "250:373"
-DEVICE_TREE_LIMIT = int(os.environ.get("REFLECTOR_DEVICE_LIMIT_MIB", "64")) * 2**20  # what may travel: tree + carried
+DEVICE_TREE_LIMIT = int(float(os.environ.get("REFLECTOR_DEVICE_LIMIT_MIB", "64")) * 2**20)  # what may travel
 MAX_OUT_FILES = 8
 
 
@@ -52,10 +52,12 @@ def folder_bytes(root: Path) -> int:
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
 
 
-def tracked_bytes() -> int:
-    """Bytes of the files git tracks (they always travel to the device)."""
-    out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    return sum((REPO / p).stat().st_size for p in out.decode().split("\0") if p and (REPO / p).is_file())
+def travel_bytes() -> int:
+    """Bytes of what always travels to the device: tracked files, and untracked ones git does
+    not ignore."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                         capture_output=True, check=True).stdout
+    return sum((REPO / p).stat().st_size for p in set(out.decode().split("\0")) if p and (REPO / p).is_file())
 
 
 def prepare(src: Path, dest: Path, train: str, val: str, model: str) -> int:
@@ -72,6 +74,14 @@ def prepare(src: Path, dest: Path, train: str, val: str, model: str) -> int:
     from reflector_ros.model.reflector import load_checkpoint
     from reflector_ros.train.augment import to_network_scale
 
+    src, dest = src.resolve(), dest.resolve()
+    if dest == src or src in dest.parents or dest in src.parents:
+        print(f"prepare: --dest {dest} overlaps --src {src}; give a folder of its own", file=sys.stderr)
+        return 2
+    if dest.exists() and any(dest.iterdir()) and not (dest / "split.json").exists():
+        print(f"prepare: --dest {dest} holds other files (no split.json of an earlier prepare); not replacing it",
+              file=sys.stderr)
+        return 2
     _, meta, _ = load_checkpoint(model)
     ds = ManifestDataset(src)
     parts = [parse_indices(train, len(ds)), parse_indices(val, len(ds))]
@@ -91,11 +101,18 @@ def prepare(src: Path, dest: Path, train: str, val: str, model: str) -> int:
     (dest / "split.json").write_text(json.dumps({"train": f"0:{n}", "val": f"{n}:{len(idx)}",
                                                  "source": str(src), "source_train": train, "source_val": val}))
     size = folder_bytes(dest)
-    tree = tracked_bytes()
-    _say(f"{len(idx)} frames -> {dest} ({size / 2**20:.1f} MiB; tracked files {tree / 2**20:.1f} MiB; "
-         f"together {(size + tree) / 2**20:.1f} of the device's {DEVICE_TREE_LIMIT / 2**20:.0f} MiB)")
-    if size + tree > DEVICE_TREE_LIMIT:
-        _say("too large to travel: prepare fewer frames (--val with a larger step)")
+    _say(f"{len(idx)} frames -> {dest} ({size / 2**20:.1f} MiB)")
+    if REPO not in dest.parents:
+        _say(f"note: {dest} is outside the repository; the device takes only the repository and folders in it "
+             f"named in `carry`")
+        return 0
+    carried = REPO / dest.relative_to(REPO).parts[0]          # the folder named in carry, e.g. .device
+    total = travel_bytes() + folder_bytes(carried)
+    _say(f"with the repository's files, carrying {carried.name}: {total / 2**20:.1f} of the device's "
+         f"{DEVICE_TREE_LIMIT / 2**20:.0f} MiB")
+    if total > DEVICE_TREE_LIMIT:
+        _say("too large to travel: prepare fewer frames (--val with a larger step), or clear other files from "
+             f"{carried}")
         return 1
     return 0
 
@@ -122,22 +139,33 @@ def weights_only(src: Path, dst: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Render, train, collect, evaluate; 0 when training ended by its time budget, 1 when
+    it failed (whatever checkpoint it wrote is still collected), 2 when nothing could run."""
     t0 = time.time()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(args.work).resolve()
+    work = Path(args.work).resolve() / ("smoke" if args.smoke else "full")   # each with its own synthetic sets
     work.mkdir(parents=True, exist_ok=True)
     holo = Path(args.data).resolve()
-    if not (holo / "manifest.json").exists():
-        raise SystemExit(f"{holo}: no manifest.json; run `tools/device_train.py prepare` here and carry .device")
+    if not (holo / "split.json").exists():
+        print(f"run: {holo} is not a prepared folder (no split.json); run `tools/device_train.py prepare` here "
+              f"and carry .device", file=sys.stderr)
+        return 2
     split = json.loads((holo / "split.json").read_text())
     import torch
 
     cuda = torch.cuda.is_available()
+    if not cuda and not (args.smoke or args.allow_cpu):
+        print("run: no CUDA device; this command is the GPU run (--smoke or --allow-cpu to run it anyway)",
+              file=sys.stderr)
+        return 2
     cores = os.cpu_count() or 2
     _say(f"torch {torch.__version__}, {'GPU ' + torch.cuda.get_device_name(0) if cuda else 'no GPU'}, {cores} cores")
-    log = (out / "log.txt").open("w")
+    summary: dict = {"batch": args.batch, "lr": args.lr, "synth_count": args.synth_count, "init": args.init,
+                     "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if cuda else None}
+    log = (out / "log.txt").open("w", buffering=1)
     workers = max(1, cores - 2) if args.workers <= 0 else args.workers
+    summary["workers"] = workers
     h, w = args.synth_size
     sets = {"synth": (args.synth_count, 0, 0.0), "synth_close": (args.synth_count // 8, 20_000_000, 1.0),
             "synth_val": (max(2, args.synth_count // 40), 10_000_000, 0.0)}
@@ -147,13 +175,19 @@ def run(args: argparse.Namespace) -> int:
     _say(f"synthetic sets rendered in {time.time() - t0:.0f} s")
 
     run_dir = work / "run"
+    if run_dir.exists():            # a retry: nothing of an earlier run may pass for this one's
+        shutil.rmtree(run_dir)
     train_spec = [{"spec": f"manifest:{holo}?frames={split['train']}", "weight": 1.0},
                   {"spec": f"manifest:{work / 'synth'}", "weight": 1.5},
                   {"spec": f"manifest:{work / 'synth_close'}", "weight": 0.75}]
     val_spec = {"hololens_val": f"manifest:{holo}?frames={split['val']}", "synthetic": f"manifest:{work / 'synth_val'}"}
-    left = args.minutes - (time.time() - t0) / 60.0 - args.reserve
+    # the trainer's budget counts its loop only: its start-up (imports, model, data, the step-0
+    # evaluation, loader workers) and what follows it come out of --startup and --reserve
+    left = args.minutes - (time.time() - t0) / 60.0 - args.reserve - args.startup
     if left <= 0.05:
-        raise SystemExit(f"no time left to train after rendering ({args.minutes} min in all, {args.reserve} kept)")
+        print(f"run: no time left to train after rendering ({args.minutes} min in all; {args.startup} for the "
+              f"trainer's start-up and {args.reserve} after it kept)", file=sys.stderr)
+        return 2
     train_argv = ["train", "--config", str(REPO / "config" / "train_lite0.yaml"), "--init", args.init,
                   "--out", str(run_dir), "--time-budget", f"{left:.2f}", "--steps", str(args.max_steps),
                   f"data.train={json.dumps(train_spec)}", f"data.val={json.dumps(val_spec)}",
@@ -161,12 +195,13 @@ def run(args: argparse.Namespace) -> int:
                   f"train.batch_size={args.batch}", f"train.lr={args.lr}", f"train.eval_every={args.eval_every}",
                   f"train.threads={min(8, cores)}", "train.ckpt_every=100", f"train.amp_dtype={args.amp_dtype}",
                   *args.overrides]
+    failed = None
     try:
         cli(log, *train_argv)
-    except SystemExit as exc:      # one shot: bring back whatever the run reached
-        if not (run_dir / "latest.pt").exists():
-            raise
-        _say(f"{exc}; collecting the checkpoints it wrote")
+    except SystemExit as exc:      # one shot: bring back whatever this run reached, and say so
+        failed = str(exc)
+        _say(f"{exc}; collecting what it wrote")
+    summary["training_error"] = failed
 
     for name in ("best.pt", "latest.pt"):
         if (run_dir / name).exists():
@@ -174,23 +209,32 @@ def run(args: argparse.Namespace) -> int:
     for name in ("metrics.jsonl", "learning_curves.png"):
         if (run_dir / name).exists():
             shutil.copy(run_dir / name, out / name)
-    backend = "torch-cuda" if cuda else "torch-cpu"
-    best = out / "best.pt" if (out / "best.pt").exists() else out / "latest.pt"
-    cli(log, "eval", "--model", str(best), "--backend", backend, "--data",
-        f"manifest:{holo}?frames={split['val']}", "--median-scale", "--json", str(out / "eval.json"))
-    steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    summary = {"minutes": round((time.time() - t0) / 60.0, 2), "steps": max(steps) if steps else 0,
-               "batch": args.batch, "lr": args.lr, "workers": workers, "synth_count": args.synth_count,
-               "init": args.init, "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if cuda else None,
-               "eval": f"HoloLens frames {split['source_val']} at canonical scale (the prepared copy); rerun "
-                       f"reflector eval on the original frames for the figures to report"}
+    rows = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
+    summary["steps"] = max([json.loads(x)["step"] for x in rows if x.strip()], default=0)
+    best = next((out / n for n in ("best.pt", "latest.pt") if (out / n).exists()), None)
+    minutes_left = args.minutes - (time.time() - t0) / 60.0
+    summary["eval"] = None
+    if best is None:
+        summary["eval"] = "no checkpoint to evaluate"
+    elif minutes_left < 0.4:
+        summary["eval"] = f"skipped: {minutes_left:.2f} min left"
+    else:
+        try:
+            cli(log, "eval", "--model", str(best), "--backend", "torch-cuda" if cuda else "torch-cpu", "--data",
+                f"manifest:{holo}?frames={split['val']}", "--median-scale", "--json", str(out / "eval.json"))
+            summary["eval"] = (f"{best.name} on HoloLens frames {split['source_val']} at canonical scale (the "
+                               f"prepared copy); rerun reflector eval on the original frames for figures to report")
+        except SystemExit as exc:
+            summary["eval"] = f"failed: {exc}"
+    summary["minutes"] = round((time.time() - t0) / 60.0, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     log.close()
     files = sorted(p.name for p in out.iterdir())
     if len(files) > MAX_OUT_FILES:
         _say(f"warning: {len(files)} files under {out}; the device returns {MAX_OUT_FILES}")
-    _say(f"done in {summary['minutes']} min, {summary['steps']} steps: {', '.join(files)}")
-    return 0
+    _say(f"{'training FAILED' if failed else 'done'} in {summary['minutes']} min, {summary['steps']} steps: "
+         f"{', '.join(files)}")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--work", default="/tmp/reflector_device", help="scratch: synthetic sets and the run folder")
     pr.add_argument("--init", default=str(REPO / "reflector_ros" / "weights" / "reflector_small.pt"))
     pr.add_argument("--minutes", type=float, default=9.0, help="wall clock for everything (the tool allows 10)")
-    pr.add_argument("--reserve", type=float, default=0.75, help="minutes kept for evaluation and copying")
+    pr.add_argument("--reserve", type=float, default=0.75,
+                    help="minutes kept after training: the trainer's last evaluation, copying, eval")
+    pr.add_argument("--startup", type=float, default=1.0,
+                    help="minutes allowed for the trainer's start-up (imports, data, step-0 evaluation, workers)")
+    pr.add_argument("--allow-cpu", action="store_true", help="run without CUDA (a test of the path, not training)")
     pr.add_argument("--synth-count", type=int, default=12000, help="synthetic rooms (plus 1/8 close views)")
     pr.add_argument("--synth-size", type=int, nargs=2, default=[300, 400], metavar=("H", "W"))
     pr.add_argument("--batch", type=int, default=32)
@@ -227,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         return prepare(Path(args.src), Path(args.dest), args.train, args.val, args.model)
     if args.smoke:
         args.synth_count, args.synth_size, args.batch, args.eval_every, args.val_frames = 16, [96, 128], 2, 2, 2
-        args.max_steps, args.reserve = 3, 0.0
+        args.max_steps, args.reserve, args.startup = 3, 0.0, 0.0
         args.overrides = ["augment.crop_hw=[64, 96]", *args.overrides]
     return run(args)
 

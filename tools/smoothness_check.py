@@ -8,8 +8,11 @@ the image's resolution):
   itself (HoloLens' ground truth repeats each sensor pixel 2 x 2, hence stride 2). A prediction much
   rougher than its ground truth draws ripples into the cloud (a floor like a washboard
   gives Nav2's voxel layer false obstacles), however good its AbsRel.
+- sharpness: of the ground truth's steps larger than 10 % between pixels ``--stride`` apart,
+  the share the prediction shows as a step larger than 3 % (0 for a blurred map: the cloud
+  then smears points across the gap between a thing and what lies behind it).
 - AbsRel on pixels next to a ground-truth discontinuity (a neighbour > 5 % nearer or
-  farther) and on the rest: whether the depth is sharp where the scene is.
+  farther) and on the rest.
 
 Several models are compared side by side on the same frames:
 
@@ -47,6 +50,21 @@ def neighbour_steps(depth: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, n
     return dx[okx], dy[oky], edge
 
 
+def sharpness(depth: np.ndarray, truth: np.ndarray, valid: np.ndarray, step: float = 0.10,
+              shown: float = 0.03) -> float:
+    """Share of the truth's 4-neighbour steps larger than ``step`` (relative) that ``depth``
+    shows as a step larger than ``shown``; NaN where the truth has none."""
+    lt, ld = (np.log(np.where(valid, x, 1.0)) for x in (truth, depth))
+    big, seen = [], []
+    for ax in (0, 1):
+        ok = np.logical_and(np.delete(valid, 0, ax), np.delete(valid, -1, ax))
+        gt = np.abs(np.diff(lt, axis=ax)) > np.log1p(step)
+        big.append(ok & gt)
+        seen.append(ok & gt & (np.abs(np.diff(ld, axis=ax)) > np.log1p(shown)))
+    n = sum(int(b.sum()) for b in big)
+    return sum(int(x.sum()) for x in seen) / n if n else float("nan")
+
+
 def roughness(depth: np.ndarray, valid: np.ndarray) -> float:
     """Median |Δ log depth| over the valid 4-neighbour pairs (0 for a plane facing the camera)."""
     dx, dy, _ = neighbour_steps(depth, valid)
@@ -70,7 +88,7 @@ def main() -> int:
     except (OSError, ValueError) as exc:  # InputError is a ValueError
         print(f"smoothness_check: {exc}", file=sys.stderr)
         return 2
-    rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in pipes}
+    rows: dict[str, list[tuple[float, ...]]] = {name: [] for name, _ in pipes}
     truth = []
     k = a.stride
     for i in range(0, len(ds), max(1, a.every)):
@@ -83,14 +101,16 @@ def main() -> int:
             ok = gt_ok & np.isfinite(r.depth)
             rel = np.abs(r.depth - s.depth) / np.where(gt_ok, s.depth, 1.0)
             at_edge = rel[ok & edge].mean() if (ok & edge).any() else np.nan
-            rows[name].append((roughness(r.depth[::k, ::k], ok[::k, ::k]), at_edge, rel[ok & ~edge].mean()))
+            rows[name].append((roughness(r.depth[::k, ::k], ok[::k, ::k]),
+                               sharpness(r.depth[::k, ::k], s.depth[::k, ::k], ok[::k, ::k]),
+                               at_edge, rel[ok & ~edge].mean()))
     n = len(truth)
     print(f"{a.data} [{a.frames}] every {a.every} ({n} frames), pairs {k} px apart; ground truth roughness {np.mean(truth):.4f}\n")
-    print("| model | roughness (median of abs Δ log d) | × ground truth's | AbsRel beside a "
-          "discontinuity | AbsRel elsewhere |\n|---|---|---|---|---|")
+    print("| model | roughness (median of abs Δ log d) | × ground truth's | sharpness (steps > 10 % shown) | "
+          "AbsRel beside a discontinuity | AbsRel elsewhere |\n|---|---|---|---|---|---|")
     for name, vals in rows.items():
-        r, e, f = (float(np.nanmean([v[k] for v in vals])) for k in range(3))
-        print(f"| {name} | {r:.4f} | {r / np.mean(truth):.1f} | {e:.3f} | {f:.3f} |")
+        r, sh, e, f = (float(np.nanmean([v[j] for v in vals])) for j in range(4))
+        print(f"| {name} | {r:.4f} | {r / np.mean(truth):.1f} | {sh:.3f} | {e:.3f} | {f:.3f} |")
     return 0
 
 

@@ -121,7 +121,7 @@ def preview_legend(width: int, depth_range: tuple[float, float], with_gt: bool) 
 
     keys = [lambda w: depth_legend(w, *depth_range, title="ground truth, depth" if with_gt else "depth")]
     if with_gt:
-        keys.append(lambda w: colour_legend(w, _ramp(cv2.COLORMAP_JET), 0.0, ERROR_MAX, "|error| / gt"))
+        keys.append(lambda w: colour_legend(w, _ramp(cv2.COLORMAP_JET), 0.0, ERROR_MAX, "|error| / gt", over=True))
     keys.append(lambda w: colour_legend(w, _ramp(cv2.COLORMAP_VIRIDIS), 0.0, 1.0, "confidence (per frame)",
                                         ends=("low", "high")))
     widths = [width // len(keys)] * len(keys)
@@ -129,7 +129,7 @@ def preview_legend(width: int, depth_range: tuple[float, float], with_gt: bool) 
     return np.concatenate([key(w) for key, w in zip(keys, widths)], axis=1)
 
 
-def preview_row(rgb: np.ndarray, gt: np.ndarray | None, depth: np.ndarray, colored_bgr: np.ndarray,
+def preview_row(rgb: np.ndarray, gt: np.ndarray | None, depth: np.ndarray,
                 confidence: np.ndarray, xyz: np.ndarray | None, depth_range: tuple[float, float],
                 caption: str = "") -> np.ndarray:
     """input | ground truth | depth | relative error | confidence | bird's-eye cloud, one frame, BGR.
@@ -148,7 +148,7 @@ def preview_row(rgb: np.ndarray, gt: np.ndarray | None, depth: np.ndarray, color
     panels = [_panel(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), f"input {caption}")]
     if gt is not None:
         panels.append(_panel(colorize(np.where(gt > 0, gt, np.nan).astype(np.float32), *depth_range), "ground truth"))
-    panels.append(_panel(colorize(depth, *depth_range) if gt is not None else colored_bgr, "depth"))
+    panels.append(_panel(colorize(depth, *depth_range), "depth"))     # the key's scale, with or without ground truth
     if gt is not None:
         panels.append(_panel(error_panel(depth, gt), f"|error| / gt, 0..{ERROR_MAX:g}"))
     panels += [_panel(conf, f"confidence {lo:.3f}-{hi:.3f}"), _panel(top, "cloud, top view")]
@@ -424,7 +424,7 @@ def _report(args: argparse.Namespace, samples: list, stamps: list[int], got: Col
         pts = got.by_stamp["points"].get(st)
         gt = samples[i].depth if samples[i].depth.any() else None
         rows.append(preview_row(samples[i].image, gt, image_view(depth_of[st]),
-                                image_view(got.by_stamp["colored"][st]), image_view(got.by_stamp["confidence"][st]),
+                                image_view(got.by_stamp["confidence"][st]),
                                 cloud_view(pts) if pts is not None else None, DEPTH_RANGE, caption=samples[i].name))
     if rows:
         width = max(r.shape[1] for r in rows)

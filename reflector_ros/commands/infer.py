@@ -305,16 +305,21 @@ def _without(message: str, path: Path) -> str:
     return message.removeprefix(str(path)).lstrip(": ") if message.startswith(str(path)) else message
 
 
+PREVIEW_MIN_SPAN = 0.05     # metres: a flatter frame is drawn over at least this range
+
+
 def preview(depth: np.ndarray) -> np.ndarray:
-    """BGR preview over the frame's own 2-98 % depth range (core.depth.colorize: near = warm),
-    with that range's key in metres under it ((h + 40, w, 3))."""
+    """BGR preview over the frame's own 2-98 % depth range (core.depth.colorize: near = warm;
+    at least PREVIEW_MIN_SPAN wide), with that range's key in metres under it: (h + 40, w, 3)."""
     from reflector_ros.core.depth import depth_legend
 
     ok = np.isfinite(depth)
     if not ok.any():
-        return np.zeros((*depth.shape, 3), np.uint8)
+        return np.zeros((depth.shape[0] + 40, depth.shape[1], 3), np.uint8)
     lo, hi = (float(v) for v in np.percentile(depth[ok], [2, 98]))
-    hi = max(hi, lo + 1e-3)
+    if hi - lo < PREVIEW_MIN_SPAN:
+        mid = 0.5 * (lo + hi)
+        lo, hi = max(0.0, mid - PREVIEW_MIN_SPAN / 2), max(0.0, mid - PREVIEW_MIN_SPAN / 2) + PREVIEW_MIN_SPAN
     return np.concatenate([colorize(depth, lo, hi), depth_legend(depth.shape[1], lo, hi)], axis=0)
 
 

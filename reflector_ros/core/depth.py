@@ -129,25 +129,31 @@ def colorize(depth: np.ndarray, min_depth: float, max_depth: float) -> np.ndarra
 
 
 def nice_ticks(lo: float, hi: float, most: int = 8) -> list[float]:
-    """Round values (1, 2 or 5 times a power of ten apart) inside [lo, hi], at most ``most``."""
+    """Round values (1, 2 or 5 times a power of ten apart) inside [lo, hi], at most ``most``
+    (at least 2); where no two round values fit, [lo, hi] themselves."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return [lo]
     raw = (hi - lo) / max(1, most - 1)
     mag = 10.0 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
     first = math.ceil(lo / step - 1e-9) * step
-    return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
+    ticks = [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
+    return ticks if len(ticks) >= 2 else [lo, hi]
 
 
 def colour_legend(width: int, ramp_bgr: np.ndarray, lo: float, hi: float, title: str, unit: str = "",
-                  ends: tuple[str, str] | None = None, height: int = 40) -> np.ndarray:
+                  ends: tuple[str, str] | None = None, over: bool = False, height: int = 40) -> np.ndarray:
     """(height, width, 3) uint8 BGR key for a colour scale: the ramp from ``lo`` (left) to
-    ``hi`` (right), round ticks with their values (or the two ``ends`` labels instead, for a
-    scale without fixed values), and ``title`` on the left.
+    ``hi`` (right), round ticks with their values, as many as fit without overlapping (or the
+    two ``ends`` labels instead, for a scale without fixed values), and ``title`` on the left.
+    ``over``: values above ``hi`` take its colour, and its label says so ("0.5+").
 
     ramp_bgr: (n, 3) uint8 colours of evenly spaced values from lo to hi (n >= 2). For depth
     drawn by :func:`colorize` use :func:`depth_legend`, which takes the ramp from it.
+    A key too narrow for its ramp is left blank. Raises InputError for height < 24.
     """
+    if height < 24:
+        raise InputError(f"colour_legend: height {height} < 24 pixels")
     img = np.full((height, max(1, width), 3), 24, np.uint8)
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.42
     (tw, _), _ = cv2.getTextSize(title, font, scale, 1)
@@ -159,12 +165,18 @@ def colour_legend(width: int, ramp_bgr: np.ndarray, lo: float, hi: float, title:
     ramp = np.asarray(ramp_bgr, np.uint8).reshape(-1, 1, 3)
     bar = cv2.resize(ramp.transpose(1, 0, 2), (x1 - x0, 12), interpolation=cv2.INTER_LINEAR)
     img[6:18, x0:x1] = bar
-    marks = [(lo, ends[0]), (hi, ends[1])] if ends else [(v, f"{v:g}{unit}") for v in nice_ticks(lo, hi)]
+    if ends:
+        marks = [(lo, ends[0]), (hi, ends[1])]
+    else:
+        widest = max(cv2.getTextSize(f"{v:.4g}{unit}+", font, scale, 1)[0][0] for v in (lo, hi, (lo + hi) / 2))
+        ticks = nice_ticks(lo, hi, most=max(2, (x1 - x0) // (widest + 10)))
+        marks = [(v, f"{v:.4g}{unit}" + ("+" if over and v == ticks[-1] and abs(v - hi) < 1e-9 else "")) for v in ticks]
     for v, text in marks:
         x = int(round(x0 + (v - lo) / (hi - lo) * (x1 - x0 - 1))) if hi > lo else x0
         cv2.line(img, (x, 18), (x, 22), (235, 235, 235), 1)
         (w, _), _ = cv2.getTextSize(text, font, scale, 1)
-        cv2.putText(img, text, (min(max(0, x - w // 2), width - w), 35), font, scale, (235, 235, 235), 1, cv2.LINE_AA)
+        cv2.putText(img, text, (min(max(0, x - w // 2), width - w), height - 5), font, scale, (235, 235, 235), 1,
+                    cv2.LINE_AA)
     return img
 
 

@@ -28,6 +28,8 @@ from reflector_ros.core.yamlfile import read_mapping
 
 STAGES = ("relative", "metric", "end2end", "selfsup", "confidence", "context")
 AMP_DTYPES = ("float16", "bfloat16")
+# defaults that changed: a stored config without the key ran with these values
+RESUME_DEFAULTS = {"train": {"freeze_detail": False}}      # on by default since 2026-12-01 (v2.1)
 MAX_CROP_SIDE = 4096
 MIN_CROP_SIDE = 16
 
@@ -380,7 +382,9 @@ def from_checkpoint(stored: str | Mapping[str, Any], overrides: Sequence[str] = 
     """The config a training checkpoint stored (JSON text or a dict), with overrides.
 
     Keys this version does not know are dropped with a note rather than refused, so a
-    run started by an older version resumes; keys it lacks take today's defaults.
+    run started by an older version resumes; keys it lacks take today's defaults, except
+    where a default changed: those take the value the older version ran with
+    (``RESUME_DEFAULTS``), so its optimiser state still fits.
     """
     import json
 
@@ -391,7 +395,8 @@ def from_checkpoint(stored: str | Mapping[str, Any], overrides: Sequence[str] = 
             raise InputError(f"{where}: stored config is not JSON ({exc})") from None
     if not isinstance(stored, Mapping):
         raise InputError(f"{where}: stored config is not a mapping")
-    raw = merge(defaults(), {k: v for k, v in stored.items() if k in SECTIONS})
+    raw = merge(defaults(), RESUME_DEFAULTS)
+    raw = merge(raw, {k: v for k, v in stored.items() if k in SECTIONS})
     return build(apply_overrides(raw, overrides), where, strict=False)
 
 
