@@ -85,6 +85,16 @@ def test_eval_bad_inputs(args: list[str], msg: str, manifest: Path, capsys: pyte
     assert msg in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["eval", "infer", "demo"])
+def test_a_second_model_is_refused_not_silently_replacing_the_first(command: str, manifest: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Two --model options used to evaluate only the last one, printed as if it were both."""
+    args = {"eval": ["--data", f"manifest:{manifest}"], "infer": [str(manifest)], "demo": []}[command]
+    with pytest.raises(SystemExit) as exc:
+        main([command, *args, "--model", "a.onnx", "--model", "b.onnx"])
+    assert exc.value.code == 2 and "--model given twice" in capsys.readouterr().err
+
+
 def test_focal_consistency_function_on_a_pure_scaling_model() -> None:
     """A model that ignores the image and returns focal_scale x constant doubles under 2x zoom;
     one that returns a fixed metric depth is perfectly consistent."""

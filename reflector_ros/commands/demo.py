@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from reflector_ros.commands import Once
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "hololens_office"
 DEFAULT_FIRST = 250          # HoloLens frames 0-249 are the fine-tuning set; 250-372 are held out
@@ -37,7 +39,7 @@ DEPTH_RANGE = (0.2, 6.0)     # metres: the preview's colour scale for depth and 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, default=None,
+    p.add_argument("--model", type=Path, default=None, action=Once,
                    help="model file (.onnx, .pt, engine); default: the embedded reflector_small.onnx")
     p.add_argument("--backend", default="auto", help="node backend (auto | onnxruntime | torch | tensorrt ...)")
     p.add_argument("--data", type=Path, default=None,

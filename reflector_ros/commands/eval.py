@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from reflector_ros.commands import Once
 from reflector_ros.core.errors import InputError
 from reflector_ros.data.sample import Sample
 from reflector_ros.train.evaluate import backend_predictor, evaluate_dataset, focal_ratios, mean_of_groups
@@ -23,7 +24,7 @@ from reflector_ros.train.metrics import markdown_table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model file (.onnx, .pt, .engine); default: the embedded model")
+    p.add_argument("--model", action=Once, help="model file (.onnx, .pt, .engine); default: the embedded model")
     p.add_argument("--backend", default="auto",
                    help="auto|onnxruntime|onnxruntime-cuda|torch|torch-cpu|torch-cuda|tensorrt (default: auto)")
     p.add_argument("--data", action="append", required=True, metavar="SPEC",

@@ -24,6 +24,7 @@ from reflector_ros.core.camera_info import CameraInfoFields, aspect_note, calibr
 from reflector_ros.core.camera_yaml import load_camera_yaml
 from reflector_ros.core.decode import image_size_from_header
 from reflector_ros.core.depth import colorize, to_millimetres
+from reflector_ros.commands import Once
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.scale_anchor import AnchorSettings
 from reflector_ros.core.limits import check_size
@@ -84,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fy", type=float, help="vertical focal length in pixels (default: --fx)")
     p.add_argument("--cx", type=float, help="principal point x in pixels (default: the image centre)")
     p.add_argument("--cy", type=float, help="principal point y in pixels (default: the image centre)")
-    p.add_argument("--model", help="model file (.onnx, .pt, .engine); default: the embedded model")
+    p.add_argument("--model", action=Once, help="model file (.onnx, .pt, .engine); default: the embedded model")
     p.add_argument("--backend", default="auto",
                    help="auto|tensorrt|torch|torch-cpu|torch-cuda|onnxruntime|onnxruntime-cuda (default: auto)")
     p.add_argument("--min-depth", type=float, default=PARAMS["min_depth"][0],
