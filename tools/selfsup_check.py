@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "after selfsup (latest.pt)": evaluate(run / "latest.pt", out, "after_seen", args.train_frames)}
     gain = 1 - after["abs_rel"] / before["abs_rel"]
     toward = abs(math.log(after["scale_median"])) < abs(math.log(before["scale_median"]))
-    verdict = (f"AbsRel {before['abs_rel']:.3f} -> {after['abs_rel']:.3f} ({100 * gain:+.1f} % better; target >= 20 %), "
+    verdict = (f"AbsRel {before['abs_rel']:.3f} -> {after['abs_rel']:.3f} ({abs(100 * gain):.1f} % {'better' if gain >= 0 else 'worse'}; target >= 20 % better), "
                f"median scale {before['scale_median']:.3f} -> {after['scale_median']:.3f} "
                f"({'toward' if toward else 'away from'} 1): {'MET' if gain >= 0.2 and toward else 'NOT MET'}")
     if adapted:
