@@ -105,6 +105,9 @@ def test_prepare_never_replaces_what_it_did_not_make(source: Path, tmp_path: Pat
     assert r.returncode == 2 and "not replacing" in r.stderr
     assert (other / "notes.txt").read_text() == "keep me"
     assert (source / "manifest.json").exists()
+    r = subprocess.run([sys.executable, str(TOOL), "prepare", "--src", str(source), "--dest", str(tmp_path / "d"),
+                        "--train", "abc"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "frames 'abc'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_smoke_run_trains_evaluates_and_collects_at_most_eight_files(prepared: Path, tmp_path: Path) -> None:

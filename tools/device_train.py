@@ -272,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("overrides", nargs="*", metavar="section.key=value", help="more `reflector train` overrides")
     args = p.parse_args(argv)
     if args.cmd == "prepare":
-        return prepare(Path(args.src), Path(args.dest), args.train, args.val, args.model)
+        try:
+            return prepare(Path(args.src), Path(args.dest), args.train, args.val, args.model)
+        except (OSError, ValueError) as exc:       # InputError is a ValueError
+            print(f"prepare: {exc}", file=sys.stderr)
+            return 2
     if args.smoke:
         args.synth_count, args.synth_size, args.batch, args.eval_every, args.val_frames = 16, [96, 128], 2, 2, 2
         args.max_steps, args.reserve, args.startup = 3, 0.0, 0.0
