@@ -35,18 +35,21 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "holo
 EDGE = 0.05      # a neighbour more than 5 % nearer or farther: a depth discontinuity
 
 
+def _pairs(depth: np.ndarray, valid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per axis (down, right): |Δ log depth| between 4-neighbours, and where both are valid."""
+    ld = np.log(np.where(valid, depth, 1.0))
+    return [(np.abs(np.diff(ld, axis=ax)), np.delete(valid, 0, ax) & np.delete(valid, -1, ax)) for ax in (0, 1)]
+
+
 def neighbour_steps(depth: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """|Δ log depth| to the right and downward neighbours where both pixels are valid, and
     the (h, w) mask of pixels beside a step larger than EDGE in ``depth``."""
-    ld = np.log(np.where(valid, depth, 1.0))
-    dx, dy = np.abs(np.diff(ld, axis=1)), np.abs(np.diff(ld, axis=0))
-    okx, oky = valid[:, 1:] & valid[:, :-1], valid[1:] & valid[:-1]
+    (dy, oky), (dx, okx) = _pairs(depth, valid)
     edge = np.zeros(depth.shape, bool)
-    for step, ok, a, b in ((dx, okx, (slice(None), slice(1, None)), (slice(None), slice(None, -1))),
-                           (dy, oky, (slice(1, None), slice(None)), (slice(None, -1), slice(None)))):
+    for ax, (step, ok) in ((1, (dx, okx)), (0, (dy, oky))):
         jump = ok & (step > np.log1p(EDGE))
-        edge[a] |= jump
-        edge[b] |= jump
+        edge[(slice(None),) * ax + (slice(1, None),)] |= jump
+        edge[(slice(None),) * ax + (slice(None, -1),)] |= jump
     return dx[okx], dy[oky], edge
 
 
@@ -54,15 +57,12 @@ def sharpness(depth: np.ndarray, truth: np.ndarray, valid: np.ndarray, step: flo
               shown: float = 0.03) -> float:
     """Share of the truth's 4-neighbour steps larger than ``step`` (relative) that ``depth``
     shows as a step larger than ``shown``; NaN where the truth has none."""
-    lt, ld = (np.log(np.where(valid, x, 1.0)) for x in (truth, depth))
-    big, seen = [], []
-    for ax in (0, 1):
-        ok = np.logical_and(np.delete(valid, 0, ax), np.delete(valid, -1, ax))
-        gt = np.abs(np.diff(lt, axis=ax)) > np.log1p(step)
-        big.append(ok & gt)
-        seen.append(ok & gt & (np.abs(np.diff(ld, axis=ax)) > np.log1p(shown)))
-    n = sum(int(b.sum()) for b in big)
-    return sum(int(x.sum()) for x in seen) / n if n else float("nan")
+    big = seen = 0
+    for (dt, ok), (dd, _) in zip(_pairs(truth, valid), _pairs(depth, valid)):
+        jump = ok & (dt > np.log1p(step))
+        big += int(jump.sum())
+        seen += int((jump & (dd > np.log1p(shown))).sum())
+    return seen / big if big else float("nan")
 
 
 def roughness(depth: np.ndarray, valid: np.ndarray) -> float:

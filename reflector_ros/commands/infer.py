@@ -19,12 +19,12 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from reflector_ros.commands import Once
 from reflector_ros.core.camera import Intrinsics
 from reflector_ros.core.camera_info import CameraInfoFields, aspect_note, calibrated_size
 from reflector_ros.core.camera_yaml import load_camera_yaml
 from reflector_ros.core.decode import image_size_from_header
 from reflector_ros.core.depth import colorize, to_millimetres
-from reflector_ros.commands import Once
 from reflector_ros.core.errors import InputError
 from reflector_ros.core.scale_anchor import AnchorSettings
 from reflector_ros.core.limits import check_size
@@ -319,8 +319,8 @@ def preview(depth: np.ndarray) -> np.ndarray:
         return np.zeros((depth.shape[0] + 40, depth.shape[1], 3), np.uint8)
     lo, hi = (float(v) for v in np.percentile(depth[ok], [2, 98]))
     if hi - lo < PREVIEW_MIN_SPAN:
-        mid = 0.5 * (lo + hi)
-        lo, hi = max(0.0, mid - PREVIEW_MIN_SPAN / 2), max(0.0, mid - PREVIEW_MIN_SPAN / 2) + PREVIEW_MIN_SPAN
+        lo = max(0.0, 0.5 * (lo + hi - PREVIEW_MIN_SPAN))
+        hi = lo + PREVIEW_MIN_SPAN
     return np.concatenate([colorize(depth, lo, hi), depth_legend(depth.shape[1], lo, hi)], axis=0)
 
 
